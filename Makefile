@@ -1,0 +1,34 @@
+# microbatch: micro-batch pipelines inside PostgreSQL (PGXS build)
+
+MODULE_big = microbatch
+OBJS = \
+	src/api.o \
+	src/batch.o \
+	src/catalog.o \
+	src/source.o \
+	src/transform.o \
+	src/window.o
+EXTENSION = microbatch
+DATA = sql/microbatch--0.1.0.sql
+PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
+
+# Every suite starts its own throwaway cluster with the library preloaded.
+TEMP_CONF = $(srcdir)/test/microbatch.conf
+REGRESS = setup pipeline transform batch window security replay failure
+REGRESS_OPTS = --temp-instance=tmp_check/regress --temp-config=$(TEMP_CONF)
+ISOLATION = concurrent_batches
+ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
+	--outputdir=output_iso \
+	--temp-instance=tmp_check/isolation --temp-config=$(TEMP_CONF)
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The quick start's test command: installs what is missing, builds with
+# warnings as errors, installs, and runs every suite.
+.PHONY: test
+test:
+	bash test/run-tests.sh

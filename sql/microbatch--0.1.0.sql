@@ -1,0 +1,253 @@
+/* microbatch--0.1.0.sql */
+
+\echo Use "CREATE EXTENSION microbatch" to load this file. \quit
+
+CREATE SCHEMA microbatch;
+COMMENT ON SCHEMA microbatch IS 'micro-batch pipelines: catalog, ledger and API';
+
+/*
+ * Catalog.  Users never write these tables directly: the API functions do,
+ * as the extension's owner, after checking the caller's rights.
+ */
+CREATE TABLE microbatch.pipeline (
+    pipeline_id     serial PRIMARY KEY,
+    pipeline_name   name NOT NULL UNIQUE,
+    source_table    regclass NOT NULL,
+    batch_view      regclass NOT NULL,
+    owner_role      regrole NOT NULL,
+    batch_interval  interval NOT NULL CHECK (batch_interval >= interval '0'),
+    max_batch_rows  bigint CHECK (max_batch_rows > 0),
+    state           text NOT NULL DEFAULT 'enabled'
+                    CHECK (state IN ('enabled', 'paused')),
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE microbatch.transform (
+    transform_id    serial PRIMARY KEY,
+    pipeline_id     integer NOT NULL
+                    REFERENCES microbatch.pipeline ON DELETE CASCADE,
+    transform_name  name NOT NULL,
+    layer           text NOT NULL CHECK (layer IN ('bronze', 'silver', 'gold')),
+    command         text NOT NULL,
+    search_path     text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    UNIQUE (pipeline_id, transform_name)
+);
+
+/*
+ * The ledger: one row per batch attempt.  A committed row is written in the
+ * same transaction as the batch's transforms, so it exists exactly when the
+ * batch's effects do.  The window of source rows a batch covers is the pair
+ * of snapshots plus, when max_batch_rows split a window, an xid range.
+ */
+CREATE TABLE microbatch.batch (
+    pipeline_id      integer NOT NULL
+                     REFERENCES microbatch.pipeline ON DELETE CASCADE,
+    batch_id         bigint NOT NULL CHECK (batch_id > 0),
+    attempt          integer NOT NULL CHECK (attempt > 0),
+    status           text NOT NULL CHECK (status IN ('committed', 'failed')),
+    lower_snapshot   pg_snapshot NOT NULL,
+    upper_snapshot   pg_snapshot NOT NULL,
+    xid_from         xid8,
+    xid_to           xid8,
+    rows_in          bigint NOT NULL,
+    started_at       timestamptz NOT NULL,
+    finished_at      timestamptz NOT NULL,
+    replays          integer NOT NULL DEFAULT 0,
+    last_replayed_at timestamptz,
+    sqlstate         text,
+    error            text,
+    error_context    text,
+    PRIMARY KEY (pipeline_id, batch_id, attempt)
+);
+
+-- At most one committed attempt per batch id: the last line of defence
+-- against two sessions committing the same batch.
+CREATE UNIQUE INDEX batch_committed_key
+    ON microbatch.batch (pipeline_id, batch_id) WHERE status = 'committed';
+
+SELECT pg_catalog.pg_extension_config_dump('microbatch.pipeline', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.pipeline_pipeline_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.transform', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.transform_transform_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.batch', '');
+
+REVOKE ALL ON ALL TABLES IN SCHEMA microbatch FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA microbatch FROM PUBLIC;
+GRANT USAGE ON SCHEMA microbatch TO PUBLIC;
+
+/*
+ * Pipeline management.
+ */
+CREATE FUNCTION microbatch.create_pipeline(pipeline name,
+                                           source regclass,
+                                           batch_interval interval DEFAULT '1 second',
+                                           max_batch_rows bigint DEFAULT NULL)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_create_pipeline';
+
+COMMENT ON FUNCTION microbatch.create_pipeline(name, regclass, interval, bigint)
+    IS 'register a pipeline that processes the rows committed to a staging table in micro-batches';
+
+CREATE FUNCTION microbatch.drop_pipeline(pipeline name)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_drop_pipeline';
+
+COMMENT ON FUNCTION microbatch.drop_pipeline(name)
+    IS 'drop a pipeline, its transforms, its batch view and its batch history';
+
+CREATE FUNCTION microbatch.refresh_pipeline(pipeline name)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_refresh_pipeline';
+
+COMMENT ON FUNCTION microbatch.refresh_pipeline(name)
+    IS 'rebuild the batch view of a pipeline after columns of its source changed';
+
+CREATE FUNCTION microbatch.pause_pipeline(pipeline name)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_pause_pipeline';
+
+COMMENT ON FUNCTION microbatch.pause_pipeline(name)
+    IS 'stop scheduling batches for a pipeline';
+
+CREATE FUNCTION microbatch.resume_pipeline(pipeline name)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_resume_pipeline';
+
+COMMENT ON FUNCTION microbatch.resume_pipeline(name)
+    IS 'schedule batches for a paused pipeline again';
+
+CREATE FUNCTION microbatch.add_transform(pipeline name,
+                                         transform name,
+                                         layer text,
+                                         command text)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_add_transform';
+
+COMMENT ON FUNCTION microbatch.add_transform(name, name, text, text)
+    IS 'append a SQL statement to a layer (bronze, silver or gold) of a pipeline';
+
+CREATE FUNCTION microbatch.remove_transform(pipeline name, transform name)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_remove_transform';
+
+COMMENT ON FUNCTION microbatch.remove_transform(name, name)
+    IS 'remove a transform from a pipeline';
+
+/*
+ * Batches.
+ */
+CREATE FUNCTION microbatch.run_batch(pipeline name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_run_batch';
+
+COMMENT ON FUNCTION microbatch.run_batch(name)
+    IS 'process the rows committed since the previous batch; returns the batch id, or NULL when there is nothing new or the batch failed';
+
+CREATE FUNCTION microbatch.replay_batch(pipeline name, batch_id bigint)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_replay_batch';
+
+COMMENT ON FUNCTION microbatch.replay_batch(name, bigint)
+    IS 'run the current transforms again over exactly the input rows of a committed batch; returns the number of rows';
+
+CREATE FUNCTION microbatch.rows_waiting(pipeline name)
+RETURNS bigint
+LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_rows_waiting';
+
+COMMENT ON FUNCTION microbatch.rows_waiting(name)
+    IS 'number of committed source rows that no committed batch has processed yet';
+
+CREATE FUNCTION microbatch.current_batch_id()
+RETURNS bigint
+LANGUAGE C STABLE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'microbatch_current_batch_id';
+
+COMMENT ON FUNCTION microbatch.current_batch_id()
+    IS 'inside a transform, the id of the batch being processed; NULL elsewhere';
+
+/*
+ * The window of the batch being processed, for the batch views'
+ * WHERE clauses.  Outside a batch of the given pipeline the range is empty.
+ * They read backend-local state, hence PARALLEL RESTRICTED.
+ */
+CREATE FUNCTION microbatch.batch_lower_xid(pipeline_id integer)
+RETURNS xid8
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'microbatch_batch_lower_xid';
+
+CREATE FUNCTION microbatch.batch_upper_xid(pipeline_id integer)
+RETURNS xid8
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'microbatch_batch_upper_xid';
+
+CREATE FUNCTION microbatch.batch_contains(pipeline_id integer, xid xid8)
+RETURNS boolean
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'microbatch_batch_contains';
+
+/*
+ * Monitoring views.
+ */
+CREATE VIEW microbatch.pipelines AS
+SELECT p.pipeline_name AS pipeline,
+       p.source_table AS source,
+       p.owner_role AS owner,
+       p.batch_interval,
+       p.max_batch_rows,
+       p.state,
+       last.batch_id AS last_batch_id,
+       last.finished_at AS last_batch_at,
+       microbatch.rows_waiting(p.pipeline_name) AS rows_waiting,
+       p.created_at
+  FROM microbatch.pipeline p
+  LEFT JOIN LATERAL (
+        SELECT b.batch_id, b.finished_at
+          FROM microbatch.batch b
+         WHERE b.pipeline_id = p.pipeline_id AND b.status = 'committed'
+         ORDER BY b.batch_id DESC
+         LIMIT 1) last ON true;
+
+CREATE VIEW microbatch.transforms AS
+SELECT p.pipeline_name AS pipeline,
+       t.transform_name AS transform,
+       t.layer,
+       row_number() OVER (PARTITION BY t.pipeline_id
+                          ORDER BY CASE t.layer WHEN 'bronze' THEN 1
+                                                WHEN 'silver' THEN 2
+                                                ELSE 3 END,
+                                   t.transform_id) AS run_order,
+       t.command,
+       t.search_path,
+       t.created_at
+  FROM microbatch.transform t
+  JOIN microbatch.pipeline p USING (pipeline_id);
+
+CREATE VIEW microbatch.batches AS
+SELECT p.pipeline_name AS pipeline,
+       b.batch_id,
+       b.attempt,
+       b.status,
+       b.rows_in,
+       b.started_at,
+       b.finished_at,
+       b.finished_at - b.started_at AS duration,
+       b.replays,
+       b.last_replayed_at,
+       b.sqlstate,
+       b.error,
+       b.error_context
+  FROM microbatch.batch b
+  JOIN microbatch.pipeline p USING (pipeline_id);
+
+GRANT SELECT ON microbatch.pipelines, microbatch.transforms, microbatch.batches TO PUBLIC;

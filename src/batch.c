@@ -1,0 +1,442 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.c
+ *	  The batch engine: run a batch, replay a batch, count rows waiting.
+ *
+ * A batch is one transaction: the sweep, every transform and the ledger row
+ * that records the batch commit together or not at all.  Its window starts
+ * at the previous committed batch's upper snapshot, so the ledger is the
+ * only state there is, and a batch that rolls back leaves its rows to the
+ * next one.  Batches of one pipeline are serialised by a lock on the
+ * pipeline, taken before reading the ledger; a unique index on committed
+ * batch ids backs that up.  Nothing is written, and no transaction id is
+ * assigned, when a window holds no rows.
+ *
+ * The transforms run in a subtransaction, so that a failed batch rolls back
+ * alone and its failure is recorded in the ledger; the next run retries the
+ * same batch id.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+#include "microbatch.h"
+
+/* Keeps our advisory locks apart from the int8 (1) and int4 (2) user keys */
+#define MB_LOCKTAG_PIPELINE 0x4D42
+
+/*
+ * Serialise batches (and drops and replays) of a pipeline until the end of
+ * the transaction.  Waiting is interruptible and seen by the deadlock
+ * detector, like any heavyweight lock; it assigns no transaction id.
+ */
+void
+mb_lock_pipeline(int32 pipeline_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) pipeline_id, 0,
+						 MB_LOCKTAG_PIPELINE);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+static void
+mb_check_can_run(const char *what)
+{
+	if (mb_window_is_active())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot %s inside a transform", what)));
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot %s during recovery", what)));
+	/*
+	 * Under a transaction snapshot we could miss a batch committed after our
+	 * snapshot was taken and sweep its rows again.
+	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s in a %s transaction", what,
+						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Run it in a READ COMMITTED transaction.")));
+}
+
+/*
+ * Look the pipeline up, check the caller may run it, and take its lock.
+ * The pipeline is read again under the lock: it may have been dropped while
+ * we waited.
+ */
+static MbPipeline *
+mb_lock_and_get(const char *pipeline_name, Oid caller)
+{
+	MbPipeline *pipeline = mb_pipeline_get(pipeline_name);
+
+	mb_pipeline_check_owner(pipeline, caller);
+	mb_lock_pipeline(pipeline->id);
+	if (!mb_pipeline_by_id(pipeline->id, pipeline))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pipeline \"%s\" was dropped while waiting for its lock",
+						pipeline_name)));
+	mb_pipeline_check_relations(pipeline);
+	return pipeline;
+}
+
+/* A snapshot taken now, as a pg_snapshot */
+static Datum
+mb_current_snapshot(void)
+{
+	Datum		snapshot;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	snapshot = OidFunctionCall0(F_PG_CURRENT_SNAPSHOT);
+	PopActiveSnapshot();
+	return snapshot;
+}
+
+/* Batch statements are short and planned for small inputs: JIT never pays */
+static int
+mb_batch_settings(void)
+{
+	int			nest_level = NewGUCNestLevel();
+
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest_level;
+}
+
+static char *
+mb_batch_view_qualified(const MbPipeline *pipeline)
+{
+	return quote_qualified_identifier(MB_SCHEMA, get_rel_name(pipeline->batch_view));
+}
+
+static char *
+mb_source_qualified(const MbPipeline *pipeline)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(pipeline->source)),
+									  get_rel_name(pipeline->source));
+}
+
+/*
+ * Run a query over the window as the pipeline's owner.  Returns false when it
+ * yields no row or a null; otherwise the first column of its first row.
+ */
+static bool
+mb_window_query(const MbPipeline *pipeline, MbWindow *window, const char *sql,
+				Datum *result)
+{
+	Oid			saved_user;
+	int			saved_sec_context;
+	bool		found = false;
+
+	mb_run_as(pipeline->owner, &saved_user, &saved_sec_context);
+	mb_window_activate(window);
+	PG_TRY();
+	{
+		if (SPI_execute(sql, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the batch window: %s", sql);
+		if (SPI_processed > 0)
+		{
+			bool		isnull;
+
+			*result = SPI_getbinval(SPI_tuptable->vals[0],
+									SPI_tuptable->tupdesc, 1, &isnull);
+			found = !isnull;
+		}
+	}
+	PG_FINALLY();
+	{
+		mb_window_deactivate();
+	}
+	PG_END_TRY();
+	mb_run_as_end(saved_user, saved_sec_context);
+	return found;
+}
+
+static int64
+mb_window_count(const MbPipeline *pipeline, MbWindow *window)
+{
+	Datum		count;
+
+	mb_window_query(pipeline, window,
+					psprintf("SELECT pg_catalog.count(*) FROM %s",
+							 mb_batch_view_qualified(pipeline)),
+					&count);
+	return DatumGetInt64(count);
+}
+
+/*
+ * The tracking xid of the n-th row (from 0) of the window in xid order, or
+ * 0 if the window has fewer rows.
+ */
+static uint64
+mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
+{
+	Datum		xid;
+
+	if (!mb_window_query(pipeline, window,
+						 psprintf("SELECT s.%s FROM %s AS s WHERE %s "
+								  "ORDER BY 1 OFFSET " INT64_FORMAT " LIMIT 1",
+								  MB_TRACKING_COLUMN,
+								  mb_source_qualified(pipeline),
+								  mb_window_predicate(pipeline->id, "s"), n),
+						 &xid))
+		return 0;
+	return U64FromFullTransactionId(DatumGetFullTransactionId(xid));
+}
+
+/*
+ * Cap the window at max_batch_rows by cutting it at a transaction boundary,
+ * in xid order; the rest is left to the following batches.  A single
+ * transaction larger than the cap stays whole.  Returns the window's rows.
+ */
+static int64
+mb_window_capped_count(const MbPipeline *pipeline, MbWindow *window)
+{
+	if (pipeline->max_batch_rows > 0)
+	{
+		uint64		cut = mb_window_nth_xid(pipeline, window,
+											pipeline->max_batch_rows);
+
+		if (cut != 0)
+		{
+			if (cut == mb_window_nth_xid(pipeline, window, 0))
+				cut++;
+			window->xid_to = cut;
+		}
+	}
+	return mb_window_count(pipeline, window);
+}
+
+/*
+ * Find the next batch's window and count its rows.  After a capped batch the
+ * rest of its window comes first; then a new window from the previous upper
+ * snapshot to now.
+ */
+static int64
+mb_next_window(const MbPipeline *pipeline, MbWindow *window)
+{
+	MbLastBatch last;
+	bool		has_last = mb_last_batch(pipeline->id, &last);
+	int64		batch_id = has_last ? last.batch_id + 1 : 1;
+	int64		rows;
+
+	if (has_last && last.xid_to != 0)
+	{
+		mb_window_init(window, pipeline->id, batch_id, last.lower_datum,
+					   last.upper_datum, last.xid_to, 0);
+		rows = mb_window_capped_count(pipeline, window);
+		if (rows > 0)
+			return rows;
+	}
+
+	mb_window_init(window, pipeline->id, batch_id,
+				   has_last ? last.upper_datum : mb_empty_snapshot(),
+				   mb_current_snapshot(), 0, 0);
+
+	/* Transaction ids only grow; the history must come from another cluster */
+	if (window->lower.xmax > window->upper.xmax)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("last batch of pipeline \"%s\" is ahead of this server's transaction ids",
+						pipeline->name),
+				 errdetail("The batch ended at transaction " UINT64_FORMAT "; this server is at " UINT64_FORMAT ".",
+						   window->lower.xmax, window->upper.xmax),
+				 errhint("Transaction ids cannot be compared across clusters: drop the pipeline and create it again.")));
+
+	return mb_window_capped_count(pipeline, window);
+}
+
+/*
+ * Run the transforms in a subtransaction.  Returns NULL on success, or the
+ * error after rolling the subtransaction back.  Cancellation is not a batch
+ * failure: it propagates.
+ */
+static ErrorData *
+mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
+						  MbWindow *window)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+
+	PG_TRY();
+	{
+		mb_window_activate(window);
+		mb_transforms_run(pipeline, transforms, window->batch_id);
+		mb_window_deactivate();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		mb_window_deactivate();
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(error);
+	}
+	PG_END_TRY();
+
+	return error;
+}
+
+/*
+ * Process the next batch of a pipeline.  Expects mb_call_begin().
+ */
+MbBatchResult
+mb_run_batch(const char *pipeline_name, Oid caller)
+{
+	MbBatchResult result = {MB_BATCH_EMPTY, 0, 0, NULL};
+	MbPipeline *pipeline;
+	MbWindow	window;
+	TimestampTz started_at;
+	List	   *transforms;
+	int32		attempt;
+	int			nest_level;
+
+	mb_check_can_run("run a batch");
+	pipeline = mb_lock_and_get(pipeline_name, caller);
+	nest_level = mb_batch_settings();
+	started_at = GetCurrentTimestamp();
+
+	result.rows_in = mb_next_window(pipeline, &window);
+	if (result.rows_in == 0)
+	{
+		AtEOXact_GUC(true, nest_level);
+		return result;
+	}
+
+	result.batch_id = window.batch_id;
+	transforms = mb_transform_list(pipeline->id);
+	attempt = mb_attempts(pipeline->id, window.batch_id) + 1;
+	result.error = mb_transforms_run_guarded(pipeline, transforms, &window);
+	result.status = result.error ? MB_BATCH_FAILED : MB_BATCH_COMMITTED;
+
+	mb_ledger_insert(&window, attempt, result.error == NULL, result.rows_in,
+					 started_at, GetCurrentTimestamp(), result.error);
+	AtEOXact_GUC(true, nest_level);
+	return result;
+}
+
+/*
+ * Run the current transforms over the input rows of a committed batch, with
+ * current_batch_id() returning its id.  Errors propagate: a replay is one
+ * statement of the caller's transaction.  Expects mb_call_begin().
+ */
+int64
+mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
+{
+	MbPipeline *pipeline;
+	MbLastBatch batch;
+	MbWindow	window;
+	int64		rows;
+	List	   *transforms;
+	int			nest_level;
+
+	mb_check_can_run("replay a batch");
+	pipeline = mb_lock_and_get(pipeline_name, caller);
+	if (!mb_committed_batch(pipeline->id, batch_id, &batch))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pipeline \"%s\" has no committed batch " INT64_FORMAT,
+						pipeline->name, batch_id),
+				 errhint("The view microbatch.batches lists the batches of each pipeline.")));
+
+	nest_level = mb_batch_settings();
+	mb_window_init(&window, pipeline->id, batch_id, batch.lower_datum,
+				   batch.upper_datum, batch.xid_from, batch.xid_to);
+
+	/* New rows never enter an old window, so equal counts mean equal rows */
+	rows = mb_window_count(pipeline, &window);
+	if (rows != batch.rows_in)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot replay batch " INT64_FORMAT " of pipeline \"%s\": some of its source rows are gone",
+						batch_id, pipeline->name),
+				 errdetail("The batch processed " INT64_FORMAT " rows; " INT64_FORMAT " of them are still in the source table.",
+						   batch.rows_in, rows),
+				 errhint("A batch can be replayed as long as its rows are kept in the source table.")));
+
+	transforms = mb_transform_list(pipeline->id);
+	mb_window_activate(&window);
+	PG_TRY();
+	{
+		mb_transforms_run(pipeline, transforms, batch_id);
+	}
+	PG_FINALLY();
+	{
+		mb_window_deactivate();
+	}
+	PG_END_TRY();
+
+	mb_ledger_record_replay(pipeline->id, batch_id, GetCurrentTimestamp());
+	AtEOXact_GUC(true, nest_level);
+	return rows;
+}
+
+/*
+ * Count the committed source rows that no committed batch has processed.
+ * Returns false when that cannot be known (inside a transform, or the
+ * pipeline is broken), so that monitoring views never fail.  Expects
+ * mb_call_begin().
+ */
+bool
+mb_rows_waiting(const char *pipeline_name, int64 *rows)
+{
+	MbPipeline	pipeline;
+	MbLastBatch last;
+	MbWindow	window;
+	bool		has_last;
+
+	if (mb_window_is_active() ||
+		!mb_pipeline_by_name(pipeline_name, &pipeline) ||
+		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline.source)) ||
+		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline.batch_view)) ||
+		pg_class_aclcheck(pipeline.source, pipeline.owner, ACL_SELECT) != ACLCHECK_OK)
+		return false;
+
+	*rows = 0;
+	has_last = mb_last_batch(pipeline.id, &last);
+	if (has_last && last.xid_to != 0)
+	{
+		mb_window_init(&window, pipeline.id, 0, last.lower_datum,
+					   last.upper_datum, last.xid_to, 0);
+		*rows += mb_window_count(&pipeline, &window);
+	}
+	mb_window_init(&window, pipeline.id, 0,
+				   has_last ? last.upper_datum : mb_empty_snapshot(),
+				   mb_current_snapshot(), 0, 0);
+	*rows += mb_window_count(&pipeline, &window);
+	return true;
+}

@@ -1,0 +1,571 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Access to the microbatch.* catalog tables.
+ *
+ * Users get no privileges on the catalog tables.  The API functions check
+ * the caller's rights, then read and write the catalog through SPI as the
+ * role that owns it, with search_path pinned to pg_catalog so that no object
+ * a user creates can capture a name in our queries.  The queries are
+ * prepared once per backend.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/xid8.h"
+
+#include "microbatch.h"
+
+#define MB_MAX_QUERY_ARGS 14
+
+typedef struct MbQuery
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[MB_MAX_QUERY_ARGS];
+	SPIPlanPtr	plan;			/* prepared on first use, kept for the backend */
+} MbQuery;
+
+#define PIPELINE_COLUMNS \
+	"SELECT pipeline_id, pipeline_name, source_table::pg_catalog.oid, " \
+	"batch_view::pg_catalog.oid, owner_role::pg_catalog.oid, " \
+	"max_batch_rows, state FROM microbatch.pipeline "
+
+static MbQuery q_pipeline_by_name = {
+	PIPELINE_COLUMNS "WHERE pipeline_name = $1", 1, {NAMEOID}
+};
+
+static MbQuery q_pipeline_by_id = {
+	PIPELINE_COLUMNS "WHERE pipeline_id = $1", 1, {INT4OID}
+};
+
+static MbQuery q_pipeline_next_id = {
+	"SELECT pg_catalog.nextval('microbatch.pipeline_pipeline_id_seq')::pg_catalog.int4",
+	0, {InvalidOid}
+};
+
+static MbQuery q_pipeline_insert = {
+	"INSERT INTO microbatch.pipeline (pipeline_id, pipeline_name, source_table, "
+	"batch_view, owner_role, batch_interval, max_batch_rows) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7)",
+	7, {INT4OID, NAMEOID, REGCLASSOID, REGCLASSOID, REGROLEOID, INTERVALOID, INT8OID}
+};
+
+static MbQuery q_pipeline_delete = {
+	"DELETE FROM microbatch.pipeline WHERE pipeline_id = $1", 1, {INT4OID}
+};
+
+static MbQuery q_pipeline_set_state = {
+	"UPDATE microbatch.pipeline SET state = $2 WHERE pipeline_id = $1",
+	2, {INT4OID, TEXTOID}
+};
+
+static MbQuery q_pipeline_set_view = {
+	"UPDATE microbatch.pipeline SET batch_view = $2 WHERE pipeline_id = $1",
+	2, {INT4OID, REGCLASSOID}
+};
+
+static MbQuery q_transform_list = {
+	"SELECT transform_id, transform_name, layer, command, search_path "
+	"FROM microbatch.transform WHERE pipeline_id = $1 "
+	"ORDER BY CASE layer WHEN 'bronze' THEN 1 WHEN 'silver' THEN 2 ELSE 3 END, "
+	"transform_id",
+	1, {INT4OID}
+};
+
+static MbQuery q_transform_exists = {
+	"SELECT 1 FROM microbatch.transform "
+	"WHERE pipeline_id = $1 AND transform_name = $2",
+	2, {INT4OID, NAMEOID}
+};
+
+static MbQuery q_transform_insert = {
+	"INSERT INTO microbatch.transform "
+	"(pipeline_id, transform_name, layer, command, search_path) "
+	"VALUES ($1, $2, $3, $4, $5)",
+	5, {INT4OID, NAMEOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static MbQuery q_transform_delete = {
+	"DELETE FROM microbatch.transform "
+	"WHERE pipeline_id = $1 AND transform_name = $2",
+	2, {INT4OID, NAMEOID}
+};
+
+#define BATCH_WINDOW_COLUMNS \
+	"SELECT batch_id, lower_snapshot, upper_snapshot, xid_from, xid_to, " \
+	"rows_in FROM microbatch.batch "
+
+static MbQuery q_last_batch = {
+	BATCH_WINDOW_COLUMNS
+	"WHERE pipeline_id = $1 AND status = 'committed' "
+	"ORDER BY batch_id DESC LIMIT 1",
+	1, {INT4OID}
+};
+
+static MbQuery q_committed_batch = {
+	BATCH_WINDOW_COLUMNS
+	"WHERE pipeline_id = $1 AND batch_id = $2 AND status = 'committed'",
+	2, {INT4OID, INT8OID}
+};
+
+static MbQuery q_attempts = {
+	"SELECT pg_catalog.count(*)::pg_catalog.int4 FROM microbatch.batch "
+	"WHERE pipeline_id = $1 AND batch_id = $2",
+	2, {INT4OID, INT8OID}
+};
+
+static MbQuery q_ledger_insert = {
+	"INSERT INTO microbatch.batch (pipeline_id, batch_id, attempt, status, "
+	"lower_snapshot, upper_snapshot, xid_from, xid_to, rows_in, "
+	"started_at, finished_at, sqlstate, error, error_context) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+	14, {INT4OID, INT8OID, INT4OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
+		XID8OID, XID8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID,
+	TEXTOID, TEXTOID}
+};
+
+static MbQuery q_ledger_replay = {
+	"UPDATE microbatch.batch SET replays = replays + 1, last_replayed_at = $3 "
+	"WHERE pipeline_id = $1 AND batch_id = $2 AND status = 'committed'",
+	3, {INT4OID, INT8OID, TIMESTAMPTZOID}
+};
+
+/*
+ * Run a catalog query, preparing it on first use.  Returns SPI_processed.
+ * Never read-only: each query takes a fresh snapshot, so that what we read
+ * after waiting for a pipeline's lock includes what its holder committed.
+ */
+static uint64
+mb_query(MbQuery *query, Datum *values, const char *nulls, long count)
+{
+	int			rc;
+
+	if (query->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(query->sql, query->nargs, query->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 query->sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		query->plan = plan;
+	}
+
+	rc = SPI_execute_plan(query->plan, values, nulls, false, count);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
+			 query->sql, SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+static Datum
+mb_name_datum(const char *str)
+{
+	Name		name = (Name) palloc0(NAMEDATALEN);
+
+	namestrcpy(name, str);
+	return NameGetDatum(name);
+}
+
+static Datum
+mb_column(int column, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+						 column, isnull);
+}
+
+static Datum
+mb_column_notnull(int column)
+{
+	bool		isnull;
+	Datum		value = mb_column(column, &isnull);
+
+	if (isnull)
+		elog(ERROR, "unexpected null in column %d of a microbatch catalog row",
+			 column);
+	return value;
+}
+
+/*
+ * The catalog belongs to whoever owns microbatch.pipeline: the role that ran
+ * CREATE EXTENSION.
+ */
+static Oid
+mb_catalog_owner(void)
+{
+	Oid			namespace = get_namespace_oid(MB_SCHEMA, false);
+	Oid			relid = get_relname_relid("pipeline", namespace);
+	HeapTuple	tuple;
+	Oid			owner;
+
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("microbatch catalog table microbatch.pipeline is missing"),
+				 errhint("Reinstall the extension with DROP EXTENSION and CREATE EXTENSION.")));
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+/*
+ * Start an API call: connect to SPI, remember the caller, pin search_path and
+ * become the catalog's owner.  An error unwinds all of it with the
+ * (sub)transaction.
+ */
+void
+mb_call_begin(MbCall *call)
+{
+	call->caller = GetUserId();
+	call->caller_search_path = pstrdup(namespace_search_path);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	call->guc_nest_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	GetUserIdAndSecContext(&call->saved_user, &call->saved_sec_context);
+	SetUserIdAndSecContext(mb_catalog_owner(),
+						   call->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+void
+mb_call_end(MbCall *call)
+{
+	SetUserIdAndSecContext(call->saved_user, call->saved_sec_context);
+	AtEOXact_GUC(true, call->guc_nest_level);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+}
+
+/*
+ * Run user code (transforms, reads of a source) as the given role, in a
+ * security-restricted operation, as PostgreSQL does for index expressions
+ * and maintenance commands.
+ */
+void
+mb_run_as(Oid role, Oid *saved_user, int *saved_sec_context)
+{
+	GetUserIdAndSecContext(saved_user, saved_sec_context);
+	SetUserIdAndSecContext(role, *saved_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+void
+mb_run_as_end(Oid saved_user, int saved_sec_context)
+{
+	SetUserIdAndSecContext(saved_user, saved_sec_context);
+}
+
+static void
+mb_pipeline_from_tuple(MbPipeline *pipeline)
+{
+	bool		isnull;
+	Datum		max_rows;
+
+	pipeline->id = DatumGetInt32(mb_column_notnull(1));
+	pipeline->name = pstrdup(NameStr(*DatumGetName(mb_column_notnull(2))));
+	pipeline->source = DatumGetObjectId(mb_column_notnull(3));
+	pipeline->batch_view = DatumGetObjectId(mb_column_notnull(4));
+	pipeline->owner = DatumGetObjectId(mb_column_notnull(5));
+	max_rows = mb_column(6, &isnull);
+	pipeline->max_batch_rows = isnull ? 0 : DatumGetInt64(max_rows);
+	pipeline->state = TextDatumGetCString(mb_column_notnull(7));
+}
+
+bool
+mb_pipeline_by_name(const char *name, MbPipeline *pipeline)
+{
+	Datum		values[1];
+
+	values[0] = mb_name_datum(name);
+	if (mb_query(&q_pipeline_by_name, values, NULL, 1) == 0)
+		return false;
+	mb_pipeline_from_tuple(pipeline);
+	return true;
+}
+
+/* Look a pipeline up by name, with the error users expect when it is unknown */
+MbPipeline *
+mb_pipeline_get(const char *name)
+{
+	MbPipeline *pipeline = palloc0(sizeof(MbPipeline));
+
+	if (!mb_pipeline_by_name(name, pipeline))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pipeline \"%s\" does not exist", name),
+				 errhint("The view microbatch.pipelines lists the pipelines of this database.")));
+	return pipeline;
+}
+
+bool
+mb_pipeline_by_id(int32 id, MbPipeline *pipeline)
+{
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(id);
+	if (mb_query(&q_pipeline_by_id, values, NULL, 1) == 0)
+		return false;
+	mb_pipeline_from_tuple(pipeline);
+	return true;
+}
+
+/* Changing or running a pipeline takes the privileges of its owner */
+void
+mb_pipeline_check_owner(const MbPipeline *pipeline, Oid role)
+{
+	if (!has_privs_of_role(role, pipeline->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of pipeline \"%s\"", pipeline->name),
+				 errdetail("The pipeline is owned by role \"%s\".",
+						   GetUserNameFromId(pipeline->owner, true) ?
+						   GetUserNameFromId(pipeline->owner, true) : "(dropped)")));
+}
+
+int32
+mb_pipeline_next_id(void)
+{
+	mb_query(&q_pipeline_next_id, NULL, NULL, 1);
+	return DatumGetInt32(mb_column_notnull(1));
+}
+
+void
+mb_pipeline_insert(int32 id, const char *name, Oid source, Oid batch_view,
+				   Oid owner, Datum batch_interval, int64 max_batch_rows)
+{
+	Datum		values[7];
+	char		nulls[7] = "       ";
+
+	values[0] = Int32GetDatum(id);
+	values[1] = mb_name_datum(name);
+	values[2] = ObjectIdGetDatum(source);
+	values[3] = ObjectIdGetDatum(batch_view);
+	values[4] = ObjectIdGetDatum(owner);
+	values[5] = batch_interval;
+	values[6] = Int64GetDatum(max_batch_rows);
+	if (max_batch_rows == 0)
+		nulls[6] = 'n';
+	mb_query(&q_pipeline_insert, values, nulls, 0);
+}
+
+void
+mb_pipeline_delete(int32 id)
+{
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(id);
+	mb_query(&q_pipeline_delete, values, NULL, 0);
+}
+
+void
+mb_pipeline_set_state(int32 id, const char *state)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(id);
+	values[1] = CStringGetTextDatum(state);
+	mb_query(&q_pipeline_set_state, values, NULL, 0);
+}
+
+void
+mb_pipeline_set_batch_view(int32 id, Oid batch_view)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(id);
+	values[1] = ObjectIdGetDatum(batch_view);
+	mb_query(&q_pipeline_set_view, values, NULL, 0);
+}
+
+/* The transforms of a pipeline in run order: bronze, silver, gold */
+List *
+mb_transform_list(int32 pipeline_id)
+{
+	Datum		values[1];
+	uint64		n;
+	List	   *transforms = NIL;
+
+	values[0] = Int32GetDatum(pipeline_id);
+	n = mb_query(&q_transform_list, values, NULL, 0);
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MbTransform *transform = palloc(sizeof(MbTransform));
+		bool		isnull;
+
+		transform->id = DatumGetInt32(SPI_getbinval(tuple, desc, 1, &isnull));
+		transform->name = SPI_getvalue(tuple, desc, 2);
+		transform->layer = SPI_getvalue(tuple, desc, 3);
+		transform->command = SPI_getvalue(tuple, desc, 4);
+		transform->search_path = SPI_getvalue(tuple, desc, 5);
+		transforms = lappend(transforms, transform);
+	}
+	return transforms;
+}
+
+bool
+mb_transform_exists(int32 pipeline_id, const char *name)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	return mb_query(&q_transform_exists, values, NULL, 1) > 0;
+}
+
+void
+mb_transform_insert(int32 pipeline_id, const char *name, const char *layer,
+					const char *command, const char *search_path)
+{
+	Datum		values[5];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	values[2] = CStringGetTextDatum(layer);
+	values[3] = CStringGetTextDatum(command);
+	values[4] = CStringGetTextDatum(search_path);
+	mb_query(&q_transform_insert, values, NULL, 0);
+}
+
+bool
+mb_transform_delete(int32 pipeline_id, const char *name)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	return mb_query(&q_transform_delete, values, NULL, 0) > 0;
+}
+
+static uint64
+mb_optional_xid(int column)
+{
+	bool		isnull;
+	Datum		value = mb_column(column, &isnull);
+
+	return isnull ? 0 : U64FromFullTransactionId(DatumGetFullTransactionId(value));
+}
+
+static void
+mb_batch_from_tuple(MbLastBatch *batch)
+{
+	batch->batch_id = DatumGetInt64(mb_column_notnull(1));
+	batch->lower_datum = mb_column_notnull(2);
+	batch->upper_datum = mb_column_notnull(3);
+	batch->xid_from = mb_optional_xid(4);
+	batch->xid_to = mb_optional_xid(5);
+	batch->rows_in = DatumGetInt64(mb_column_notnull(6));
+}
+
+bool
+mb_last_batch(int32 pipeline_id, MbLastBatch *last)
+{
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	if (mb_query(&q_last_batch, values, NULL, 1) == 0)
+		return false;
+	mb_batch_from_tuple(last);
+	return true;
+}
+
+bool
+mb_committed_batch(int32 pipeline_id, int64 batch_id, MbLastBatch *batch)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(batch_id);
+	if (mb_query(&q_committed_batch, values, NULL, 1) == 0)
+		return false;
+	mb_batch_from_tuple(batch);
+	return true;
+}
+
+/* How many attempts a batch id has in the ledger */
+int32
+mb_attempts(int32 pipeline_id, int64 batch_id)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(batch_id);
+	mb_query(&q_attempts, values, NULL, 1);
+	return DatumGetInt32(mb_column_notnull(1));
+}
+
+void
+mb_ledger_insert(const MbWindow *window, int32 attempt, bool committed,
+				 int64 rows_in, TimestampTz started_at,
+				 TimestampTz finished_at, const ErrorData *error)
+{
+	Datum		values[14];
+	char		nulls[14];
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(window->pipeline_id);
+	values[1] = Int64GetDatum(window->batch_id);
+	values[2] = Int32GetDatum(attempt);
+	values[3] = CStringGetTextDatum(committed ? "committed" : "failed");
+	values[4] = window->lower_datum;
+	values[5] = window->upper_datum;
+	values[6] = UInt64GetDatum(window->xid_from);
+	if (window->xid_from == 0)
+		nulls[6] = 'n';
+	values[7] = UInt64GetDatum(window->xid_to);
+	if (window->xid_to == 0)
+		nulls[7] = 'n';
+	values[8] = Int64GetDatum(rows_in);
+	values[9] = TimestampTzGetDatum(started_at);
+	values[10] = TimestampTzGetDatum(finished_at);
+	nulls[11] = nulls[12] = nulls[13] = 'n';
+	if (error != NULL)
+	{
+		values[11] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
+		nulls[11] = ' ';
+		if (error->message)
+		{
+			values[12] = CStringGetTextDatum(error->message);
+			nulls[12] = ' ';
+		}
+		if (error->context)
+		{
+			values[13] = CStringGetTextDatum(error->context);
+			nulls[13] = ' ';
+		}
+	}
+	mb_query(&q_ledger_insert, values, nulls, 0);
+}
+
+void
+mb_ledger_record_replay(int32 pipeline_id, int64 batch_id,
+						TimestampTz replayed_at)
+{
+	Datum		values[3];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(batch_id);
+	values[2] = TimestampTzGetDatum(replayed_at);
+	mb_query(&q_ledger_replay, values, NULL, 0);
+}

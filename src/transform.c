@@ -1,0 +1,221 @@
+/*-------------------------------------------------------------------------
+ *
+ * transform.c
+ *	  Validating and running the SQL transforms of a pipeline.
+ *
+ * A transform is one INSERT, UPDATE, DELETE, MERGE or SELECT statement.  It
+ * is parsed, analysed, planned and permission-checked when it is added, as
+ * the pipeline's owner under the search_path of that moment, so that bad SQL
+ * is refused before anything is stored.  It runs as the owner under the same
+ * search_path (pg_temp last), inside a security-restricted operation: no
+ * transform ever has more rights than the role that owns the pipeline.
+ *
+ * Plans are prepared once per backend and kept: transform rows never change
+ * (they are only added and removed), and the plan cache replans by itself
+ * when the objects a plan uses change.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "nodes/plannodes.h"
+#include "parser/parser.h"
+#include "tcop/tcopprot.h"
+#include "tcop/utility.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "microbatch.h"
+
+typedef struct MbPlanEntry
+{
+	int32		transform_id;	/* hash key */
+	SPIPlanPtr	plan;
+} MbPlanEntry;
+
+static HTAB *transform_plans = NULL;
+
+/* Context of an error raised inside a transform */
+typedef struct MbTransformContext
+{
+	const MbPipeline *pipeline;
+	const MbTransform *transform;
+	int64		batch_id;
+} MbTransformContext;
+
+static void
+mb_set_search_path(const char *search_path)
+{
+	(void) set_config_option("search_path",
+							 psprintf("%s, pg_temp", search_path),
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static const char *
+mb_command_kind(CmdType type)
+{
+	switch (type)
+	{
+		case CMD_SELECT:
+			return "SELECT";
+		case CMD_INSERT:
+			return "INSERT";
+		case CMD_UPDATE:
+			return "UPDATE";
+		case CMD_DELETE:
+			return "DELETE";
+		case CMD_MERGE:
+			return "MERGE";
+		default:
+			return NULL;
+	}
+}
+
+/*
+ * Refuse a transform that is not exactly one plannable DML or SELECT
+ * statement the owner may run.  Errors leave nothing behind: the caller has
+ * stored nothing yet.
+ */
+void
+mb_transform_validate(const char *command, Oid owner, const char *search_path)
+{
+	List	   *raw_statements;
+	RawStmt    *raw;
+	List	   *queries;
+	List	   *plans;
+	ListCell   *lc;
+	Oid			saved_user;
+	int			saved_sec_context;
+	int			nest_level;
+
+	raw_statements = raw_parser(command, RAW_PARSE_DEFAULT);
+	if (list_length(raw_statements) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a transform must be exactly one SQL statement"),
+				 errdetail("The command has %d statements.",
+						   list_length(raw_statements)),
+				 errhint("Add each statement as a transform of its own; they run in order, in one transaction.")));
+	raw = linitial_node(RawStmt, raw_statements);
+
+	mb_run_as(owner, &saved_user, &saved_sec_context);
+	nest_level = NewGUCNestLevel();
+	mb_set_search_path(search_path);
+
+	queries = pg_analyze_and_rewrite_fixedparams(raw, command, NULL, 0, NULL);
+	foreach(lc, queries)
+	{
+		Query	   *query = lfirst_node(Query, lc);
+
+		if (query->commandType == CMD_UTILITY && query->canSetTag)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("a transform cannot be a %s statement",
+							GetCommandTagName(CreateCommandTag(raw->stmt))),
+					 errhint("A transform is one INSERT, UPDATE, DELETE, MERGE or SELECT statement.")));
+	}
+
+	plans = pg_plan_queries(queries, command, CURSOR_OPT_PARALLEL_OK, NULL);
+	foreach(lc, plans)
+	{
+		PlannedStmt *plan = lfirst_node(PlannedStmt, lc);
+
+		if (mb_command_kind(plan->commandType) != NULL)
+			(void) ExecCheckRTPerms(plan->rtable, true);
+	}
+
+	AtEOXact_GUC(true, nest_level);
+	mb_run_as_end(saved_user, saved_sec_context);
+}
+
+static SPIPlanPtr
+mb_transform_plan(const MbTransform *transform)
+{
+	MbPlanEntry *entry;
+	bool		found;
+
+	if (transform_plans == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int32);
+		ctl.entrysize = sizeof(MbPlanEntry);
+		transform_plans = hash_create("microbatch transform plans", 64, &ctl,
+									  HASH_ELEM | HASH_BLOBS);
+	}
+
+	entry = hash_search(transform_plans, &transform->id, HASH_ENTER, &found);
+	if (!found)
+		entry->plan = NULL;
+	if (entry->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(transform->command, 0, NULL);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for transform \"%s\": %s",
+				 transform->name, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		entry->plan = plan;
+	}
+	return entry->plan;
+}
+
+static void
+mb_transform_error_context(void *arg)
+{
+	MbTransformContext *context = (MbTransformContext *) arg;
+
+	errcontext("microbatch transform \"%s\" (%s) of pipeline \"%s\", batch " INT64_FORMAT,
+			   context->transform->name, context->transform->layer,
+			   context->pipeline->name, context->batch_id);
+}
+
+/*
+ * Run the transforms of a batch, in order, as the pipeline's owner.  The
+ * batch window must be active.  Errors propagate: the caller rolls the batch
+ * back.
+ */
+void
+mb_transforms_run(const MbPipeline *pipeline, List *transforms, int64 batch_id)
+{
+	Oid			saved_user;
+	int			saved_sec_context;
+	int			nest_level;
+	ListCell   *lc;
+	MbTransformContext context;
+	ErrorContextCallback callback;
+
+	mb_run_as(pipeline->owner, &saved_user, &saved_sec_context);
+	nest_level = NewGUCNestLevel();
+
+	context.pipeline = pipeline;
+	context.batch_id = batch_id;
+	callback.callback = mb_transform_error_context;
+	callback.arg = &context;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+
+	foreach(lc, transforms)
+	{
+		MbTransform *transform = lfirst(lc);
+		int			rc;
+
+		CHECK_FOR_INTERRUPTS();
+		context.transform = transform;
+		mb_set_search_path(transform->search_path);
+		rc = SPI_execute_plan(mb_transform_plan(transform), NULL, NULL, false, 0);
+		if (rc < 0)
+			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	}
+
+	error_context_stack = callback.previous;
+	AtEOXact_GUC(true, nest_level);
+	mb_run_as_end(saved_user, saved_sec_context);
+}
