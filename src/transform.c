@@ -78,6 +78,24 @@ mb_command_kind(CmdType type)
 }
 
 /*
+ * Report positions of errors in a transform's text against that text, not
+ * against the statement that called add_transform (as SPI does).
+ */
+static void
+mb_transform_parse_error_context(void *arg)
+{
+	int			position = geterrposition();
+
+	if (position > 0)
+	{
+		errposition(0);
+		internalerrposition(position);
+		internalerrquery((const char *) arg);
+	}
+	errcontext("transform command");
+}
+
+/*
  * Refuse a transform that is not exactly one plannable DML or SELECT
  * statement the owner may run.  Errors leave nothing behind: the caller has
  * stored nothing yet.
@@ -93,6 +111,12 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 	Oid			saved_user;
 	int			saved_sec_context;
 	int			nest_level;
+	ErrorContextCallback callback;
+
+	callback.callback = mb_transform_parse_error_context;
+	callback.arg = (void *) command;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
 
 	raw_statements = raw_parser(command, RAW_PARSE_DEFAULT);
 	if (list_length(raw_statements) != 1)
@@ -117,7 +141,7 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("a transform cannot be a %s statement",
-							GetCommandTagName(CreateCommandTag(raw->stmt))),
+							GetCommandTagName(CreateCommandTag(query->utilityStmt))),
 					 errhint("A transform is one INSERT, UPDATE, DELETE, MERGE or SELECT statement.")));
 	}
 
@@ -132,6 +156,7 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 
 	AtEOXact_GUC(true, nest_level);
 	mb_run_as_end(saved_user, saved_sec_context);
+	error_context_stack = callback.previous;
 }
 
 static SPIPlanPtr

@@ -1,0 +1,118 @@
+--
+-- Creating, pausing, refreshing and dropping pipelines
+--
+CREATE TABLE clicks (id bigserial PRIMARY KEY, user_id int, url text);
+INSERT INTO clicks (user_id, url) VALUES (1, '/a'), (2, '/b');
+
+SELECT microbatch.create_pipeline('clicks', 'clicks', '5 seconds');
+
+-- The tracking column and its index
+\d clicks
+-- The batch view has the source's columns, without the tracking column
+\d microbatch.clicks_batch
+-- Outside a batch it is empty
+SELECT count(*) FROM microbatch.clicks_batch;
+
+SELECT pipeline, source, owner, batch_interval, max_batch_rows, state,
+       last_batch_id, last_batch_at, rows_waiting
+  FROM microbatch.pipelines;
+
+-- Rows that existed before the pipeline belong to its first batch
+SELECT microbatch.run_batch('clicks');
+SELECT pipeline, batch_id, attempt, status, rows_in, replays, error
+  FROM microbatch.batches;
+
+-- A second pipeline on the same source reuses the column and sees every row
+SELECT microbatch.create_pipeline('clicks_audit', 'clicks', max_batch_rows => 100);
+SELECT count(*) AS tracking_columns FROM pg_attribute
+ WHERE attrelid = 'clicks'::regclass AND attname = 'microbatch_xid';
+SELECT microbatch.run_batch('clicks_audit');
+SELECT pipeline, batch_id, rows_in FROM microbatch.batches ORDER BY 1, 2;
+
+-- Pause and resume
+SELECT microbatch.pause_pipeline('clicks');
+SELECT pipeline, state FROM microbatch.pipelines ORDER BY 1;
+SELECT microbatch.resume_pipeline('clicks');
+SELECT pipeline, state FROM microbatch.pipelines ORDER BY 1;
+
+-- Bad input: clear errors, nothing changes
+SELECT microbatch.create_pipeline('clicks', 'clicks');
+\echo :SQLSTATE
+SELECT microbatch.create_pipeline('nope', 'no_such_table');
+\echo :SQLSTATE
+SELECT microbatch.create_pipeline(NULL, 'clicks');
+\echo :SQLSTATE
+SELECT microbatch.create_pipeline('', 'clicks');
+\echo :SQLSTATE
+SELECT microbatch.create_pipeline(repeat('p', 60), 'clicks');
+\echo :SQLSTATE
+SELECT microbatch.create_pipeline('neg', 'clicks', '-1 second');
+\echo :SQLSTATE
+SELECT microbatch.create_pipeline('zero', 'clicks', max_batch_rows => 0);
+\echo :SQLSTATE
+CREATE VIEW clicks_view AS SELECT * FROM clicks;
+SELECT microbatch.create_pipeline('on_view', 'clicks_view');
+\echo :SQLSTATE
+CREATE TEMP TABLE temp_events (id int);
+SELECT microbatch.create_pipeline('on_temp', 'temp_events');
+\echo :SQLSTATE
+CREATE TABLE squatter (id int, microbatch_xid text);
+SELECT microbatch.create_pipeline('squat', 'squatter');
+\echo :SQLSTATE
+SELECT microbatch.drop_pipeline('no_such_pipeline');
+\echo :SQLSTATE
+SELECT microbatch.pause_pipeline('no_such_pipeline');
+\echo :SQLSTATE
+SELECT microbatch.run_batch('no_such_pipeline');
+\echo :SQLSTATE
+SELECT count(*) AS pipelines FROM microbatch.pipelines;
+SELECT count(*) AS views FROM pg_views WHERE schemaname = 'microbatch';
+
+-- The batch view keeps the source from being dropped or changed under it
+DROP TABLE clicks;
+\echo :SQLSTATE
+ALTER TABLE clicks DROP COLUMN url;
+\echo :SQLSTATE
+ALTER TABLE clicks ALTER COLUMN user_id TYPE bigint;
+\echo :SQLSTATE
+
+-- A column added to the source stops the batches until the view is rebuilt
+ALTER TABLE clicks ADD COLUMN referrer text;
+INSERT INTO clicks (user_id, url, referrer) VALUES (3, '/c', 'search');
+SELECT microbatch.run_batch('clicks');
+\echo :SQLSTATE
+SELECT microbatch.refresh_pipeline('clicks');
+\d microbatch.clicks_batch
+SELECT microbatch.run_batch('clicks');
+
+-- So does a renamed column
+ALTER TABLE clicks RENAME COLUMN referrer TO referer;
+SELECT microbatch.run_batch('clicks');
+\echo :SQLSTATE
+SELECT microbatch.refresh_pipeline('clicks');
+SELECT microbatch.run_batch('clicks');
+
+-- Names are quoted everywhere
+CREATE TABLE "Odd ""Table"""(id int);
+SELECT microbatch.create_pipeline('we"ird; DROP TABLE clicks', '"Odd ""Table"""');
+INSERT INTO "Odd ""Table""" VALUES (1);
+SELECT microbatch.run_batch('we"ird; DROP TABLE clicks');
+SELECT viewname FROM pg_views WHERE schemaname = 'microbatch' ORDER BY 1;
+
+-- Dropping a pipeline removes its view and history, not the source's column
+SELECT microbatch.drop_pipeline('we"ird; DROP TABLE clicks');
+SELECT microbatch.drop_pipeline('clicks_audit');
+SELECT pipeline FROM microbatch.pipelines;
+SELECT DISTINCT pipeline FROM microbatch.batches;
+SELECT viewname FROM pg_views WHERE schemaname = 'microbatch' ORDER BY 1;
+SELECT attname FROM pg_attribute
+ WHERE attrelid = 'clicks'::regclass AND attname = 'microbatch_xid';
+
+-- With CASCADE the source goes, and the pipeline says so
+DROP TABLE clicks CASCADE;
+SELECT microbatch.run_batch('clicks');
+\echo :SQLSTATE
+SELECT pipeline, rows_waiting FROM microbatch.pipelines;
+SELECT microbatch.drop_pipeline('clicks');
+SELECT count(*) FROM microbatch.pipelines;
+DROP TABLE squatter, "Odd ""Table""";
