@@ -7,7 +7,9 @@ COMMENT ON SCHEMA microbatch IS 'micro-batch pipelines: catalog, ledger and API'
 
 /*
  * Catalog.  Users never write these tables directly: the API functions do,
- * as the extension's owner, after checking the caller's rights.
+ * as the extension's owner, after checking the caller's rights, under the
+ * pipeline's lock.  There are no foreign keys between them: pg_restore -j
+ * loads extension configuration tables in parallel, in any order.
  */
 CREATE TABLE microbatch.pipeline (
     pipeline_id     serial PRIMARY KEY,
@@ -24,8 +26,7 @@ CREATE TABLE microbatch.pipeline (
 
 CREATE TABLE microbatch.transform (
     transform_id    serial PRIMARY KEY,
-    pipeline_id     integer NOT NULL
-                    REFERENCES microbatch.pipeline ON DELETE CASCADE,
+    pipeline_id     integer NOT NULL,
     transform_name  name NOT NULL,
     layer           text NOT NULL CHECK (layer IN ('bronze', 'silver', 'gold')),
     command         text NOT NULL,
@@ -41,8 +42,7 @@ CREATE TABLE microbatch.transform (
  * of snapshots plus, when max_batch_rows split a window, an xid range.
  */
 CREATE TABLE microbatch.batch (
-    pipeline_id      integer NOT NULL
-                     REFERENCES microbatch.pipeline ON DELETE CASCADE,
+    pipeline_id      integer NOT NULL,
     batch_id         bigint NOT NULL CHECK (batch_id > 0),
     attempt          integer NOT NULL CHECK (attempt > 0),
     status           text NOT NULL CHECK (status IN ('committed', 'failed')),

@@ -85,3 +85,26 @@ SELECT * FROM order_totals ORDER BY id;
 
 SELECT microbatch.drop_pipeline('orders');
 DROP TABLE orders, run_log, order_totals;
+
+-- Transform ids start again when the extension is recreated: a plan this
+-- session keeps must not outlive the transform it was made for
+CREATE TABLE plan_check (id int);
+CREATE TABLE run_notes (note text);
+DROP EXTENSION microbatch;
+CREATE EXTENSION microbatch;
+SELECT microbatch.create_pipeline('plans', 'plan_check');
+SELECT microbatch.add_transform('plans', 'first', 'bronze',
+    $$INSERT INTO run_notes SELECT 'first command' FROM microbatch.plans_batch$$);
+INSERT INTO plan_check VALUES (1);
+SELECT microbatch.run_batch('plans');
+SELECT microbatch.drop_pipeline('plans');
+DROP EXTENSION microbatch;
+CREATE EXTENSION microbatch;
+SELECT microbatch.create_pipeline('plans', 'plan_check');
+SELECT microbatch.add_transform('plans', 'second', 'bronze',
+    $$INSERT INTO run_notes SELECT 'second command' FROM microbatch.plans_batch$$);
+SELECT transform, run_order FROM microbatch.transforms;
+SELECT microbatch.run_batch('plans');
+SELECT note, count(*) FROM run_notes GROUP BY note ORDER BY note;
+SELECT microbatch.drop_pipeline('plans');
+DROP TABLE plan_check, run_notes;

@@ -126,14 +126,8 @@ microbatch_drop_pipeline(PG_FUNCTION_ARGS)
 	MbCall		call;
 
 	mb_call_begin(&call);
-	pipeline = mb_pipeline_get(name);
-	mb_pipeline_check_owner(pipeline, call.caller);
-	/* wait for a running batch of the pipeline to end */
-	mb_lock_pipeline(pipeline->id);
-	if (!mb_pipeline_by_id(pipeline->id, pipeline))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("pipeline \"%s\" does not exist", name)));
+	/* waits for a running batch of the pipeline to end */
+	pipeline = mb_pipeline_lock(name, call.caller);
 	mb_batch_view_drop(pipeline);
 	mb_pipeline_delete(pipeline->id);
 	mb_call_end(&call);
@@ -150,13 +144,7 @@ microbatch_refresh_pipeline(PG_FUNCTION_ARGS)
 	MbCall		call;
 
 	mb_call_begin(&call);
-	pipeline = mb_pipeline_get(name);
-	mb_pipeline_check_owner(pipeline, call.caller);
-	mb_lock_pipeline(pipeline->id);
-	if (!mb_pipeline_by_id(pipeline->id, pipeline))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("pipeline \"%s\" does not exist", name)));
+	pipeline = mb_pipeline_lock(name, call.caller);
 	mb_source_check_usable(pipeline->source, pipeline->owner);
 	mb_batch_view_drop(pipeline);
 	mb_pipeline_set_batch_view(pipeline->id, mb_batch_view_create(pipeline));
@@ -224,8 +212,7 @@ microbatch_add_transform(PG_FUNCTION_ARGS)
 	command = text_to_cstring(PG_GETARG_TEXT_PP(3));
 
 	mb_call_begin(&call);
-	pipeline = mb_pipeline_get(name);
-	mb_pipeline_check_owner(pipeline, call.caller);
+	pipeline = mb_pipeline_lock(name, call.caller);
 	if (mb_transform_exists(pipeline->id, transform))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -249,8 +236,7 @@ microbatch_remove_transform(PG_FUNCTION_ARGS)
 	MbCall		call;
 
 	mb_call_begin(&call);
-	pipeline = mb_pipeline_get(name);
-	mb_pipeline_check_owner(pipeline, call.caller);
+	pipeline = mb_pipeline_lock(name, call.caller);
 	if (!mb_transform_delete(pipeline->id, transform))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

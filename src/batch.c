@@ -7,8 +7,8 @@
  * that records the batch commit together or not at all.  Its window starts
  * at the previous committed batch's upper snapshot, so the ledger is the
  * only state there is, and a batch that rolls back leaves its rows to the
- * next one.  Batches of one pipeline are serialised by a lock on the
- * pipeline, taken before reading the ledger; a unique index on committed
+ * next one.  Batches of one pipeline are serialised by the pipeline's lock
+ * (catalog.c), taken before reading the ledger; a unique index on committed
  * batch ids backs that up.  Nothing is written, and no transaction id is
  * assigned, when a window holds no rows.
  *
@@ -25,8 +25,6 @@
 #include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "storage/lmgr.h"
-#include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -40,24 +38,6 @@
 #include "utils/xid8.h"
 
 #include "microbatch.h"
-
-/* Keeps our advisory locks apart from the int8 (1) and int4 (2) user keys */
-#define MB_LOCKTAG_PIPELINE 0x4D42
-
-/*
- * Serialise batches (and drops and replays) of a pipeline until the end of
- * the transaction.  Waiting is interruptible and seen by the deadlock
- * detector, like any heavyweight lock; it assigns no transaction id.
- */
-void
-mb_lock_pipeline(int32 pipeline_id)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) pipeline_id, 0,
-						 MB_LOCKTAG_PIPELINE);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-}
 
 static void
 mb_check_can_run(const char *what)
@@ -83,27 +63,9 @@ mb_check_can_run(const char *what)
 }
 
 /*
- * Look the pipeline up, check the caller may run it, and take its lock.
- * The pipeline is read again under the lock: it may have been dropped while
- * we waited.
+ * A snapshot taken now, as a pg_snapshot, in which our own transaction, if it
+ * has an id, is still running.
  */
-static MbPipeline *
-mb_lock_and_get(const char *pipeline_name, Oid caller)
-{
-	MbPipeline *pipeline = mb_pipeline_get(pipeline_name);
-
-	mb_pipeline_check_owner(pipeline, caller);
-	mb_lock_pipeline(pipeline->id);
-	if (!mb_pipeline_by_id(pipeline->id, pipeline))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("pipeline \"%s\" was dropped while waiting for its lock",
-						pipeline_name)));
-	mb_pipeline_check_relations(pipeline);
-	return pipeline;
-}
-
-/* A snapshot taken now, as a pg_snapshot */
 static Datum
 mb_current_snapshot(void)
 {
@@ -112,7 +74,7 @@ mb_current_snapshot(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	snapshot = OidFunctionCall0(F_PG_CURRENT_SNAPSHOT);
 	PopActiveSnapshot();
-	return snapshot;
+	return mb_snapshot_add_running(snapshot, GetTopFullTransactionIdIfAny());
 }
 
 /* Batch statements are short and planned for small inputs: JIT never pays */
@@ -326,7 +288,8 @@ mb_run_batch(const char *pipeline_name, Oid caller)
 	int			nest_level;
 
 	mb_check_can_run("run a batch");
-	pipeline = mb_lock_and_get(pipeline_name, caller);
+	pipeline = mb_pipeline_lock(pipeline_name, caller);
+	mb_pipeline_check_relations(pipeline);
 	nest_level = mb_batch_settings();
 	started_at = GetCurrentTimestamp();
 
@@ -365,7 +328,8 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 	int			nest_level;
 
 	mb_check_can_run("replay a batch");
-	pipeline = mb_lock_and_get(pipeline_name, caller);
+	pipeline = mb_pipeline_lock(pipeline_name, caller);
+	mb_pipeline_check_relations(pipeline);
 	if (!mb_committed_batch(pipeline->id, batch_id, &batch))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -18,6 +18,8 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -63,7 +65,10 @@ static MbQuery q_pipeline_insert = {
 };
 
 static MbQuery q_pipeline_delete = {
-	"DELETE FROM microbatch.pipeline WHERE pipeline_id = $1", 1, {INT4OID}
+	"WITH transforms AS (DELETE FROM microbatch.transform WHERE pipeline_id = $1), "
+	"batches AS (DELETE FROM microbatch.batch WHERE pipeline_id = $1) "
+	"DELETE FROM microbatch.pipeline WHERE pipeline_id = $1",
+	1, {INT4OID}
 };
 
 static MbQuery q_pipeline_set_state = {
@@ -327,6 +332,44 @@ mb_pipeline_by_id(int32 id, MbPipeline *pipeline)
 		return false;
 	mb_pipeline_from_tuple(pipeline);
 	return true;
+}
+
+/* Keeps our advisory locks apart from the int8 (1) and int4 (2) user keys */
+#define MB_LOCKTAG_PIPELINE 0x4D42
+
+/*
+ * Serialise batches, replays and changes of a pipeline until the end of the
+ * transaction.  Waiting is interruptible and seen by the deadlock detector,
+ * like any heavyweight lock; it assigns no transaction id.
+ */
+static void
+mb_lock_pipeline(int32 pipeline_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) pipeline_id, 0,
+						 MB_LOCKTAG_PIPELINE);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
+ * Look a pipeline up, check the caller may change or run it, and take its
+ * lock.  It is read again under the lock: it may have been dropped, or
+ * changed, while we waited.
+ */
+MbPipeline *
+mb_pipeline_lock(const char *name, Oid caller)
+{
+	MbPipeline *pipeline = mb_pipeline_get(name);
+
+	mb_pipeline_check_owner(pipeline, caller);
+	mb_lock_pipeline(pipeline->id);
+	if (!mb_pipeline_by_id(pipeline->id, pipeline))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pipeline \"%s\" was dropped while waiting for its lock",
+						name)));
+	return pipeline;
 }
 
 /* Changing or running a pipeline takes the privileges of its owner */

@@ -15,6 +15,7 @@
 #ifndef MICROBATCH_H
 #define MICROBATCH_H
 
+#include "access/transam.h"
 #include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 #include "utils/elog.h"
@@ -119,6 +120,7 @@ extern void mb_run_as(Oid role, Oid *saved_user, int *saved_sec_context);
 extern void mb_run_as_end(Oid saved_user, int saved_sec_context);
 extern bool mb_pipeline_by_name(const char *name, MbPipeline *pipeline);
 extern MbPipeline *mb_pipeline_get(const char *name);
+extern MbPipeline *mb_pipeline_lock(const char *name, Oid caller);
 extern bool mb_pipeline_by_id(int32 id, MbPipeline *pipeline);
 extern void mb_pipeline_check_owner(const MbPipeline *pipeline, Oid role);
 extern int32 mb_pipeline_next_id(void);
@@ -155,6 +157,7 @@ extern char *mb_window_predicate(int32 pipeline_id, const char *alias);
 
 /* window.c */
 extern Datum mb_empty_snapshot(void);
+extern Datum mb_snapshot_add_running(Datum snapshot, FullTransactionId xid);
 extern void mb_snapshot_unpack(Datum snapshot, MbSnapshot *unpacked);
 extern bool mb_snapshot_visible(const MbSnapshot *snapshot, uint64 xid);
 extern void mb_window_init(MbWindow *window, int32 pipeline_id,
@@ -175,6 +178,5 @@ extern MbBatchResult mb_run_batch(const char *pipeline_name, Oid caller);
 extern int64 mb_replay_batch(const char *pipeline_name, int64 batch_id,
 							 Oid caller);
 extern bool mb_rows_waiting(const char *pipeline_name, int64 *rows);
-extern void mb_lock_pipeline(int32 pipeline_id);
 
 #endif							/* MICROBATCH_H */

@@ -35,6 +35,7 @@
 typedef struct MbPlanEntry
 {
 	int32		transform_id;	/* hash key */
+	char	   *command;		/* ids restart when the extension is recreated */
 	SPIPlanPtr	plan;
 } MbPlanEntry;
 
@@ -177,7 +178,16 @@ mb_transform_plan(const MbTransform *transform)
 
 	entry = hash_search(transform_plans, &transform->id, HASH_ENTER, &found);
 	if (!found)
+	{
+		entry->command = NULL;
 		entry->plan = NULL;
+	}
+	if (entry->plan != NULL && strcmp(entry->command, transform->command) != 0)
+	{
+		SPI_freeplan(entry->plan);
+		pfree(entry->command);
+		entry->plan = NULL;
+	}
 	if (entry->plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(transform->command, 0, NULL);
@@ -187,6 +197,7 @@ mb_transform_plan(const MbTransform *transform)
 				 transform->name, SPI_result_code_string(SPI_result));
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "SPI_keepplan failed");
+		entry->command = MemoryContextStrdup(TopMemoryContext, transform->command);
 		entry->plan = plan;
 	}
 	return entry->plan;

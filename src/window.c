@@ -62,6 +62,39 @@ mb_empty_snapshot(void)
 	return DirectFunctionCall1(pg_snapshot_in, CStringGetDatum(text));
 }
 
+/*
+ * A backend's snapshots never list its own transaction as running.  The upper
+ * snapshot of a batch must: the batch's transaction may insert source rows
+ * after the sweep too, and all of its rows belong to the first batch after
+ * it commits.
+ */
+Datum
+mb_snapshot_add_running(Datum snapshot, FullTransactionId xid)
+{
+	PgSnapshotData *snap = (PgSnapshotData *) PG_DETOAST_DATUM(snapshot);
+	PgSnapshotData *result;
+	uint32		i = 0;
+	uint32		j = 0;
+
+	if (!FullTransactionIdIsValid(xid) ||
+		!FullTransactionIdPrecedes(xid, snap->xmax))
+		return snapshot;
+
+	result = palloc(offsetof(PgSnapshotData, xip) +
+					sizeof(FullTransactionId) * (snap->nxip + 1));
+	result->xmin = FullTransactionIdPrecedes(xid, snap->xmin) ? xid : snap->xmin;
+	result->xmax = snap->xmax;
+	while (i < snap->nxip && FullTransactionIdPrecedes(snap->xip[i], xid))
+		result->xip[j++] = snap->xip[i++];
+	result->xip[j++] = xid;
+	while (i < snap->nxip)
+		result->xip[j++] = snap->xip[i++];
+	result->nxip = j;
+	SET_VARSIZE(result, offsetof(PgSnapshotData, xip) +
+				sizeof(FullTransactionId) * j);
+	return PointerGetDatum(result);
+}
+
 /* Unpack a pg_snapshot into CurrentMemoryContext */
 void
 mb_snapshot_unpack(Datum snapshot, MbSnapshot *unpacked)

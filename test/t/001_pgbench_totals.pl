@@ -75,7 +75,11 @@ while (1)
 {
 	$pgbench->pump_nb;
 	last unless $pgbench->pumpable;
-	die "pgbench did not finish in time" if time() > $deadline;
+	if (time() > $deadline)
+	{
+		$pgbench->kill_kill;
+		die "pgbench did not finish in time";
+	}
 
 	my $id =
 	  $runner->query_safe(q{SELECT microbatch.run_batch('history')});

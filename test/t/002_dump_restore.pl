@@ -130,11 +130,9 @@ my ($restore_out, $restore_err) = run_command(
 		'-d', 'shop_dst', '-f', $dump_file
 	]);
 is($restore_err, '', 'restore prints no error or warning');
-# the source of the restored pipeline, for the tests that follow
-ok( $node->safe_psql('shop_dst',
-		q{SELECT count(*) FROM pg_extension WHERE extname = 'microbatch'}) eq
-	  '1',
-	'restored database has the extension');
+is( $node->safe_psql('shop_dst',
+		q{SELECT count(*) FROM pg_extension WHERE extname = 'microbatch'}),
+	'1', 'restored database has the extension');
 
 # Catalog and history, compared row for row.
 for my $what (qw(pipelines transforms batches ledger targets source))
