@@ -13,13 +13,13 @@ DATA = sql/microbatch--0.1.0.sql
 PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
 
 # Every suite starts its own throwaway cluster with the library preloaded.
-TEMP_CONF = $(srcdir)/test/microbatch.conf
+MB_TEMP_CONFIG = $(srcdir)/test/microbatch.conf
 REGRESS = setup pipeline transform batch window security replay failure
-REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(TEMP_CONF)
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(MB_TEMP_CONFIG)
 ISOLATION = concurrent_batches
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 	--outputdir=output_iso \
-	--temp-instance=tmp_check_iso --temp-config=$(TEMP_CONF)
+	--temp-instance=tmp_check_iso --temp-config=$(MB_TEMP_CONFIG)
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
