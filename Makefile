@@ -5,9 +5,14 @@ OBJS = \
 	src/api.o \
 	src/batch.o \
 	src/catalog.o \
+	src/launcher.o \
+	src/microbatch.o \
+	src/scheduler.o \
+	src/shmem.o \
 	src/source.o \
 	src/transform.o \
-	src/window.o
+	src/window.o \
+	src/worker.o
 EXTENSION = microbatch
 DATA = sql/microbatch--0.1.0.sql
 PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"

@@ -20,7 +20,8 @@ CREATE TABLE microbatch.pipeline (
     batch_interval  interval NOT NULL CHECK (batch_interval >= interval '0'),
     max_batch_rows  bigint CHECK (max_batch_rows > 0),
     state           text NOT NULL DEFAULT 'enabled'
-                    CHECK (state IN ('enabled', 'paused')),
+                    CHECK (state IN ('enabled', 'paused', 'failed')),
+    consecutive_failures integer NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
@@ -106,6 +107,16 @@ AS 'MODULE_PATHNAME', 'microbatch_refresh_pipeline';
 COMMENT ON FUNCTION microbatch.refresh_pipeline(name)
     IS 'rebuild the batch view of a pipeline after columns of its source changed';
 
+CREATE FUNCTION microbatch.alter_pipeline(pipeline name,
+                                          batch_interval interval DEFAULT NULL,
+                                          max_batch_rows bigint DEFAULT NULL)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_alter_pipeline';
+
+COMMENT ON FUNCTION microbatch.alter_pipeline(name, interval, bigint)
+    IS 'change the batch interval or the row cap of a pipeline; NULL keeps a setting, max_batch_rows 0 removes the cap';
+
 CREATE FUNCTION microbatch.pause_pipeline(pipeline name)
 RETURNS void
 LANGUAGE C CALLED ON NULL INPUT VOLATILE
@@ -120,7 +131,7 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE
 AS 'MODULE_PATHNAME', 'microbatch_resume_pipeline';
 
 COMMENT ON FUNCTION microbatch.resume_pipeline(name)
-    IS 'schedule batches for a paused pipeline again';
+    IS 'schedule batches for a paused or failed pipeline again';
 
 CREATE FUNCTION microbatch.add_transform(pipeline name,
                                          transform name,
@@ -191,13 +202,48 @@ RETURNS xid8
 LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
 AS 'MODULE_PATHNAME', 'microbatch_batch_upper_xid';
 
+CREATE FUNCTION microbatch.batch_lower_running(pipeline_id integer)
+RETURNS xid8[]
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'microbatch_batch_lower_running';
+
 CREATE FUNCTION microbatch.batch_contains(pipeline_id integer, xid xid8)
 RETURNS boolean
 LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
 AS 'MODULE_PATHNAME', 'microbatch_batch_contains';
 
 /*
- * Monitoring views.
+ * Background workers.
+ */
+CREATE FUNCTION microbatch.source_changed()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'microbatch_source_changed';
+
+COMMENT ON FUNCTION microbatch.source_changed()
+    IS 'statement trigger on sources: wakes the scheduler when the inserting transaction commits';
+
+CREATE FUNCTION microbatch.next_run_at(pipeline_id integer)
+RETURNS timestamptz
+LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_next_run_at';
+
+CREATE FUNCTION microbatch.worker_slots(OUT pid integer, OUT database oid,
+                                        OUT kind text, OUT state text,
+                                        OUT pipeline text, OUT batch_id bigint,
+                                        OUT since timestamptz)
+RETURNS SETOF record
+LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_workers';
+
+CREATE VIEW microbatch.workers AS
+SELECT w.pid, d.datname AS database, w.kind, w.state, w.pipeline, w.batch_id, w.since
+  FROM microbatch.worker_slots() w
+  LEFT JOIN pg_catalog.pg_database d ON d.oid = w.database;
+
+/*
+ * Monitoring views.  Each role sees the pipelines whose owner's privileges
+ * it has, as with the rows and statements they show.
  */
 CREATE VIEW microbatch.pipelines AS
 SELECT p.pipeline_name AS pipeline,
@@ -209,6 +255,9 @@ SELECT p.pipeline_name AS pipeline,
        last.batch_id AS last_batch_id,
        last.finished_at AS last_batch_at,
        microbatch.rows_waiting(p.pipeline_name) AS rows_waiting,
+       microbatch.next_run_at(p.pipeline_id) AS next_run_at,
+       p.consecutive_failures,
+       CASE WHEN p.consecutive_failures > 0 THEN failure.error END AS last_error,
        p.created_at
   FROM microbatch.pipeline p
   LEFT JOIN LATERAL (
@@ -216,7 +265,14 @@ SELECT p.pipeline_name AS pipeline,
           FROM microbatch.batch b
          WHERE b.pipeline_id = p.pipeline_id AND b.status = 'committed'
          ORDER BY b.batch_id DESC
-         LIMIT 1) last ON true;
+         LIMIT 1) last ON true
+  LEFT JOIN LATERAL (
+        SELECT b.error
+          FROM microbatch.batch b
+         WHERE b.pipeline_id = p.pipeline_id AND b.status = 'failed'
+         ORDER BY b.batch_id DESC, b.attempt DESC
+         LIMIT 1) failure ON true
+ WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
 
 CREATE VIEW microbatch.transforms AS
 SELECT p.pipeline_name AS pipeline,
@@ -231,7 +287,8 @@ SELECT p.pipeline_name AS pipeline,
        t.search_path,
        t.created_at
   FROM microbatch.transform t
-  JOIN microbatch.pipeline p USING (pipeline_id);
+  JOIN microbatch.pipeline p USING (pipeline_id)
+ WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
 
 CREATE VIEW microbatch.batches AS
 SELECT p.pipeline_name AS pipeline,
@@ -248,6 +305,15 @@ SELECT p.pipeline_name AS pipeline,
        b.error,
        b.error_context
   FROM microbatch.batch b
-  JOIN microbatch.pipeline p USING (pipeline_id);
+  JOIN microbatch.pipeline p USING (pipeline_id)
+ WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
 
-GRANT SELECT ON microbatch.pipelines, microbatch.transforms, microbatch.batches TO PUBLIC;
+GRANT SELECT ON microbatch.pipelines, microbatch.transforms, microbatch.batches,
+    microbatch.workers TO PUBLIC;
+
+/* Start this database's scheduler once the extension is committed */
+CREATE FUNCTION microbatch.extension_created()
+RETURNS void
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'microbatch_extension_created';
+SELECT microbatch.extension_created();

@@ -5,6 +5,9 @@ CREATE TABLE clicks (id bigserial PRIMARY KEY, user_id int, url text);
 INSERT INTO clicks (user_id, url) VALUES (1, '/a'), (2, '/b');
 
 SELECT microbatch.create_pipeline('clicks', 'clicks', '5 seconds');
+CREATE TABLE clicks_seen (batch_id bigint, id bigint);
+SELECT microbatch.add_transform('clicks', 'seen', 'bronze',
+    $$INSERT INTO clicks_seen SELECT microbatch.current_batch_id(), id FROM microbatch.clicks_batch$$);
 
 -- The tracking column and its index
 \d clicks
@@ -19,17 +22,29 @@ SELECT pipeline, source, owner, batch_interval, max_batch_rows, state,
 
 -- Rows that existed before the pipeline belong to its first batch
 SELECT microbatch.run_batch('clicks');
+SELECT * FROM clicks_seen ORDER BY id;
 SELECT pipeline, batch_id, attempt, status, rows_in, replays, error
   FROM microbatch.batches;
 
 -- A second pipeline on the same source reuses the column and sees every row
 SELECT microbatch.create_pipeline('clicks_audit', 'clicks', max_batch_rows => 100);
+-- without transforms, a pipeline runs no batch: its rows wait for them
+SELECT microbatch.run_batch('clicks_audit');
+SELECT microbatch.add_transform('clicks_audit', 'count', 'bronze',
+    'SELECT count(*) FROM microbatch.clicks_audit_batch');
 SELECT count(*) AS tracking_columns FROM pg_attribute
  WHERE attrelid = 'clicks'::regclass AND attname = 'microbatch_xid';
 SELECT microbatch.run_batch('clicks_audit');
 SELECT pipeline, batch_id, rows_in FROM microbatch.batches ORDER BY 1, 2;
 
--- Pause and resume
+-- Pause, alter and resume
+SELECT microbatch.alter_pipeline('clicks', batch_interval => '250 ms');
+SELECT microbatch.alter_pipeline('clicks_audit', max_batch_rows => 0);
+SELECT pipeline, batch_interval, max_batch_rows FROM microbatch.pipelines ORDER BY 1;
+SELECT microbatch.alter_pipeline('clicks', batch_interval => '-1 s');
+\echo :SQLSTATE
+SELECT microbatch.alter_pipeline('clicks', max_batch_rows => -1);
+\echo :SQLSTATE
 SELECT microbatch.pause_pipeline('clicks');
 SELECT pipeline, state FROM microbatch.pipelines ORDER BY 1;
 SELECT microbatch.resume_pipeline('clicks');
@@ -95,6 +110,8 @@ SELECT microbatch.run_batch('clicks');
 -- Names are quoted everywhere
 CREATE TABLE "Odd ""Table"""(id int);
 SELECT microbatch.create_pipeline('we"ird; DROP TABLE clicks', '"Odd ""Table"""');
+SELECT microbatch.add_transform('we"ird; DROP TABLE clicks', 'count', 'bronze',
+    $$SELECT count(*) FROM microbatch."we""ird; DROP TABLE clicks_batch"$$);
 INSERT INTO "Odd ""Table""" VALUES (1);
 SELECT microbatch.run_batch('we"ird; DROP TABLE clicks');
 SELECT viewname FROM pg_views WHERE schemaname = 'microbatch' ORDER BY 1;
@@ -115,4 +132,4 @@ SELECT microbatch.run_batch('clicks');
 SELECT pipeline, rows_waiting FROM microbatch.pipelines;
 SELECT microbatch.drop_pipeline('clicks');
 SELECT count(*) FROM microbatch.pipelines;
-DROP TABLE squatter, "Odd ""Table""";
+DROP TABLE squatter, "Odd ""Table""", clicks_seen;

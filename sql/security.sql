@@ -64,8 +64,15 @@ DELETE FROM microbatch.batch;
 -- nor read alice's rows through her batch view
 SELECT * FROM microbatch.payments_batch;
 \echo :SQLSTATE
--- the views are for everyone
+-- the views show a role the pipelines whose owner's privileges it has:
+-- none for bob, hers for alice
 SELECT pipeline, state FROM microbatch.pipelines ORDER BY 1;
+SELECT count(*) AS transforms FROM microbatch.transforms;
+SELECT microbatch.rows_waiting('payments');
+RESET ROLE;
+SET ROLE mb_alice;
+SELECT pipeline, state FROM microbatch.pipelines ORDER BY 1;
+SELECT transform FROM microbatch.transforms;
 RESET ROLE;
 
 -- A superuser running the batch, with a hostile search_path, still runs it

@@ -18,11 +18,10 @@
 
 #include "microbatch.h"
 
-PG_MODULE_MAGIC;
-
 PG_FUNCTION_INFO_V1(microbatch_create_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_drop_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_refresh_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_alter_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_pause_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_resume_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_add_transform);
@@ -42,6 +41,16 @@ mb_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 				 errmsg("%s must not be null", argname)));
 }
 
+/* A transform must not change the pipeline whose batch it is part of */
+static void
+mb_check_not_in_batch(void)
+{
+	if (mb_window_is_active())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot change pipelines inside a transform")));
+}
+
 static char *
 mb_name_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 {
@@ -56,13 +65,25 @@ mb_name_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 	return name;
 }
 
+static void
+mb_check_interval(Interval *batch_interval)
+{
+	Interval   *zero = palloc0(sizeof(Interval));
+
+	if (DatumGetBool(DirectFunctionCall2(interval_lt,
+										 IntervalPGetDatum(batch_interval),
+										 IntervalPGetDatum(zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_interval must not be negative")));
+}
+
 Datum
 microbatch_create_pipeline(PG_FUNCTION_ARGS)
 {
 	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
 	Oid			source;
 	Interval   *batch_interval;
-	Interval   *zero = palloc0(sizeof(Interval));
 	int64		max_batch_rows = 0;
 	MbPipeline	pipeline;
 	MbPipeline	existing;
@@ -80,12 +101,7 @@ microbatch_create_pipeline(PG_FUNCTION_ARGS)
 				 errdetail("Pipeline names have at most %d bytes, so that the name of the batch view, %s.<pipeline>%s, fits.",
 						   (int) (NAMEDATALEN - 1 - strlen(MB_BATCH_VIEW_SUFFIX)),
 						   MB_SCHEMA, MB_BATCH_VIEW_SUFFIX)));
-	if (DatumGetBool(DirectFunctionCall2(interval_lt,
-										 IntervalPGetDatum(batch_interval),
-										 IntervalPGetDatum(zero))))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("batch_interval must not be negative")));
+	mb_check_interval(batch_interval);
 	if (!PG_ARGISNULL(3))
 	{
 		max_batch_rows = PG_GETARG_INT64(3);
@@ -96,6 +112,7 @@ microbatch_create_pipeline(PG_FUNCTION_ARGS)
 					 errhint("Pass NULL for batches of any size.")));
 	}
 
+	mb_check_not_in_batch();
 	mb_call_begin(&call);
 	if (mb_pipeline_by_name(name, &existing))
 		ereport(ERROR,
@@ -114,6 +131,8 @@ microbatch_create_pipeline(PG_FUNCTION_ARGS)
 					   pipeline.owner, IntervalPGetDatum(batch_interval),
 					   max_batch_rows);
 	mb_call_end(&call);
+	mb_wake_scheduler_at_commit();
+	mb_warn_if_no_workers();
 
 	PG_RETURN_VOID();
 }
@@ -125,12 +144,15 @@ microbatch_drop_pipeline(PG_FUNCTION_ARGS)
 	MbPipeline *pipeline;
 	MbCall		call;
 
+	mb_check_not_in_batch();
 	mb_call_begin(&call);
 	/* waits for a running batch of the pipeline to end */
 	pipeline = mb_pipeline_lock(name, call.caller);
 	mb_batch_view_drop(pipeline);
+	mb_source_release(pipeline);
 	mb_pipeline_delete(pipeline->id);
 	mb_call_end(&call);
+	mb_wake_scheduler_at_commit();
 
 	PG_RETURN_VOID();
 }
@@ -143,12 +165,44 @@ microbatch_refresh_pipeline(PG_FUNCTION_ARGS)
 	MbPipeline *pipeline;
 	MbCall		call;
 
+	mb_check_not_in_batch();
 	mb_call_begin(&call);
 	pipeline = mb_pipeline_lock(name, call.caller);
+	mb_pipeline_check_source_exists(pipeline);
 	mb_source_check_usable(pipeline->source, pipeline->owner);
 	mb_batch_view_drop(pipeline);
 	mb_pipeline_set_batch_view(pipeline->id, mb_batch_view_create(pipeline));
 	mb_call_end(&call);
+
+	PG_RETURN_VOID();
+}
+
+/* NULL keeps a setting; max_batch_rows 0 removes the cap */
+Datum
+microbatch_alter_pipeline(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	MbPipeline *pipeline;
+	MbCall		call;
+
+	if (!PG_ARGISNULL(1))
+		mb_check_interval(PG_GETARG_INTERVAL_P(1));
+	if (!PG_ARGISNULL(2) && PG_GETARG_INT64(2) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_batch_rows must not be negative"),
+				 errhint("Pass 0 to remove the cap.")));
+
+	mb_check_not_in_batch();
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_lock(name, call.caller);
+	mb_pipeline_alter(pipeline->id,
+					  PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
+					  PG_ARGISNULL(1),
+					  PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
+					  PG_ARGISNULL(2));
+	mb_call_end(&call);
+	mb_wake_scheduler_at_commit();
 
 	PG_RETURN_VOID();
 }
@@ -160,11 +214,13 @@ mb_set_state(FunctionCallInfo fcinfo, const char *state)
 	MbPipeline *pipeline;
 	MbCall		call;
 
+	mb_check_not_in_batch();
 	mb_call_begin(&call);
 	pipeline = mb_pipeline_get(name);
 	mb_pipeline_check_owner(pipeline, call.caller);
 	mb_pipeline_set_state(pipeline->id, state);
 	mb_call_end(&call);
+	mb_wake_scheduler_at_commit();
 }
 
 Datum
@@ -211,6 +267,7 @@ microbatch_add_transform(PG_FUNCTION_ARGS)
 	mb_require_arg(fcinfo, 3, "command");
 	command = text_to_cstring(PG_GETARG_TEXT_PP(3));
 
+	mb_check_not_in_batch();
 	mb_call_begin(&call);
 	pipeline = mb_pipeline_lock(name, call.caller);
 	if (mb_transform_exists(pipeline->id, transform))
@@ -235,6 +292,7 @@ microbatch_remove_transform(PG_FUNCTION_ARGS)
 	MbPipeline *pipeline;
 	MbCall		call;
 
+	mb_check_not_in_batch();
 	mb_call_begin(&call);
 	pipeline = mb_pipeline_lock(name, call.caller);
 	if (!mb_transform_delete(pipeline->id, transform))
@@ -262,8 +320,7 @@ microbatch_run_batch(PG_FUNCTION_ARGS)
 
 	mb_call_begin(&call);
 	result = mb_run_batch(name, call.caller);
-	mb_call_end(&call);
-
+	/* before mb_call_end(), which frees the error with SPI's memory */
 	if (result.status == MB_BATCH_FAILED)
 		ereport(WARNING,
 				(errcode(result.error->sqlerrcode),
@@ -273,6 +330,7 @@ microbatch_run_batch(PG_FUNCTION_ARGS)
 				 result.error->context ? errcontext("%s", result.error->context) : 0,
 				 errhint("The batch was rolled back and recorded in microbatch.batches; the next run retries batch " INT64_FORMAT ".",
 						 result.batch_id)));
+	mb_call_end(&call);
 
 	if (result.status != MB_BATCH_COMMITTED)
 		PG_RETURN_NULL();
@@ -303,7 +361,7 @@ microbatch_rows_waiting(PG_FUNCTION_ARGS)
 	MbCall		call;
 
 	mb_call_begin(&call);
-	known = mb_rows_waiting(name, &rows);
+	known = mb_rows_waiting(name, call.caller, &rows);
 	mb_call_end(&call);
 
 	if (!known)

@@ -38,18 +38,20 @@
 #include "utils/xid8.h"
 
 #include "microbatch.h"
+#include "worker.h"
 
 static void
-mb_check_can_run(const char *what)
+mb_check_can_run(void)
 {
 	if (mb_window_is_active())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot %s inside a transform", what)));
+				 errmsg("cannot run a batch inside a transform")));
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot %s during recovery", what)));
+				 errmsg("cannot run a batch during recovery")));
+
 	/*
 	 * Under a transaction snapshot we could miss a batch committed after our
 	 * snapshot was taken and sweep its rows again.
@@ -57,8 +59,9 @@ mb_check_can_run(const char *what)
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot %s in a %s transaction", what,
-						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errmsg("cannot run a batch in a transaction with a transaction snapshot"),
+				 errdetail("The transaction isolation level is %s.",
+						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
 				 errhint("Run it in a READ COMMITTED transaction.")));
 }
 
@@ -274,24 +277,89 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
 }
 
 /*
+ * Count a batch's outcome.  After max_retries failed batches in a row the
+ * pipeline is marked failed, once, with a WARNING and an alert; a success
+ * after failures sends a recovery alert.  Returns the failures in a row.
+ */
+static int32
+mb_account_outcome(const MbPipeline *pipeline, int64 batch_id,
+				   const ErrorData *error)
+{
+	int32		failures = error ? pipeline->consecutive_failures + 1 : 0;
+	bool		now_failed;
+
+	if (error == NULL && pipeline->consecutive_failures == 0)
+		return 0;
+
+	now_failed = error != NULL && failures >= mb_max_retries &&
+		strcmp(pipeline->state, "failed") != 0;
+	mb_pipeline_set_failures(pipeline->id, failures, now_failed);
+	if (now_failed)
+	{
+		ereport(WARNING,
+				(errmsg("pipeline \"%s\" is marked failed after %d failed batches in a row",
+						pipeline->name, failures),
+				 errdetail("Last error: %s (SQLSTATE %s).", error->message,
+						   unpack_sql_state(error->sqlerrcode)),
+				 errhint("Background workers no longer run it. Fix the cause, then run microbatch.resume_pipeline('%s').",
+						 pipeline->name)));
+		mb_notify_alert("failed", pipeline->name, batch_id, error, failures);
+	}
+	else if (error == NULL)
+		mb_notify_alert("recovered", pipeline->name, batch_id, NULL, 0);
+	return failures;
+}
+
+/*
+ * Count an error that happened outside the transforms of a batch, in a
+ * transaction of its own: the caller's was rolled back.  For batch workers.
+ */
+MbBatchResult
+mb_record_failure(const char *pipeline_name, const ErrorData *error)
+{
+	MbBatchResult result = {MB_BATCH_FAILED, 0, 0, 0, 0, NULL};
+	MbPipeline	pipeline;
+	MbCall		call;
+
+	StartTransactionCommand();
+	mb_call_begin(&call);
+	if (mb_pipeline_by_name(pipeline_name, &pipeline))
+		result.failures = mb_account_outcome(&pipeline, 0, error);
+	mb_call_end(&call);
+	CommitTransactionCommand();
+	return result;
+}
+
+/*
  * Process the next batch of a pipeline.  Expects mb_call_begin().
  */
 MbBatchResult
 mb_run_batch(const char *pipeline_name, Oid caller)
 {
-	MbBatchResult result = {MB_BATCH_EMPTY, 0, 0, NULL};
+	MbBatchResult result = {MB_BATCH_EMPTY, 0, 0, 0, 0, NULL};
 	MbPipeline *pipeline;
 	MbWindow	window;
-	TimestampTz started_at;
 	List	   *transforms;
 	int32		attempt;
 	int			nest_level;
 
-	mb_check_can_run("run a batch");
+	mb_check_can_run();
 	pipeline = mb_pipeline_lock(pipeline_name, caller);
 	mb_pipeline_check_relations(pipeline);
+
+	/* Rows swept by a batch without transforms would be lost to them */
+	transforms = mb_transform_list(pipeline->id);
+	if (transforms == NIL)
+	{
+		ereport(NOTICE,
+				(errmsg("pipeline \"%s\" has no transforms, so no batch was run",
+						pipeline->name),
+				 errhint("Add transforms with microbatch.add_transform(); the rows wait for them.")));
+		return result;
+	}
+
 	nest_level = mb_batch_settings();
-	started_at = GetCurrentTimestamp();
+	result.started_at = GetCurrentTimestamp();
 
 	result.rows_in = mb_next_window(pipeline, &window);
 	if (result.rows_in == 0)
@@ -301,13 +369,14 @@ mb_run_batch(const char *pipeline_name, Oid caller)
 	}
 
 	result.batch_id = window.batch_id;
-	transforms = mb_transform_list(pipeline->id);
+	mb_worker_report_batch(pipeline->name, window.batch_id);
 	attempt = mb_attempts(pipeline->id, window.batch_id) + 1;
 	result.error = mb_transforms_run_guarded(pipeline, transforms, &window);
 	result.status = result.error ? MB_BATCH_FAILED : MB_BATCH_COMMITTED;
 
 	mb_ledger_insert(&window, attempt, result.error == NULL, result.rows_in,
-					 started_at, GetCurrentTimestamp(), result.error);
+					 result.started_at, GetCurrentTimestamp(), result.error);
+	result.failures = mb_account_outcome(pipeline, window.batch_id, result.error);
 	AtEOXact_GUC(true, nest_level);
 	return result;
 }
@@ -327,7 +396,7 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 	List	   *transforms;
 	int			nest_level;
 
-	mb_check_can_run("replay a batch");
+	mb_check_can_run();
 	pipeline = mb_pipeline_lock(pipeline_name, caller);
 	mb_pipeline_check_relations(pipeline);
 	if (!mb_committed_batch(pipeline->id, batch_id, &batch))
@@ -372,11 +441,12 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 /*
  * Count the committed source rows that no committed batch has processed.
  * Returns false when that cannot be known (inside a transform, or the
- * pipeline is broken), so that monitoring views never fail.  Expects
+ * pipeline is broken) or is not the caller's to know (the count reads the
+ * source with the owner's rights), so that monitoring views never fail.  Expects
  * mb_call_begin().
  */
 bool
-mb_rows_waiting(const char *pipeline_name, int64 *rows)
+mb_rows_waiting(const char *pipeline_name, Oid caller, int64 *rows)
 {
 	MbPipeline	pipeline;
 	MbLastBatch last;
@@ -385,6 +455,7 @@ mb_rows_waiting(const char *pipeline_name, int64 *rows)
 
 	if (mb_window_is_active() ||
 		!mb_pipeline_by_name(pipeline_name, &pipeline) ||
+		!has_privs_of_role(caller, pipeline.owner) ||
 		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline.source)) ||
 		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline.batch_view)) ||
 		pg_class_aclcheck(pipeline.source, pipeline.owner, ACL_SELECT) != ACLCHECK_OK)

@@ -42,7 +42,7 @@ typedef struct MbQuery
 #define PIPELINE_COLUMNS \
 	"SELECT pipeline_id, pipeline_name, source_table::pg_catalog.oid, " \
 	"batch_view::pg_catalog.oid, owner_role::pg_catalog.oid, " \
-	"max_batch_rows, state FROM microbatch.pipeline "
+	"max_batch_rows, state, consecutive_failures FROM microbatch.pipeline "
 
 static MbQuery q_pipeline_by_name = {
 	PIPELINE_COLUMNS "WHERE pipeline_name = $1", 1, {NAMEOID}
@@ -72,13 +72,42 @@ static MbQuery q_pipeline_delete = {
 };
 
 static MbQuery q_pipeline_set_state = {
-	"UPDATE microbatch.pipeline SET state = $2 WHERE pipeline_id = $1",
+	"UPDATE microbatch.pipeline SET state = $2, consecutive_failures = 0 "
+	"WHERE pipeline_id = $1",
 	2, {INT4OID, TEXTOID}
+};
+
+static MbQuery q_pipeline_set_failures = {
+	"UPDATE microbatch.pipeline SET consecutive_failures = $2, "
+	"state = CASE WHEN $3 THEN 'failed' ELSE state END WHERE pipeline_id = $1",
+	3, {INT4OID, INT4OID, BOOLOID}
+};
+
+static MbQuery q_pipeline_alter = {
+	"UPDATE microbatch.pipeline SET "
+	"batch_interval = COALESCE($2, batch_interval), "
+	"max_batch_rows = CASE WHEN $3 IS NULL THEN max_batch_rows "
+	"WHEN $3 = 0 THEN NULL ELSE $3 END WHERE pipeline_id = $1",
+	3, {INT4OID, INTERVALOID, INT8OID}
+};
+
+static MbQuery q_alert = {
+	"SELECT pg_catalog.pg_notify('microbatch_alerts', pg_catalog.json_build_object("
+	"'event', $1, 'database', pg_catalog.current_database(), 'pipeline', $2, "
+	"'batch_id', $3, 'sqlstate', $4, 'message', $5, "
+	"'consecutive_failures', $6)::pg_catalog.text)",
+	6, {TEXTOID, NAMEOID, INT8OID, TEXTOID, TEXTOID, INT4OID}
 };
 
 static MbQuery q_pipeline_set_view = {
 	"UPDATE microbatch.pipeline SET batch_view = $2 WHERE pipeline_id = $1",
 	2, {INT4OID, REGCLASSOID}
+};
+
+static MbQuery q_source_users = {
+	"SELECT pg_catalog.count(*)::pg_catalog.int4 FROM microbatch.pipeline "
+	"WHERE source_table = $1 AND pipeline_id <> $2",
+	2, {REGCLASSOID, INT4OID}
 };
 
 static MbQuery q_transform_list = {
@@ -294,6 +323,7 @@ mb_pipeline_from_tuple(MbPipeline *pipeline)
 	max_rows = mb_column(6, &isnull);
 	pipeline->max_batch_rows = isnull ? 0 : DatumGetInt64(max_rows);
 	pipeline->state = TextDatumGetCString(mb_column_notnull(7));
+	pipeline->consecutive_failures = DatumGetInt32(mb_column_notnull(8));
 }
 
 bool
@@ -430,6 +460,60 @@ mb_pipeline_set_state(int32 id, const char *state)
 	mb_query(&q_pipeline_set_state, values, NULL, 0);
 }
 
+/* Record the count of consecutive failed batches, and mark it failed */
+void
+mb_pipeline_set_failures(int32 id, int32 failures, bool failed)
+{
+	Datum		values[3];
+
+	values[0] = Int32GetDatum(id);
+	values[1] = Int32GetDatum(failures);
+	values[2] = BoolGetDatum(failed);
+	mb_query(&q_pipeline_set_failures, values, NULL, 0);
+}
+
+/* NULL arguments keep the setting; max_batch_rows 0 removes the cap */
+void
+mb_pipeline_alter(int32 id, Datum batch_interval, bool interval_null,
+				  int64 max_batch_rows, bool max_rows_null)
+{
+	Datum		values[3];
+	char		nulls[3] = "   ";
+
+	values[0] = Int32GetDatum(id);
+	values[1] = batch_interval;
+	values[2] = Int64GetDatum(max_batch_rows);
+	if (interval_null)
+		nulls[1] = 'n';
+	if (max_rows_null)
+		nulls[2] = 'n';
+	mb_query(&q_pipeline_alter, values, nulls, 0);
+}
+
+/* NOTIFY microbatch_alerts, with a JSON payload; delivered at commit */
+void
+mb_notify_alert(const char *event, const char *pipeline_name, int64 batch_id,
+				const ErrorData *error, int32 failures)
+{
+	Datum		values[6];
+	char		nulls[6] = "      ";
+
+	values[0] = CStringGetTextDatum(event);
+	values[1] = mb_name_datum(pipeline_name);
+	values[2] = Int64GetDatum(batch_id);
+	if (batch_id == 0)
+		nulls[2] = 'n';
+	if (error != NULL)
+	{
+		values[3] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
+		values[4] = CStringGetTextDatum(error->message ? error->message : "");
+	}
+	else
+		nulls[3] = nulls[4] = 'n';
+	values[5] = Int32GetDatum(failures);
+	mb_query(&q_alert, values, nulls, 1);
+}
+
 void
 mb_pipeline_set_batch_view(int32 id, Oid batch_view)
 {
@@ -438,6 +522,18 @@ mb_pipeline_set_batch_view(int32 id, Oid batch_view)
 	values[0] = Int32GetDatum(id);
 	values[1] = ObjectIdGetDatum(batch_view);
 	mb_query(&q_pipeline_set_view, values, NULL, 0);
+}
+
+/* How many pipelines other than this one read a source */
+int32
+mb_source_other_pipelines(Oid source, int32 pipeline_id)
+{
+	Datum		values[2];
+
+	values[0] = ObjectIdGetDatum(source);
+	values[1] = Int32GetDatum(pipeline_id);
+	mb_query(&q_source_users, values, NULL, 1);
+	return DatumGetInt32(mb_column_notnull(1));
 }
 
 /* The transforms of a pipeline in run order: bronze, silver, gold */

@@ -24,6 +24,7 @@
 #define MB_TRACKING_COLUMN	"microbatch_xid"
 #define MB_SCHEMA			"microbatch"
 #define MB_BATCH_VIEW_SUFFIX "_batch"
+#define MB_WAKEUP_TRIGGER	"microbatch_source_changed"
 
 /* A row of microbatch.pipeline */
 typedef struct MbPipeline
@@ -35,6 +36,7 @@ typedef struct MbPipeline
 	Oid			owner;
 	int64		max_batch_rows; /* 0 when there is no cap */
 	char	   *state;
+	int32		consecutive_failures;
 } MbPipeline;
 
 /* A row of microbatch.transform */
@@ -97,6 +99,8 @@ typedef struct MbBatchResult
 	MbBatchStatus status;
 	int64		batch_id;
 	int64		rows_in;
+	TimestampTz started_at;
+	int32		failures;		/* consecutive failed batches, this one included */
 	ErrorData  *error;			/* when status is MB_BATCH_FAILED */
 } MbBatchResult;
 
@@ -130,6 +134,13 @@ extern void mb_pipeline_insert(int32 id, const char *name, Oid source,
 extern void mb_pipeline_delete(int32 id);
 extern void mb_pipeline_set_state(int32 id, const char *state);
 extern void mb_pipeline_set_batch_view(int32 id, Oid batch_view);
+extern void mb_pipeline_set_failures(int32 id, int32 failures, bool failed);
+extern void mb_pipeline_alter(int32 id, Datum batch_interval, bool interval_null,
+							  int64 max_batch_rows, bool max_rows_null);
+extern void mb_notify_alert(const char *event, const char *pipeline_name,
+							int64 batch_id, const ErrorData *error,
+							int32 failures);
+extern int32 mb_source_other_pipelines(Oid source, int32 pipeline_id);
 extern List *mb_transform_list(int32 pipeline_id);
 extern bool mb_transform_exists(int32 pipeline_id, const char *name);
 extern void mb_transform_insert(int32 pipeline_id, const char *name,
@@ -152,6 +163,8 @@ extern void mb_source_check_usable(Oid source, Oid caller);
 extern void mb_source_prepare(Oid source, Oid caller);
 extern Oid	mb_batch_view_create(const MbPipeline *pipeline);
 extern void mb_batch_view_drop(const MbPipeline *pipeline);
+extern void mb_source_release(const MbPipeline *pipeline);
+extern void mb_pipeline_check_source_exists(const MbPipeline *pipeline);
 extern void mb_pipeline_check_relations(const MbPipeline *pipeline);
 extern char *mb_window_predicate(int32 pipeline_id, const char *alias);
 
@@ -173,10 +186,18 @@ extern void mb_transform_validate(const char *command, Oid owner,
 extern void mb_transforms_run(const MbPipeline *pipeline, List *transforms,
 							  int64 batch_id);
 
+/* shmem.c, worker.c */
+extern void mb_wake_scheduler_at_commit(void);
+extern void mb_warn_if_no_workers(void);
+extern void mb_worker_report_batch(const char *pipeline_name, int64 batch_id);
+
 /* batch.c */
 extern MbBatchResult mb_run_batch(const char *pipeline_name, Oid caller);
 extern int64 mb_replay_batch(const char *pipeline_name, int64 batch_id,
 							 Oid caller);
-extern bool mb_rows_waiting(const char *pipeline_name, int64 *rows);
+extern bool mb_rows_waiting(const char *pipeline_name, Oid caller,
+							int64 *rows);
+extern MbBatchResult mb_record_failure(const char *pipeline_name,
+									   const ErrorData *error);
 
 #endif							/* MICROBATCH_H */

@@ -68,6 +68,11 @@ mb_source_check_usable(Oid source, Oid caller)
 	char		relkind = get_rel_relkind(source);
 	AclResult	acl;
 
+	if (relkind == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", source)));
+
 	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
@@ -104,28 +109,45 @@ mb_tracking_index_exists(Oid source, AttrNumber attnum)
 	return SPI_processed > 0;
 }
 
+static bool
+mb_wakeup_trigger_exists(Oid source)
+{
+	Datum		values[2];
+	Oid			types[2] = {OIDOID, TEXTOID};
+
+	values[0] = ObjectIdGetDatum(source);
+	values[1] = CStringGetTextDatum(MB_WAKEUP_TRIGGER);
+	if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger "
+							  "WHERE tgrelid = $1 AND tgname = $2",
+							  2, types, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up triggers of relation %u", source);
+	return SPI_processed > 0;
+}
+
 static void
-mb_check_source_owner(Oid source, Oid caller, const char *missing)
+mb_check_source_owner(Oid source, Oid caller)
 {
 	if (!pg_class_ownercheck(source, caller))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of table %s to add %s to it",
-						get_rel_name(source), missing),
-				 errdetail("The first pipeline on a table adds a column \"%s\" and an index on it.",
+				 errmsg("must be owner of table %s", get_rel_name(source)),
+				 errdetail("The first pipeline on a table adds a column \"%s\", an index on it and a trigger to the table.",
 						   MB_TRACKING_COLUMN),
 				 errhint("Ask the table's owner to create the first pipeline on it.")));
 }
 
 /*
- * Make sure the source has the tracking column and its index, adding them as
- * the caller, who must then own the table.
+ * Make sure the source has the tracking column, its index and the trigger
+ * that wakes continuous pipelines, adding what is missing as the caller, who
+ * must then own the table.
  */
 void
 mb_source_prepare(Oid source, Oid caller)
 {
 	AttrNumber	attnum = get_attnum(source, MB_TRACKING_COLUMN);
 	const char *relname = mb_qualified_relname(source);
+	bool		has_index;
+	bool		has_trigger = mb_wakeup_trigger_exists(source);
 	Oid			saved_user;
 	int			saved_sec_context;
 
@@ -138,12 +160,12 @@ mb_source_prepare(Oid source, Oid caller)
 				 errdetail("A tracking column has type xid8."),
 				 errhint("Rename or drop the column; microbatch needs the name.")));
 
-	if (attnum != InvalidAttrNumber && mb_tracking_index_exists(source, attnum))
+	has_index = attnum != InvalidAttrNumber &&
+		mb_tracking_index_exists(source, attnum);
+	if (has_index && has_trigger)
 		return;
 
-	mb_check_source_owner(source, caller,
-						  attnum == InvalidAttrNumber ?
-						  "a tracking column" : "an index on its tracking column");
+	mb_check_source_owner(source, caller);
 
 	mb_run_as(caller, &saved_user, &saved_sec_context);
 	if (attnum == InvalidAttrNumber)
@@ -165,8 +187,20 @@ mb_source_prepare(Oid source, Oid caller)
 							 relname, MB_TRACKING_COLUMN),
 					SPI_OK_UTILITY);
 	}
-	mb_spi_exec(psprintf("CREATE INDEX ON %s (%s)", relname, MB_TRACKING_COLUMN),
-				SPI_OK_UTILITY);
+	if (!has_index)
+		mb_spi_exec(psprintf("CREATE INDEX ON %s (%s)", relname, MB_TRACKING_COLUMN),
+					SPI_OK_UTILITY);
+	if (!has_trigger)
+	{
+		/* ALWAYS: logical replication apply workers insert rows too */
+		mb_spi_exec(psprintf("CREATE TRIGGER %s AFTER INSERT ON %s "
+							 "FOR EACH STATEMENT EXECUTE FUNCTION microbatch.source_changed()",
+							 MB_WAKEUP_TRIGGER, relname),
+					SPI_OK_UTILITY);
+		mb_spi_exec(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s",
+							 relname, MB_WAKEUP_TRIGGER),
+					SPI_OK_UTILITY);
+	}
 	mb_run_as_end(saved_user, saved_sec_context);
 }
 
@@ -174,8 +208,9 @@ mb_source_prepare(Oid source, Oid caller)
 char *
 mb_window_predicate(int32 pipeline_id, const char *alias)
 {
-	return psprintf("%1$s.%2$s >= microbatch.batch_lower_xid(%3$d) "
+	return psprintf("(%1$s.%2$s >= microbatch.batch_lower_xid(%3$d) "
 					"AND %1$s.%2$s < microbatch.batch_upper_xid(%3$d) "
+					"OR %1$s.%2$s = ANY (microbatch.batch_lower_running(%3$d))) "
 					"AND microbatch.batch_contains(%3$d, %1$s.%2$s)",
 					alias, MB_TRACKING_COLUMN, pipeline_id);
 }
@@ -244,6 +279,34 @@ mb_batch_view_drop(const MbPipeline *pipeline)
 }
 
 /*
+ * When the last pipeline on a source goes, so does the trigger, which
+ * depends on the extension.  The column and its index stay: loaders may
+ * name the column, and they do not depend on the extension.
+ */
+void
+mb_source_release(const MbPipeline *pipeline)
+{
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline->source)) ||
+		mb_source_other_pipelines(pipeline->source, pipeline->id) > 0 ||
+		!mb_wakeup_trigger_exists(pipeline->source))
+		return;
+	mb_spi_exec(psprintf("DROP TRIGGER %s ON %s", MB_WAKEUP_TRIGGER,
+						 mb_qualified_relname(pipeline->source)),
+				SPI_OK_UTILITY);
+}
+
+void
+mb_pipeline_check_source_exists(const MbPipeline *pipeline)
+{
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline->source)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("source table of pipeline \"%s\" no longer exists",
+						pipeline->name),
+				 errhint("Drop the pipeline with microbatch.drop_pipeline().")));
+}
+
+/*
  * Before a batch: the source and the batch view still exist, and the view
  * still has the source's columns, or the transforms would silently miss
  * columns added to the source since.
@@ -257,12 +320,7 @@ mb_pipeline_check_relations(const MbPipeline *pipeline)
 	TupleDesc	view_desc;
 	int			view_column = 0;
 
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline->source)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("source table of pipeline \"%s\" no longer exists",
-						pipeline->name),
-				 errhint("Drop the pipeline with microbatch.drop_pipeline().")));
+	mb_pipeline_check_source_exists(pipeline);
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline->batch_view)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),

@@ -10,9 +10,8 @@
  * search_path (pg_temp last), inside a security-restricted operation: no
  * transform ever has more rights than the role that owns the pipeline.
  *
- * Plans are prepared once per backend and kept: transform rows never change
- * (they are only added and removed), and the plan cache replans by itself
- * when the objects a plan uses change.
+ * The parsed and analysed statements are kept for the backend (transform
+ * rows are only ever added and removed), and planned again for each batch.
  *
  *-------------------------------------------------------------------------
  */
@@ -124,8 +123,10 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a transform must be exactly one SQL statement"),
-				 errdetail("The command has %d statements.",
-						   list_length(raw_statements)),
+				 errdetail_plural("The command has %d statement.",
+								  "The command has %d statements.",
+								  list_length(raw_statements),
+								  list_length(raw_statements)),
 				 errhint("Add each statement as a transform of its own; they run in order, in one transaction.")));
 	raw = linitial_node(RawStmt, raw_statements);
 
@@ -190,7 +191,12 @@ mb_transform_plan(const MbTransform *transform)
 	}
 	if (entry->plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(transform->command, 0, NULL);
+		/*
+		 * A custom plan for each batch: the window functions' values, which
+		 * the planner estimates with, change from batch to batch.
+		 */
+		SPIPlanPtr	plan = SPI_prepare_cursor(transform->command, 0, NULL,
+											  CURSOR_OPT_CUSTOM_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for transform \"%s\": %s",
@@ -249,6 +255,7 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, int64 batch_id)
 		rc = SPI_execute_plan(mb_transform_plan(transform), NULL, NULL, false, 0);
 		if (rc < 0)
 			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+		SPI_freetuptable(SPI_tuptable);
 	}
 
 	error_context_stack = callback.previous;

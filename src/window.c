@@ -13,10 +13,13 @@
  * This is PgQ's batch-between-two-snapshots design.
  *
  * While a batch runs, its window is "active" in this backend and the batch
- * views select exactly its rows through the functions below.  Everything in
- * [lower.xmin, upper.xmax) can be in the window, so the views constrain the
- * tracking column to that range, which an index scan on the column serves;
- * the cost of a sweep follows the size of the batch, not of the table.
+ * views select exactly its rows through the functions below.  A transaction
+ * in the window is either at or above lower.xmax, or was still running when
+ * the lower snapshot was taken (lower.xip); so the views constrain the
+ * tracking column to [lower.xmax, upper.xmax) or to lower.xip, which index
+ * scans on the column serve.  The cost of a sweep follows the size of the
+ * batch, not of the table, and a long-running transaction does not make
+ * every sweep read all that committed since it began.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +27,8 @@
 
 #include "access/transam.h"
 #include "fmgr.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/xid8.h"
@@ -32,6 +37,7 @@
 
 PG_FUNCTION_INFO_V1(microbatch_batch_lower_xid);
 PG_FUNCTION_INFO_V1(microbatch_batch_upper_xid);
+PG_FUNCTION_INFO_V1(microbatch_batch_lower_running);
 PG_FUNCTION_INFO_V1(microbatch_batch_contains);
 PG_FUNCTION_INFO_V1(microbatch_current_batch_id);
 
@@ -180,7 +186,7 @@ mb_window_for(int32 pipeline_id)
 static uint64
 mb_window_lower_bound(const MbWindow *window)
 {
-	return Max(window->lower.xmin, window->xid_from);
+	return Max(window->lower.xmax, window->xid_from);
 }
 
 static uint64
@@ -191,7 +197,10 @@ mb_window_upper_bound(const MbWindow *window)
 	return window->upper.xmax;
 }
 
-/* Inclusive lower bound of the tracking column in the active window */
+/*
+ * Inclusive lower bound of the tracking column for the transactions of the
+ * active window that started after the lower snapshot
+ */
 Datum
 microbatch_batch_lower_xid(PG_FUNCTION_ARGS)
 {
@@ -209,6 +218,29 @@ microbatch_batch_upper_xid(PG_FUNCTION_ARGS)
 	PG_RETURN_FULLTRANSACTIONID(FullTransactionIdFromU64(window ? mb_window_upper_bound(window) : 0));
 }
 
+/* Transactions of the active window that were running at the lower snapshot */
+Datum
+microbatch_batch_lower_running(PG_FUNCTION_ARGS)
+{
+	MbWindow   *window = mb_window_for(PG_GETARG_INT32(0));
+	Datum	   *xids;
+	int			n = 0;
+
+	if (window == NULL)
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(XID8OID));
+
+	xids = palloc(sizeof(Datum) * Max(window->lower.nxip, 1));
+	for (uint32 i = 0; i < window->lower.nxip; i++)
+	{
+		uint64		xid = window->lower.xip[i];
+
+		if (xid >= window->xid_from && xid < mb_window_upper_bound(window))
+			xids[n++] = FullTransactionIdGetDatum(FullTransactionIdFromU64(xid));
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_array(xids, n, XID8OID, sizeof(uint64),
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
 Datum
 microbatch_batch_contains(PG_FUNCTION_ARGS)
 {
@@ -217,7 +249,7 @@ microbatch_batch_contains(PG_FUNCTION_ARGS)
 
 	if (window == NULL)
 		PG_RETURN_BOOL(false);
-	PG_RETURN_BOOL(xid >= mb_window_lower_bound(window) &&
+	PG_RETURN_BOOL(xid >= window->xid_from &&
 				   xid < mb_window_upper_bound(window) &&
 				   mb_snapshot_visible(&window->upper, xid) &&
 				   !mb_snapshot_visible(&window->lower, xid));

@@ -27,7 +27,8 @@ mb_as_root make -s PG_CONFIG="$PG_CONFIG" install
 if [ "$(id -u)" = 0 ]; then
     workdir=$(mktemp -d /tmp/microbatch-test.XXXXXX)
     trap 'rm -rf "$workdir"' EXIT
-    tar --exclude=./tmp_check --exclude=./results --exclude=./output_iso \
+    tar --exclude=./tmp_check --exclude=./tmp_check_regress --exclude=./tmp_check_iso \
+        --exclude=./results --exclude=./output_iso \
         --exclude=./.git -cf - . | tar -xf - -C "$workdir"
     chown -R "$TEST_USER" "$workdir"
     run() { runuser -u "$TEST_USER" -- env PATH="$PG_BINDIR:$PATH" "$@"; }
@@ -43,7 +44,7 @@ if [ "$status" -ne 0 ]; then
     for diffs in "$workdir"/regression.diffs "$workdir"/output_iso/regression.diffs; do
         [ -f "$diffs" ] && { echo "== $diffs"; cat "$diffs"; }
     done
-    for log in "$workdir"/tmp_check/log/*; do
+    for log in "$workdir"/tmp_check/log/* "$workdir"/tmp_check_regress/log/* "$workdir"/tmp_check_iso/log/*; do
         [ -f "$log" ] && { echo "== $log"; tail -n 60 "$log"; }
     done
     echo "microbatch tests FAILED"

@@ -1,0 +1,67 @@
+/*-------------------------------------------------------------------------
+ *
+ * microbatch.c
+ *	  Module initialisation: settings, shared memory, the launcher.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/postmaster.h"
+#include "utils/guc.h"
+
+#include "microbatch.h"
+#include "worker.h"
+
+PG_MODULE_MAGIC;
+
+bool		mb_enabled = true;
+int			mb_max_workers = 4;
+int			mb_naptime = 5000;
+int			mb_max_retries = 5;
+int			mb_max_retry_delay = 300000;
+int			mb_max_pipelines = 1024;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomBoolVariable("microbatch.enabled",
+							 "Whether background workers run the batches of enabled pipelines.",
+							 NULL, &mb_enabled, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("microbatch.max_workers",
+							"Maximum number of batch workers running at once, in all databases.",
+							"Each scheduler (one per database with the extension) takes a background worker slot as well.",
+							&mb_max_workers, 4, 1, MAX_BACKENDS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("microbatch.naptime",
+							"Time between checks of the catalog when nothing wakes a scheduler.",
+							"Changes made through the microbatch functions wake the schedulers at once.",
+							&mb_naptime, 5000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("microbatch.max_retries",
+							"Consecutive failed batches after which a pipeline is marked failed.",
+							NULL, &mb_max_retries, 5, 1, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("microbatch.max_retry_delay",
+							"Longest wait before a failed batch is retried.",
+							"Retries back off exponentially from one second, with jitter, up to this delay.",
+							&mb_max_retry_delay, 300000, 1000, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("microbatch.max_pipelines",
+							"Number of pipelines, in all databases, whose next run time is shown in microbatch.pipelines.",
+							NULL, &mb_max_pipelines, 1024, 16, 1000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("microbatch");
+
+	mb_register_xact_callback();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	mb_shmem_init();
+	mb_launcher_register();
+}
