@@ -12,6 +12,11 @@
  * launcher starts only once the server accepts writes, so nothing runs on a
  * standby until it is promoted.
  *
+ * DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE
+ * need a database without connections: the utility hook asks our processes
+ * in it to leave first.  The launcher starts them again later where the
+ * database still exists.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -29,7 +34,10 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "tcop/tcopprot.h"
+#include "tcop/utility.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -49,6 +57,74 @@ typedef struct MbDatabase
 	TimestampTz next_start_at;
 	bool		seen;
 } MbDatabase;
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* Ask our schedulers and batch workers connected to a database to exit */
+static void
+mb_release_database(const char *dbname)
+{
+	Oid			dboid = get_database_oid(dbname, true);
+	int			signalled = 0;
+
+	if (!OidIsValid(dboid) || mb_shared == NULL)
+		return;
+	LWLockAcquire(mb_shared->lock, LW_SHARED);
+	for (int i = 0; i < mb_shared->nslots; i++)
+	{
+		MbSlot	   *slot = &mb_shared->slots[i];
+
+		if (slot->kind != MB_SLOT_UNUSED && slot->dboid == dboid &&
+			slot->pid != 0 && kill(slot->pid, SIGTERM) == 0)
+			signalled++;
+	}
+	LWLockRelease(mb_shared->lock);
+	if (signalled > 0)
+		ereport(DEBUG1,
+				(errmsg("asked %d microbatch processes to leave database \"%s\"",
+						signalled, dbname)));
+}
+
+static void
+mb_process_utility(PlannedStmt *pstmt, const char *queryString,
+				   bool readOnlyTree, ProcessUtilityContext context,
+				   ParamListInfo params, QueryEnvironment *queryEnv,
+				   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (IsA(stmt, DropdbStmt))
+		mb_release_database(((DropdbStmt *) stmt)->dbname);
+	else if (IsA(stmt, RenameStmt) &&
+			 ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+		mb_release_database(((RenameStmt *) stmt)->subname);
+	else if (IsA(stmt, CreatedbStmt))
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((CreatedbStmt *) stmt)->options)
+		{
+			DefElem    *option = lfirst_node(DefElem, lc);
+
+			if (strcmp(option->defname, "template") == 0 && option->arg != NULL)
+				mb_release_database(defGetString(option));
+		}
+	}
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+void
+mb_utility_hook_install(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = mb_process_utility;
+}
 
 void
 mb_launcher_register(void)

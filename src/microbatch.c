@@ -63,5 +63,6 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	mb_shmem_init();
+	mb_utility_hook_install();
 	mb_launcher_register();
 }

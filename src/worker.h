@@ -100,6 +100,7 @@ extern void mb_schedule_forget_database(Oid dboid);
 
 /* launcher.c */
 extern void mb_launcher_register(void);
+extern void mb_utility_hook_install(void);
 extern PGDLLEXPORT void microbatch_launcher_main(Datum arg);
 
 /* scheduler.c */

@@ -39,6 +39,8 @@ $node->append_conf(
 shared_preload_libraries = 'microbatch'
 microbatch.naptime = '200ms'
 restart_after_crash = on
+# pgbench's statements would make a log of many megabytes
+log_statement = 'none'
 });
 $node->start;
 
