@@ -130,8 +130,12 @@ mb_xact_callback(XactEvent event, void *arg)
 {
 	MbSlot	   *slot;
 
+	/*
+	 * A prepared transaction's rows are woken for by the naptime poll: its
+	 * COMMIT PREPARED may run in any session.
+	 */
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
-		event != XACT_EVENT_PARALLEL_ABORT)
+		event != XACT_EVENT_PARALLEL_ABORT && event != XACT_EVENT_PREPARE)
 		return;
 	if (event == XACT_EVENT_COMMIT && mb_shared != NULL &&
 		(wake_for_source || wake_for_catalog || wake_launcher))
