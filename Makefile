@@ -32,8 +32,25 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies; a stale object would disagree with the
+# others about the layout of shared structures.
+$(OBJS): src/microbatch.h src/worker.h
+
 # The quick start's test command: installs what is missing, builds with
 # warnings as errors, installs, and runs every suite.
 .PHONY: test
 test:
 	bash test/run-tests.sh
+
+# The quick start's first command: a live clickstream pipeline on a throwaway
+# cluster in ./demo (stopped and removed by demo-stop).
+.PHONY: demo demo-stop bench
+demo:
+	bash test/demo/run-demo.sh
+
+demo-stop:
+	bash test/demo/stop-demo.sh
+
+# Benchmarks: writes docs/benchmarks.md from one run on one cluster.
+bench:
+	bash test/bench/run-bench.sh

@@ -22,6 +22,7 @@ CREATE TABLE microbatch.pipeline (
     state           text NOT NULL DEFAULT 'enabled'
                     CHECK (state IN ('enabled', 'paused', 'failed')),
     consecutive_failures integer NOT NULL DEFAULT 0,
+    failure_alerted boolean NOT NULL DEFAULT false,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 

@@ -114,7 +114,7 @@ mb_window_query(const MbPipeline *pipeline, MbWindow *window, const char *sql,
 {
 	Oid			saved_user;
 	int			saved_sec_context;
-	bool		found = false;
+	volatile bool found = false;
 
 	mb_run_as(pipeline->owner, &saved_user, &saved_sec_context);
 	mb_window_activate(window);
@@ -245,7 +245,7 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
 {
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *error = NULL;
+	ErrorData  *volatile error = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(context);
@@ -278,8 +278,9 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
 
 /*
  * Count a batch's outcome.  After max_retries failed batches in a row the
- * pipeline is marked failed, once, with a WARNING and an alert; a success
- * after failures sends a recovery alert.  Returns the failures in a row.
+ * pipeline is marked failed, once, with a WARNING and an alert; the first
+ * success after failures, resumed or not, sends a recovery alert.  Returns
+ * the failures in a row.
  */
 static int32
 mb_account_outcome(const MbPipeline *pipeline, int64 batch_id,
@@ -288,12 +289,14 @@ mb_account_outcome(const MbPipeline *pipeline, int64 batch_id,
 	int32		failures = error ? pipeline->consecutive_failures + 1 : 0;
 	bool		now_failed;
 
-	if (error == NULL && pipeline->consecutive_failures == 0)
+	if (error == NULL && pipeline->consecutive_failures == 0 &&
+		!pipeline->failure_alerted)
 		return 0;
 
 	now_failed = error != NULL && failures >= mb_max_retries &&
 		strcmp(pipeline->state, "failed") != 0;
-	mb_pipeline_set_failures(pipeline->id, failures, now_failed);
+	mb_pipeline_set_failures(pipeline->id, failures, now_failed,
+							 error != NULL && (pipeline->failure_alerted || now_failed));
 	if (now_failed)
 	{
 		ereport(WARNING,

@@ -42,7 +42,8 @@ typedef struct MbQuery
 #define PIPELINE_COLUMNS \
 	"SELECT pipeline_id, pipeline_name, source_table::pg_catalog.oid, " \
 	"batch_view::pg_catalog.oid, owner_role::pg_catalog.oid, " \
-	"max_batch_rows, state, consecutive_failures FROM microbatch.pipeline "
+	"max_batch_rows, state, consecutive_failures, failure_alerted " \
+	"FROM microbatch.pipeline "
 
 static MbQuery q_pipeline_by_name = {
 	PIPELINE_COLUMNS "WHERE pipeline_name = $1", 1, {NAMEOID}
@@ -79,8 +80,9 @@ static MbQuery q_pipeline_set_state = {
 
 static MbQuery q_pipeline_set_failures = {
 	"UPDATE microbatch.pipeline SET consecutive_failures = $2, "
-	"state = CASE WHEN $3 THEN 'failed' ELSE state END WHERE pipeline_id = $1",
-	3, {INT4OID, INT4OID, BOOLOID}
+	"state = CASE WHEN $3 THEN 'failed' ELSE state END, "
+	"failure_alerted = $4 WHERE pipeline_id = $1",
+	4, {INT4OID, INT4OID, BOOLOID, BOOLOID}
 };
 
 static MbQuery q_pipeline_alter = {
@@ -324,6 +326,7 @@ mb_pipeline_from_tuple(MbPipeline *pipeline)
 	pipeline->max_batch_rows = isnull ? 0 : DatumGetInt64(max_rows);
 	pipeline->state = TextDatumGetCString(mb_column_notnull(7));
 	pipeline->consecutive_failures = DatumGetInt32(mb_column_notnull(8));
+	pipeline->failure_alerted = DatumGetBool(mb_column_notnull(9));
 }
 
 bool
@@ -460,15 +463,19 @@ mb_pipeline_set_state(int32 id, const char *state)
 	mb_query(&q_pipeline_set_state, values, NULL, 0);
 }
 
-/* Record the count of consecutive failed batches, and mark it failed */
+/*
+ * Record the count of consecutive failed batches, whether the pipeline is
+ * now failed, and whether a failure alert awaits its recovery alert
+ */
 void
-mb_pipeline_set_failures(int32 id, int32 failures, bool failed)
+mb_pipeline_set_failures(int32 id, int32 failures, bool failed, bool alerted)
 {
-	Datum		values[3];
+	Datum		values[4];
 
 	values[0] = Int32GetDatum(id);
 	values[1] = Int32GetDatum(failures);
 	values[2] = BoolGetDatum(failed);
+	values[3] = BoolGetDatum(alerted);
 	mb_query(&q_pipeline_set_failures, values, NULL, 0);
 }
 

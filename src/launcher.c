@@ -54,6 +54,7 @@ typedef struct MbDatabase
 	Oid			dboid;			/* hash key */
 	BackgroundWorkerHandle *handle; /* running scheduler, or NULL */
 	TimestampTz started_at;
+	uint64		extensions_created_at_start;
 	TimestampTz next_start_at;
 	bool		seen;
 } MbDatabase;
@@ -196,6 +197,7 @@ mb_scan_databases(HTAB *databases)
 			entry->handle = NULL;
 			entry->started_at = 0;
 			entry->next_start_at = 0;
+			entry->extensions_created_at_start = 0;
 		}
 		entry->seen = true;
 	}
@@ -211,13 +213,16 @@ mb_launcher_step(HTAB *databases)
 	HASH_SEQ_STATUS status;
 	MbDatabase *db;
 	TimestampTz now = GetCurrentTimestamp();
+	uint64		extensions_created;
 	bool		rescan;
+	static uint64 extensions_seen = 0;
 	static TimestampTz last_warning = 0;
 
-	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
-	rescan = mb_shared->launcher_rescan;
-	mb_shared->launcher_rescan = false;
+	LWLockAcquire(mb_shared->lock, LW_SHARED);
+	extensions_created = mb_shared->extensions_created;
 	LWLockRelease(mb_shared->lock);
+	rescan = extensions_created != extensions_seen;
+	extensions_seen = extensions_created;
 
 	hash_seq_init(&status, databases);
 	while ((db = hash_seq_search(&status)) != NULL)
@@ -239,6 +244,10 @@ mb_launcher_step(HTAB *databases)
 			pfree(db->handle);
 			db->handle = NULL;
 			db->next_start_at = TimestampTzPlusMilliseconds(now, mb_naptime * naptimes);
+
+			/* it may have missed an extension created while it started */
+			if (db->extensions_created_at_start != extensions_created)
+				db->next_start_at = now;
 			mb_schedule_forget_database(db->dboid);
 		}
 		if (!db->seen)
@@ -265,6 +274,7 @@ mb_launcher_step(HTAB *databases)
 			continue;
 		}
 		db->started_at = now;
+		db->extensions_created_at_start = extensions_created;
 	}
 }
 

@@ -52,16 +52,19 @@ _PG_init(void)
 							"Retries back off exponentially from one second, with jitter, up to this delay.",
 							&mb_max_retry_delay, 300000, 1000, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	mb_register_xact_callback();
+
+	/* Without the preload there are no workers, and nothing to size */
+	if (!process_shared_preload_libraries_in_progress)
+	{
+		MarkGUCPrefixReserved("microbatch");
+		return;
+	}
 	DefineCustomIntVariable("microbatch.max_pipelines",
 							"Number of pipelines, in all databases, whose next run time is shown in microbatch.pipelines.",
 							NULL, &mb_max_pipelines, 1024, 16, 1000000,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("microbatch");
-
-	mb_register_xact_callback();
-
-	if (!process_shared_preload_libraries_in_progress)
-		return;
 	mb_shmem_init();
 	mb_utility_hook_install();
 	mb_launcher_register();

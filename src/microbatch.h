@@ -37,6 +37,7 @@ typedef struct MbPipeline
 	int64		max_batch_rows; /* 0 when there is no cap */
 	char	   *state;
 	int32		consecutive_failures;
+	bool		failure_alerted;	/* a failed alert awaits its recovery alert */
 } MbPipeline;
 
 /* A row of microbatch.transform */
@@ -134,7 +135,8 @@ extern void mb_pipeline_insert(int32 id, const char *name, Oid source,
 extern void mb_pipeline_delete(int32 id);
 extern void mb_pipeline_set_state(int32 id, const char *state);
 extern void mb_pipeline_set_batch_view(int32 id, Oid batch_view);
-extern void mb_pipeline_set_failures(int32 id, int32 failures, bool failed);
+extern void mb_pipeline_set_failures(int32 id, int32 failures, bool failed,
+									 bool alerted);
 extern void mb_pipeline_alter(int32 id, Datum batch_interval, bool interval_null,
 							  int64 max_batch_rows, bool max_rows_null);
 extern void mb_notify_alert(const char *event, const char *pipeline_name,

@@ -90,21 +90,23 @@ mb_scheduler_attach(Oid dboid)
 		if (slot->kind == MB_SLOT_UNUSED && free_slot == NULL)
 			free_slot = slot;
 	}
+	if (free_slot != NULL)
+	{
+		free_slot->kind = MB_SLOT_SCHEDULER;
+		free_slot->state = MB_STATE_IDLE;
+		free_slot->dboid = dboid;
+		free_slot->pid = MyProcPid;
+		free_slot->latch = MyLatch;
+		free_slot->since = GetCurrentTimestamp();
+		pg_atomic_write_u32(&free_slot->reload_requested, 0);
+	}
+	LWLockRelease(mb_shared->lock);
 	if (free_slot == NULL)
 	{
-		LWLockRelease(mb_shared->lock);
 		elog(LOG, "microbatch scheduler found no free slot");
 		proc_exit(1);
 	}
 	my_slot = free_slot;
-	my_slot->kind = MB_SLOT_SCHEDULER;
-	my_slot->state = MB_STATE_IDLE;
-	my_slot->dboid = dboid;
-	my_slot->pid = MyProcPid;
-	my_slot->latch = MyLatch;
-	my_slot->since = GetCurrentTimestamp();
-	pg_atomic_write_u32(&my_slot->reload_requested, 0);
-	LWLockRelease(mb_shared->lock);
 	before_shmem_exit(mb_scheduler_detach, (Datum) 0);
 }
 
@@ -195,9 +197,13 @@ mb_scheduler_reload(void)
 		{
 			p->slotno = known->slotno;
 			p->woken = known->woken;
-			/* a shorter interval takes effect now */
-			p->next_run = Min(known->next_run,
-							  TimestampTzPlusMilliseconds(now, p->interval_ms));
+			p->next_run = known->next_run;
+			/* a resumed pipeline runs now; a shorter interval applies now */
+			if (p->enabled && !known->enabled)
+				p->next_run = now;
+			else if (p->interval_ms < known->interval_ms)
+				p->next_run = Min(p->next_run,
+								  TimestampTzPlusMilliseconds(now, p->interval_ms));
 		}
 		else
 		{

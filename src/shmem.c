@@ -143,7 +143,7 @@ mb_xact_callback(XactEvent event, void *arg)
 		LWLockAcquire(mb_shared->lock, wake_launcher ? LW_EXCLUSIVE : LW_SHARED);
 		if (wake_launcher && mb_shared->launcher_latch != NULL)
 		{
-			mb_shared->launcher_rescan = true;
+			mb_shared->extensions_created++;
 			SetLatch(mb_shared->launcher_latch);
 		}
 		slot = mb_scheduler_slot(MyDatabaseId);

@@ -65,7 +65,7 @@ typedef struct MbShared
 {
 	LWLock	   *lock;
 	Latch	   *launcher_latch;
-	bool		launcher_rescan;	/* an extension was created somewhere */
+	uint64		extensions_created; /* CREATE EXTENSION commits, for the launcher */
 	int			nslots;
 	MbSlot		slots[FLEXIBLE_ARRAY_MEMBER];
 } MbShared;
