@@ -152,25 +152,6 @@ mb_launcher_detach(int code, Datum arg)
 	LWLockRelease(mb_shared->lock);
 }
 
-static bool
-mb_start_scheduler(Oid dboid, BackgroundWorkerHandle **handle)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "microbatch");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "microbatch_scheduler_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "microbatch scheduler for database %u", dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "microbatch scheduler");
-	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
-	worker.bgw_notify_pid = MyProcPid;
-	return RegisterDynamicBackgroundWorker(&worker, handle);
-}
-
 /* Mark every database that accepts connections and is not a template */
 static void
 mb_scan_databases(HTAB *databases)
@@ -260,7 +241,8 @@ mb_launcher_step(HTAB *databases)
 			continue;
 		if (!rescan && now < db->next_start_at)
 			continue;
-		if (!mb_start_scheduler(db->dboid, &db->handle))
+		if (!mb_start_dynamic_worker("scheduler", db->dboid,
+									 ObjectIdGetDatum(db->dboid), &db->handle))
 		{
 			db->handle = NULL;
 			if (TimestampDifferenceExceeds(last_warning, now, 60 * 1000))

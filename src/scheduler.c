@@ -397,7 +397,8 @@ mb_scheduler_assign(MbScheduled *p)
 	LWLockRelease(mb_shared->lock);
 
 	if (idle < 0 &&
-		!mb_worker_start(p->slotno, MyDatabaseId, &worker_handles[p->slotno]))
+		!mb_start_dynamic_worker("worker", MyDatabaseId, Int32GetDatum(p->slotno),
+								 &worker_handles[p->slotno]))
 	{
 		static TimestampTz last_warning = 0;
 

@@ -175,6 +175,31 @@ mb_register_xact_callback(void)
 	RegisterXactCallback(mb_xact_callback, NULL);
 }
 
+/*
+ * Start a scheduler or a batch worker ("scheduler" or "worker") for a
+ * database; its entry point is microbatch_<role>_main.  We are told when it
+ * exits.
+ */
+bool
+mb_start_dynamic_worker(const char *role, Oid dboid, Datum arg,
+						BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "microbatch");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "microbatch_%s_main", role);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "microbatch %s for database %u", role, dboid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "microbatch %s", role);
+	worker.bgw_main_arg = arg;
+	worker.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
 /* The pipelines of this database changed: tell the scheduler at commit */
 void
 mb_wake_scheduler_at_commit(void)

@@ -34,25 +34,6 @@
 
 static MbSlot *my_slot = NULL;
 
-bool
-mb_worker_start(int slotno, Oid dboid, BackgroundWorkerHandle **handle)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "microbatch");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "microbatch_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "microbatch worker for database %u", dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "microbatch worker");
-	worker.bgw_main_arg = Int32GetDatum(slotno);
-	worker.bgw_notify_pid = MyProcPid;
-	return RegisterDynamicBackgroundWorker(&worker, handle);
-}
-
 /* Called by the engine once it knows the batch id */
 void
 mb_worker_report_batch(const char *pipeline_name, int64 batch_id)

@@ -97,6 +97,8 @@ extern void mb_register_xact_callback(void);
 extern void mb_schedule_publish(Oid dboid, int32 pipeline_id,
 								TimestampTz next_run_at);
 extern void mb_schedule_forget_database(Oid dboid);
+extern bool mb_start_dynamic_worker(const char *role, Oid dboid, Datum arg,
+									BackgroundWorkerHandle **handle);
 
 /* launcher.c */
 extern void mb_launcher_register(void);
@@ -108,7 +110,6 @@ extern PGDLLEXPORT void microbatch_scheduler_main(Datum arg);
 
 /* worker.c */
 extern PGDLLEXPORT void microbatch_worker_main(Datum arg);
-extern bool mb_worker_start(int slotno, Oid dboid,
-							BackgroundWorkerHandle **handle);
+
 
 #endif							/* MICROBATCH_WORKER_H */
