@@ -15,6 +15,9 @@
  * this database; more are started while fewer than microbatch.max_workers
  * run in the whole cluster.  One pipeline is never on two workers.
  *
+ * A pipeline whose last batch found nothing is run again only once a source
+ * of this database had an insert committed, or a naptime passed.
+ *
  * The scheduler reads the catalog every microbatch.naptime, and at once when
  * a microbatch function changed a pipeline.  It exits when the extension is
  * not installed in its database.
@@ -50,6 +53,8 @@ typedef struct MbScheduled
 	TimestampTz next_run;
 	int			slotno;			/* batch worker running it, or -1 */
 	bool		woken;			/* a source commit came since its last batch */
+	bool		last_empty;		/* its last batch found nothing */
+	TimestampTz last_dispatch;
 } MbScheduled;
 
 static MbSlot *my_slot = NULL;
@@ -197,6 +202,8 @@ mb_scheduler_reload(void)
 		{
 			p->slotno = known->slotno;
 			p->woken = known->woken;
+			p->last_empty = known->last_empty;
+			p->last_dispatch = known->last_dispatch;
 			p->next_run = known->next_run;
 			/* a resumed pipeline runs now; a shorter interval applies now */
 			if (p->enabled && !known->enabled)
@@ -291,6 +298,7 @@ mb_scheduler_collect(void)
 			continue;
 
 		p->slotno = -1;
+		p->last_empty = status == MB_BATCH_EMPTY;
 		if (status == MB_BATCH_FAILED)
 		{
 			if (failures >= mb_max_retries)
@@ -394,6 +402,7 @@ mb_scheduler_assign(MbScheduled *p)
 		SetLatch(slot->latch);
 	p->slotno = slot - mb_shared->slots;
 	p->woken = false;
+	p->last_dispatch = now;
 	LWLockRelease(mb_shared->lock);
 
 	if (idle < 0 &&
@@ -435,8 +444,24 @@ mb_scheduler_dispatch(void)
 
 		if (!p->enabled || p->slotno >= 0)
 			continue;
-		if (p->next_run <= now || (p->interval_ms == 0 && p->woken))
-			due[ndue++] = p;
+		if (p->next_run > now && !(p->interval_ms == 0 && p->woken))
+			continue;
+
+		/*
+		 * Nothing was inserted into a source of this database since the
+		 * pipeline's last batch, which found nothing: skip this run, up to
+		 * a naptime (for rows whose commit wakes nobody, such as those of
+		 * a COMMIT PREPARED).  Idle pipelines cost next to nothing.
+		 */
+		if (p->interval_ms > 0 && p->last_empty && !p->woken &&
+			!TimestampDifferenceExceeds(p->last_dispatch, now, mb_naptime))
+		{
+			p->next_run = Min(TimestampTzPlusMilliseconds(now, p->interval_ms),
+							  TimestampTzPlusMilliseconds(p->last_dispatch, mb_naptime));
+			mb_schedule_publish(MyDatabaseId, p->id, p->next_run);
+			continue;
+		}
+		due[ndue++] = p;
 	}
 	qsort(due, ndue, sizeof(MbScheduled *), mb_compare_next_run);
 	for (int i = 0; i < ndue; i++)
@@ -512,8 +537,7 @@ microbatch_scheduler_main(Datum arg)
 		{
 			commits_seen = commits;
 			for (int i = 0; i < npipelines; i++)
-				if (pipelines[i].interval_ms == 0)
-					pipelines[i].woken = true;
+				pipelines[i].woken = true;
 		}
 
 		mb_scheduler_reap();

@@ -1,0 +1,61 @@
+# Idle pipelines cost next to nothing: a pipeline whose last batch found
+# nothing runs again only when an insert into a source commits (or after a
+# naptime), and such an insert is still processed within its interval.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $pipelines = 10;
+
+my $node = PostgreSQL::Test::Cluster->new('worker_idle');
+$node->init;
+# A naptime far longer than the test: only commits can wake the pipelines.
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'microbatch'
+microbatch.naptime = '60s'
+});
+$node->start;
+
+$node->safe_psql('postgres', 'CREATE EXTENSION microbatch');
+for my $i (1 .. $pipelines)
+{
+	$node->safe_psql('postgres', qq{
+		CREATE TABLE src_$i (id int);
+		CREATE TABLE dst_$i (id int);
+		SELECT microbatch.create_pipeline('p$i', 'src_$i', '100 ms');
+		SELECT microbatch.add_transform('p$i', 'copy', 'bronze',
+			'INSERT INTO dst_$i SELECT id FROM microbatch.p${i}_batch');
+		INSERT INTO src_$i VALUES ($i);
+	});
+}
+my $all = join(' + ', map { "(SELECT count(*) FROM dst_$_)" } 1 .. $pipelines);
+ok($node->poll_query_until('postgres', "SELECT $all = $pipelines"),
+	'every pipeline processed its first row');
+
+# Transactions committed in this database while the pipelines are idle.
+# At 100 ms, ten pipelines polled blindly would commit about 300 in 3 s.
+sub commits
+{
+	return $node->safe_psql('postgres', q{
+		SELECT pg_stat_force_next_flush();
+		SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()});
+}
+sleep(2);
+my $before = commits();
+sleep(3);
+my $after = commits();
+cmp_ok($after - $before, '<', 30,
+	'idle pipelines run no batches while nothing is inserted');
+
+# An insert wakes them, long before the naptime.
+$node->safe_psql('postgres', 'INSERT INTO src_3 VALUES (33)');
+ok( $node->poll_query_until('postgres',
+		'SELECT count(*) = 2 FROM dst_3', 't'),
+	'a committed insert is processed without waiting for a naptime');
+
+$node->stop;
+done_testing();
