@@ -117,6 +117,7 @@ static void
 mb_worker_run(void)
 {
 	char		pipeline_name[NAMEDATALEN];
+	char		activity[NAMEDATALEN + 32];
 	int32		pipeline_id;
 	MbBatchResult result;
 	MemoryContext context = CurrentMemoryContext;
@@ -129,8 +130,8 @@ mb_worker_run(void)
 	my_slot->since = started_at;
 	LWLockRelease(mb_shared->lock);
 
-	pgstat_report_activity(STATE_RUNNING,
-						   psprintf("microbatch: pipeline %s", pipeline_name));
+	snprintf(activity, sizeof(activity), "microbatch: pipeline %s", pipeline_name);
+	pgstat_report_activity(STATE_RUNNING, activity);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -162,6 +163,7 @@ mb_worker_run(void)
 				(errmsg("microbatch pipeline \"%s\" could not run a batch: %s",
 						pipeline_name, error->message)));
 		result = mb_record_failure(pipeline_name, error);
+		FreeErrorData(error);
 	}
 	PG_END_TRY();
 
