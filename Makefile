@@ -44,9 +44,13 @@ test:
 
 # The quick start's first command: a live clickstream pipeline on a throwaway
 # cluster in ./demo (stopped and removed by demo-stop).
-.PHONY: demo demo-stop
+.PHONY: demo demo-stop bench
 demo:
 	bash test/demo/run-demo.sh
 
 demo-stop:
 	bash test/demo/stop-demo.sh
+
+# Benchmarks: regenerates docs/benchmarks.md from one run on one cluster.
+bench:
+	bash test/bench/run-bench.sh

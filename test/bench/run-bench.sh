@@ -1,0 +1,838 @@
+#!/usr/bin/env bash
+#
+# make bench: measure microbatch on one throwaway cluster and write
+# docs/benchmarks.md from that one run.
+#
+# Like make test, it installs what is missing (as root, with apt), builds
+# with warnings as errors and installs the extension.  Then it starts a
+# cluster of its own (a fresh data directory in a temporary directory, a free
+# port, a socket in that directory, run as the unprivileged postgres user
+# since PostgreSQL refuses root), runs the seven measurements below, and
+# stops it, also on error.  Every ratio in the report compares two
+# measurements taken in this run, on this machine.
+#
+#   1 throughput   run_batch vs the same statements run by hand
+#   2 latency      commit -> visible in gold, at 3 intervals x 2 ingest rates
+#   3 sweep        a 10k-row batch over an empty vs a large staging table
+#   4 tpcb         pgbench TPC-B with and without a pipeline on its history
+#   5 idle         CPU and WAL of 100 idle pipelines
+#   6 ingest       COPY and INSERT into a staging table with and without one
+#   7 cron         the pg_cron + watermark alternative: latency, lost rows
+#
+# Environment: MB_BENCH_SECTIONS (names above, default all),
+# MB_BENCH_QUICK=1 (shorter runs, for trying the script: the report says so),
+# MB_BENCH_KEEP=1 (keep the cluster's directory), MICROBATCH_BENCH_USER.
+#
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BENCH=$ROOT/test/bench
+DEMO_SQL=$ROOT/test/demo/clickstream.sql
+REPORT=$ROOT/docs/benchmarks.md
+PG_MAJOR=15
+PG_BINDIR=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BINDIR/pg_config
+RUN_USER=${MICROBATCH_BENCH_USER:-postgres}
+PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-$PG_MAJOR-cron make gcc"
+SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep}
+QUICK=${MB_BENCH_QUICK:-}
+
+# Durations and sizes.  The whole run must stay under ~20 minutes on a
+# 2-core machine; the comments say what each one buys.
+if [ -z "$QUICK" ]; then
+    TP_SPECS="1000:60 10000:20 100000:4"   # batch rows:batches; ~1 s of work at least each
+    LAT_SECONDS=12                         # per latency run: ~1,200 loader transactions
+    LAT_MAX_RATES="20000 30000"            # rows/s tried beyond the two targets
+    INGEST_COPY_ROWS=500000 INGEST_COPY_ROUNDS=5   # rows per COPY; COPYs per table
+    INGEST_SECONDS=8 INGEST_INSERT_ROUNDS=3        # per INSERT run; runs per table
+    TPCB_SCALE=10 TPCB_CLIENTS=4 TPCB_SECONDS=12 TPCB_ROUNDS=4
+    CRON_MIN_SECONDS=30                    # load spans at least one pg_cron run
+    IDLE_SECONDS=60 IDLE0_SECONDS=30
+    SWEEP_ROWS=10000000 SWEEP_LOAD_BUDGET=110 SWEEP_BATCHES=4
+else
+    TP_SPECS="1000:10 10000:4 100000:1"
+    LAT_SECONDS=4 LAT_MAX_RATES="20000"
+    INGEST_COPY_ROWS=50000 INGEST_COPY_ROUNDS=2 INGEST_SECONDS=3 INGEST_INSERT_ROUNDS=1
+    TPCB_SCALE=1 TPCB_CLIENTS=4 TPCB_SECONDS=4 TPCB_ROUNDS=1
+    CRON_MIN_SECONDS=8
+    IDLE_SECONDS=10 IDLE0_SECONDS=5
+    SWEEP_ROWS=1000000 SWEEP_LOAD_BUDGET=20 SWEEP_BATCHES=2
+fi
+
+say() { printf '[%s %4ds] %s\n' "$(date +%H:%M:%S)" "$SECONDS" "$*"; }
+fail() { echo "run-bench: $*" >&2; exit 1; }
+# Floating-point arithmetic and formatting: calc FORMAT EXPRESSION
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+
+[ -f "$DEMO_SQL" ] || fail "$DEMO_SQL is missing: the benchmarks run the demo's pipeline"
+
+. test/lib.sh
+mb_install_packages $PACKAGES
+
+# The main developer may be rebuilding at the same time: a build that fails
+# on a half-written file is tried again a little later.
+say "build (warnings are errors) and install"
+BUILD_LOG=$(mktemp)
+for attempt in 1 2 3 4; do
+    if make -s PG_CONFIG="$PG_CONFIG" COPT='-Werror' >"$BUILD_LOG" 2>&1; then
+        rm -f "$BUILD_LOG"
+        break
+    fi
+    [ "$attempt" = 4 ] && { cat "$BUILD_LOG"; rm -f "$BUILD_LOG"; fail "build failed"; }
+    say "build failed (attempt $attempt), trying again in 30 s"
+    sleep 30
+done
+mb_as_root make -s PG_CONFIG="$PG_CONFIG" install
+
+#--------------------------------------------------------------------------
+# The cluster
+#--------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/microbatch-bench.XXXXXX)
+PGDATA_DIR=$WORK/data
+BG_PIDS=()
+if [ "$(id -u)" = 0 ]; then
+    chown "$RUN_USER" "$WORK"
+    pg() { runuser -u "$RUN_USER" -- env PATH="$PG_BINDIR:$PATH" PGHOST="$WORK" PGPORT="$PORT" "$@"; }
+else
+    pg() { env PATH="$PG_BINDIR:$PATH" PGHOST="$WORK" PGPORT="$PORT" "$@"; }
+fi
+chmod 700 "$WORK"
+
+cleanup() {
+    local status=$?
+    set +e
+    rm -f "$REPORT.tmp"
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    if [ -f "$PGDATA_DIR/postmaster.pid" ]; then
+        say "stopping the cluster"
+        pg pg_ctl stop -D "$PGDATA_DIR" -m fast -w >/dev/null
+    fi
+    if [ "$status" -ne 0 ] && [ -f "$WORK/postgres.log" ]; then
+        echo "== last lines of the server log"
+        tail -n 40 "$WORK/postgres.log"
+    fi
+    if [ -n "${MB_BENCH_KEEP:-}" ]; then
+        echo "cluster directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port nobody listens on, whose socket name is free too.
+PORT=
+for p in $(seq 55432 55631); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null \
+        && [ ! -e "/var/run/postgresql/.s.PGSQL.$p" ] && [ ! -e "/tmp/.s.PGSQL.$p" ]; then
+        PORT=$p
+        break
+    fi
+done
+[ -n "$PORT" ] || fail "no free port"
+
+# The settings, also printed in the report.  shared_buffers holds every
+# table of the run (the 10M-row staging table included), so that the
+# numbers are about CPU, not about this VM's disk; checkpoints are pushed out
+# of the measurements; JIT is off as microbatch turns it off for batches, so
+# that the hand-written baseline is compared on equal terms.
+SETTINGS="shared_preload_libraries = 'microbatch,pg_cron'
+cron.database_name = 'bench'
+cron.use_background_workers = on
+max_worker_processes = 24
+shared_buffers = 4GB
+max_wal_size = 16GB
+checkpoint_timeout = 30min
+jit = off
+microbatch.enabled = off"
+
+say "initdb and start (port $PORT, in $WORK)"
+pg initdb -D "$PGDATA_DIR" -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+cat >>"$PGDATA_DIR/postgresql.conf" <<EOF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$WORK'
+cluster_name = 'mbbench'
+log_line_prefix = '%m [%p] %q%a '
+$SETTINGS
+EOF
+pg pg_ctl start -D "$PGDATA_DIR" -l "$WORK/postgres.log" -w >/dev/null
+POSTMASTER_PID=$(head -n 1 "$PGDATA_DIR/postmaster.pid")
+
+# sql DB ARGS...: psql, quiet, unaligned, stop on the first error
+sql() { local db=$1; shift; pg psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
+# val DB QUERY: one value (or one |-separated row)
+val() { sql "$1" -c "$2"; }
+# pgbench's per-statement average latencies (-r), one per line, in ms
+statement_ms() { awk '/statement latencies/ { on = 1; next } on && $1 ~ /^[0-9.]+$/ { print $1 }' "$1"; }
+tps_of() { sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$1"; }
+
+set_enabled() {
+    val postgres "ALTER SYSTEM SET microbatch.enabled = $1" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+    sleep 1
+}
+
+# Wait until background workers have processed every committed row.
+drain() {
+    local db=$1 pipeline=$2 deadline=$((SECONDS + ${3:-180}))
+    until [ "$(val "$db" "SELECT microbatch.rows_waiting('$pipeline')")" = 0 ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "pipeline $pipeline did not drain"
+        sleep 0.2
+    done
+}
+
+last_batch() {
+    val "$1" "SELECT coalesce(max(batch_id), 0) FROM microbatch.batch b
+                JOIN microbatch.pipeline p USING (pipeline_id)
+               WHERE p.pipeline_name = '$2' AND b.status = 'committed'"
+}
+
+# median: of the numbers on stdin, one a line
+median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.1f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# paired_ratio "B1 B2 ..." "A1 A2 ...": the ratios Bi/Ai of runs made side
+# by side, as "median min max".  This VM's speed drifts by tens of percent
+# within minutes; a ratio of two runs made one after the other does not.
+paired_ratio() {
+    awk -v b="$1" -v a="$2" 'BEGIN {
+        gsub(/,/, " ", a); gsub(/,/, " ", b)
+        n = split(a, x, " "); split(b, y, " ")
+        for (i = 1; i <= n; i++) r[i] = y[i] / x[i]
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+        m = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+        printf "%.2f %.2f %.2f\n", m, r[1], r[n] }'
+}
+
+# The pid of the microbatch scheduler of a database, from process titles.
+scheduler_pid() {
+    local oid pid
+    oid=$(val postgres "SELECT oid FROM pg_database WHERE datname = '$1'")
+    for pid in $(pgrep -P "$POSTMASTER_PID"); do
+        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "microbatch scheduler for database $oid "; then
+            echo "$pid"
+            return
+        fi
+    done
+}
+
+# "CPU-ticks voluntary-context-switches" of a process: how much it ran and
+# how often it was woken.
+proc_usage() {
+    echo "$(awk '{ print $14 + $15 }' "/proc/$1/stat") $(awk '/^voluntary_ctxt_switches/ { print $2 }' "/proc/$1/status")"
+}
+
+# The tables a pipeline writes, with their row counts: equal in two
+# databases when the same statements ran over the same rows.
+target_counts() {
+    val "$1" "SELECT string_agg(format('%s=%s', t, n), ' ' ORDER BY t)
+                FROM (SELECT c.oid::regclass::text AS t,
+                             (xpath('/row/n/text()', query_to_xml(
+                                 format('SELECT count(*) AS n FROM %s', c.oid::regclass),
+                                 false, true, '')))[1]::text AS n
+                        FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+                       WHERE s.nspname IN ('bronze', 'silver', 'gold') AND c.relkind = 'r') x"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+PG_VERSION=$(val postgres "SELECT version()")
+CRON_EXT=$(pg psql -X -At -d postgres -c "SELECT default_version FROM pg_available_extensions WHERE name = 'pg_cron'")
+CRON_PKG=$(dpkg-query -W -f='${Version}' "postgresql-$PG_MAJOR-cron" 2>/dev/null || echo unknown)
+
+say "databases: bench (the demo's clickstream pipeline), hand_s and hand_p (the same tables, no extension)"
+val postgres "CREATE DATABASE bench" >/dev/null
+sql bench -f "$DEMO_SQL" >/dev/null
+sql bench -f "$BENCH/gen.sql" -f "$BENCH/latency.sql" >/dev/null
+val bench "CREATE EXTENSION pg_cron" >/dev/null
+for db in hand_s hand_p; do
+    val postgres "CREATE DATABASE $db" >/dev/null
+    sql "$db" -f "$BENCH/hand.sql" >/dev/null
+    # The demo's file as it is, less its CREATE EXTENSION: hand.sql stands in.
+    sed '/^CREATE EXTENSION/Id' "$DEMO_SQL" | sql "$db" >/dev/null
+    sql "$db" -f "$BENCH/gen.sql" >/dev/null
+done
+
+#--------------------------------------------------------------------------
+# 1. Throughput: run_batch vs the same statements run by hand
+#--------------------------------------------------------------------------
+section_throughput() {
+    say "[1 throughput] run_batch by hand vs the pipeline's statements by hand"
+    set_enabled off
+    # Batches are measured alone: autovacuum would start on whichever
+    # database just crossed its threshold, in the middle of its batches.  A
+    # VACUUM ANALYZE of all three databases before each batch size instead.
+    val postgres "ALTER SYSTEM SET autovacuum = off" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+
+    # Each iteration loads B rows (one transaction), then processes them:
+    # with run_batch, or with the pipeline's own statements, in its run
+    # order, in one transaction, over the same rows read by id range.
+    local load="SELECT nextval('bench.load_seq') AS seed \\gset
+INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
+SELECT * FROM bench.gen_events(:rows, :seed);"
+    printf '%s\nSELECT microbatch.run_batch('"'clickstream'"');\n' "$load" >"$WORK/tp-mb.pgbench"
+    {
+        printf '%s\nBEGIN;\n' "$load"
+        echo "SELECT set_config('bench.lo', last_id::text, true),
+       set_config('bench.hi', (SELECT max(ingest_id) FROM staging.events)::text, true),
+       set_config('bench.batch_id', (batch_id + 1)::text, true)
+  FROM bench.hand_state;"
+        # each transform with the search_path it runs with, set when it changes
+        val bench "SELECT string_agg(
+                       CASE WHEN path IS DISTINCT FROM prev_path
+                            THEN format(E'SET LOCAL search_path = %s;\n', path) ELSE '' END
+                       || btrim(command, E' \n\t') || ';', E'\n' ORDER BY run_order)
+                     FROM (SELECT run_order, command, search_path AS path,
+                                  lag(search_path) OVER (ORDER BY run_order) AS prev_path
+                             FROM microbatch.transforms WHERE pipeline = 'clickstream') t"
+        echo "UPDATE bench.hand_state
+   SET last_id = current_setting('bench.hi')::bigint, batch_id = batch_id + 1;
+COMMIT;"
+    } >"$WORK/tp-hand.pgbench"
+    cp "$WORK/tp-hand.pgbench" "$WORK/tp-hand.sql.txt"
+
+    # tp_run DB SCRIPT MODE ROWS BATCHES: ms per batch (pgbench's average
+    # statement latencies, the load's two statements left out)
+    tp_run() {
+        pg pgbench -n -r -M "$3" -c 1 -t "$5" -D rows="$4" -f "$WORK/$2" "$1" \
+            >>"$WORK/tp-$1-$4.log" 2>&1 || { tail "$WORK/tp-$1-$4.log"; fail "pgbench failed"; }
+        sed -n '/statement latencies/,$p' "$WORK/tp-$1-$4.log" >"$WORK/tp-last.log"
+        statement_ms "$WORK/tp-last.log" | tail -n +3 | awk '{ s += $1 } END { print s }'
+        : >"$WORK/tp-$1-$4.log"
+    }
+
+    TP_ROWS=()
+    local spec rows batches per_round before ok round mb=0 hs=0 hp=0 db
+    for spec in $TP_SPECS; do
+        rows=${spec%:*} batches=${spec#*:}
+        # 2 rounds (1 when there is a single batch), alternating the sides
+        local rounds=2
+        [ "$batches" -lt 2 ] && rounds=1
+        per_round=$((batches / rounds))
+        for db in bench hand_s hand_p; do val "$db" "VACUUM ANALYZE" >/dev/null; done
+        before=$(last_batch bench clickstream)
+        mb=0 hs=0 hp=0
+        for round in $(seq 1 "$rounds"); do
+            mb=$(calc %.3f "$mb + $(tp_run bench tp-mb.pgbench prepared "$rows" "$per_round") / $rounds")
+            hs=$(calc %.3f "$hs + $(tp_run hand_s tp-hand.pgbench simple "$rows" "$per_round") / $rounds")
+            hp=$(calc %.3f "$hp + $(tp_run hand_p tp-hand.pgbench prepared "$rows" "$per_round") / $rounds")
+        done
+        # Each run_batch must have taken exactly the rows just loaded.
+        ok=$(val bench "SELECT count(*) FILTER (WHERE rows_in = $rows) = $((per_round * rounds)) AND count(*) = $((per_round * rounds))
+                          FROM microbatch.batches WHERE pipeline = 'clickstream' AND batch_id > $before")
+        [ "$ok" = t ] || fail "throughput: batches of $rows rows are not what was loaded"
+        TP_ROWS+=("$rows|$((per_round * rounds))|$mb|$hs|$hp")
+        say "  $rows-row batches: run_batch $mb ms; by hand $hs ms (planned each time), $hp ms (prepared)"
+    done
+
+    # Same statements, same rows: the three databases hold the same results.
+    TP_BENCH_COUNTS=$(target_counts bench)
+    if [ "$TP_BENCH_COUNTS" = "$(target_counts hand_s)" ] && [ "$TP_BENCH_COUNTS" = "$(target_counts hand_p)" ]; then
+        TP_SAME=yes
+    else
+        TP_SAME=no
+    fi
+    say "  results identical in the three databases: $TP_SAME"
+    val postgres "ALTER SYSTEM RESET autovacuum" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+}
+
+#--------------------------------------------------------------------------
+# 2. Latency: loader commit -> batch visible in gold
+#--------------------------------------------------------------------------
+LAT_RUN=0
+# latency_run INTERVAL ROWS_PER_S: one run of LAT_SECONDS; appends to LAT_ROWS
+latency_run() {
+    local interval=$1 rate=$2 rows_per_tx=100 tx_rate after wpid result
+    LAT_RUN=$((LAT_RUN + 1))
+    # 100 loader transactions a second: 10 rows each at 1k rows/s, 100 at
+    # 10k rows/s and more.
+    [ "$rate" -lt 10000 ] && rows_per_tx=$((rate / 100))
+    tx_rate=$((rate / rows_per_tx))
+    val bench "SELECT microbatch.alter_pipeline('clickstream', batch_interval => '$interval')" >/dev/null
+    drain bench clickstream
+    after=$(last_batch bench clickstream)
+    sql bench -c "CALL bench.watch($LAT_RUN, 'clickstream', $((LAT_SECONDS + 5)))" &
+    wpid=$!
+    BG_PIDS+=("$wpid")
+    sleep 0.5
+    pg pgbench -n -c 2 -j 2 -R "$tx_rate" -T "$LAT_SECONDS" -D rows="$rows_per_tx" -D run="$LAT_RUN" \
+        -f "$BENCH/insert-events.pgbench" bench >"$WORK/lat-$LAT_RUN.log" 2>&1
+    wait "$wpid"
+    result=$(val bench "SELECT concat_ws('|', txns, rows, unseen_rows, round((rows / seconds)::numeric),
+                                         batches, round(p50::numeric, 1), round(p95::numeric, 1),
+                                         round(p99::numeric, 1), round(pmax::numeric, 1),
+                                         round(lb50::numeric, 1), round(lb99::numeric, 1))
+                          FROM bench.latency($LAT_RUN, 'clickstream', $after)")
+    # The batches of the run: their sizes and durations
+    result+="|"$(val bench "SELECT concat_ws('|', round(avg(rows_in)), max(rows_in),
+                    round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM duration) * 1000))::numeric, 1),
+                    round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM duration) * 1000))::numeric, 1))
+               FROM microbatch.batches WHERE pipeline = 'clickstream' AND status = 'committed' AND batch_id > $after")
+    LAT_ROWS+=("$interval|$rate|$rows_per_tx|$result")
+    say "  interval $interval, $rate rows/s: txns|rows|unseen|rows/s|batches|p50|p95|p99|max|lb50|lb99|batch avg rows|max rows|p50 ms|p99 ms = $result"
+}
+
+section_latency() {
+    say "[2 latency] commit to gold at 3 intervals x 2 ingest rates, ${LAT_SECONDS}s each"
+    set_enabled on
+    LAT_ROWS=()
+    local interval rate
+    for interval in '0' '100 ms' '1 s'; do
+        for rate in 1000 10000; do
+            latency_run "$interval" "$rate"
+        done
+    done
+    # Beyond the targets: what interval 0 holds on this machine.
+    for rate in $LAT_MAX_RATES; do
+        latency_run 0 "$rate"
+    done
+    val bench "SELECT microbatch.alter_pipeline('clickstream', batch_interval => '200 ms')" >/dev/null
+    drain bench clickstream
+}
+
+#--------------------------------------------------------------------------
+# 6. Raw ingest: COPY and INSERT with and without a pipeline
+#--------------------------------------------------------------------------
+section_ingest() {
+    say "[6 ingest] COPY and multi-row INSERT into staging tables with and without a pipeline"
+    set_enabled on
+    # Two copies of the demo's staging table, made the same way; the
+    # pipeline then adds its tracking column, index and trigger to one.  It
+    # is paused: what is measured is the cost on the loader's side (batches
+    # cost CPU too, measured by the TPC-B section).
+    sql bench >/dev/null <<EOF
+CREATE TABLE bench.ingest_plain (LIKE staging.events INCLUDING ALL);
+ALTER TABLE bench.ingest_plain DROP COLUMN microbatch_xid;
+CREATE TABLE bench.ingest_piped (LIKE staging.events INCLUDING ALL);
+ALTER TABLE bench.ingest_piped DROP COLUMN microbatch_xid;
+SELECT microbatch.create_pipeline('ingest', 'bench.ingest_piped');
+CREATE TABLE bench.ingest_bronze (LIKE bench.ingest_plain);
+SELECT microbatch.add_transform('ingest', 'raw', 'bronze',
+    'INSERT INTO bench.ingest_bronze SELECT * FROM microbatch.ingest_batch');
+SELECT microbatch.pause_pipeline('ingest');
+COPY (SELECT * FROM bench.gen_events($INGEST_COPY_ROWS, 4242)) TO '$WORK/events.csv' (FORMAT csv);
+EOF
+    local cols="event_id, user_id, email, url, event_type, amount, payload" t round t0 t1
+    # rows/s of every run, per table; the figures are medians (this VM's
+    # disk makes single runs vary by 10-20%)
+    declare -gA COPY_RUNS=([plain]="" [piped]="") INSERT_RUNS=([plain]="" [piped]="")
+    # Alternate the two tables, so that a drift of the machine hits both.
+    for round in $(seq 1 "$INGEST_COPY_ROUNDS"); do
+        for t in plain piped; do
+            val bench "CHECKPOINT" >/dev/null
+            t0=$(date +%s%N)
+            val bench "COPY bench.ingest_$t ($cols) FROM '$WORK/events.csv' (FORMAT csv)" >/dev/null
+            t1=$(date +%s%N)
+            COPY_RUNS[$t]+=" $(calc %.0f "$INGEST_COPY_ROWS / (($t1 - $t0) / 1e9)")"
+        done
+    done
+    # One statement of 100 literal rows per transaction, from 2 clients.
+    val bench "SELECT 'INSERT INTO bench.ingest_TABLE ($cols) VALUES '
+                      || string_agg(format('(%L, %L, %L, %L, %L, %L, %L)', $cols), ', ') || ';'
+                 FROM bench.gen_events(100, 4243)" >"$WORK/insert-values.tmpl"
+    for t in plain piped; do
+        sed "s/ingest_TABLE/ingest_$t/" "$WORK/insert-values.tmpl" >"$WORK/insert-$t.pgbench"
+    done
+    # The scheduler of the database, watched during the INSERT runs: the
+    # pipeline's trigger wakes it when an inserting transaction commits.
+    local spid u0 u1
+    declare -gA INGEST_WAKES=([plain]=0 [piped]=0) INGEST_SCHED_CPU=([plain]=0 [piped]=0)
+    spid=$(scheduler_pid bench)
+    for round in $(seq 1 "$INGEST_INSERT_ROUNDS"); do
+        for t in plain piped; do
+            val bench "CHECKPOINT" >/dev/null
+            u0=$(proc_usage "$spid" 2>/dev/null || echo "0 0")
+            pg pgbench -n -c 2 -j 2 -T "$INGEST_SECONDS" -f "$WORK/insert-$t.pgbench" bench \
+                >"$WORK/insert-$t-$round.log" 2>&1
+            u1=$(proc_usage "$spid" 2>/dev/null || echo "0 0")
+            INSERT_RUNS[$t]+=" $(calc %.0f "$(tps_of "$WORK/insert-$t-$round.log") * 100")"
+            INGEST_WAKES[$t]=$(calc %.0f "${INGEST_WAKES[$t]} + (${u1#* } - ${u0#* }) / $INGEST_SECONDS / $INGEST_INSERT_ROUNDS")
+            INGEST_SCHED_CPU[$t]=$(calc %.1f "${INGEST_SCHED_CPU[$t]} + 100 * (${u1% *} - ${u0% *}) / $CLK_TCK / $INGEST_SECONDS / $INGEST_INSERT_ROUNDS")
+        done
+    done
+    INGEST_COPY_PLAIN=$(calc %.0f "$(printf '%s\n' ${COPY_RUNS[plain]} | median)")
+    INGEST_COPY_PIPED=$(calc %.0f "$(printf '%s\n' ${COPY_RUNS[piped]} | median)")
+    INGEST_INSERT_PLAIN=$(calc %.0f "$(printf '%s\n' ${INSERT_RUNS[plain]} | median)")
+    INGEST_INSERT_PIPED=$(calc %.0f "$(printf '%s\n' ${INSERT_RUNS[piped]} | median)")
+    say "  COPY rows/s: $INGEST_COPY_PLAIN without, $INGEST_COPY_PIPED with; INSERT rows/s: $INGEST_INSERT_PLAIN without, $INGEST_INSERT_PIPED with"
+    say "  scheduler during INSERT: ${INGEST_WAKES[plain]} vs ${INGEST_WAKES[piped]} wake-ups/s, ${INGEST_SCHED_CPU[plain]}% vs ${INGEST_SCHED_CPU[piped]}% of a core"
+    # Nothing was lost on the way: every row loaded is waiting for the pipeline.
+    INGEST_WAITING=$(val bench "SELECT CASE WHEN microbatch.rows_waiting('ingest') = (SELECT count(*) FROM bench.ingest_piped)
+                                       THEN 'yes' ELSE 'NO' END")
+    val bench "SELECT microbatch.drop_pipeline('ingest')" >/dev/null
+}
+
+#--------------------------------------------------------------------------
+# 4. pgbench TPC-B with and without a pipeline on pgbench_history
+#--------------------------------------------------------------------------
+section_tpcb() {
+    say "[4 tpcb] pgbench TPC-B, scale $TPCB_SCALE, $TPCB_CLIENTS clients, ${TPCB_SECONDS}s x $TPCB_ROUNDS rounds per variant"
+    local db
+    for db in pgb_plain pgb_pipe; do
+        val postgres "CREATE DATABASE $db" >/dev/null
+        pg pgbench -i -q -s "$TPCB_SCALE" "$db" >"$WORK/pgbench-init-$db.log" 2>&1
+    done
+    sql pgb_pipe -f "$BENCH/history.sql" >/dev/null
+    set_enabled on
+    # Autovacuum would wake on any database in the middle of a run (the
+    # sections before loaded millions of rows); instead each run starts like
+    # pgbench's own runs do, with branches and tellers vacuumed (but
+    # pgbench_history kept: the pipeline reads it).
+    val postgres "ALTER SYSTEM SET autovacuum = off" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+    for db in bench pgb_plain pgb_pipe; do val "$db" "VACUUM ANALYZE" >/dev/null; done
+    declare -gA TPCB_TPS=() TPCB_RUNS=() TPCB_LEDGER=()
+    TPCB_TPS=([plain]=0 ['1 s']=0 ['0']=0)
+    TPCB_RUNS=([plain]="" ['1 s']="" ['0']="")
+    local round variant tps t0 t1 log
+    for round in $(seq 1 "$TPCB_ROUNDS"); do
+        for variant in plain '1 s' '0'; do
+            db=pgb_pipe
+            if [ "$variant" = plain ]; then
+                db=pgb_plain
+            else
+                val pgb_pipe "SELECT microbatch.alter_pipeline('history', batch_interval => '$variant')" >/dev/null
+                drain pgb_pipe history
+            fi
+            val "$db" "VACUUM pgbench_branches, pgbench_tellers" >/dev/null
+            val "$db" "CHECKPOINT" >/dev/null
+            log="$WORK/tpcb-$db-$round-${variant// /}.log"
+            t0=$(val pgb_pipe "SELECT clock_timestamp()")
+            # -n: pgbench's vacuum step would truncate pgbench_history
+            pg pgbench -n -c "$TPCB_CLIENTS" -j 2 -T "$TPCB_SECONDS" "$db" >"$log" 2>&1
+            t1=$(val pgb_pipe "SELECT clock_timestamp()")
+            tps=$(tps_of "$log")
+            TPCB_RUNS[$variant]+="${TPCB_RUNS[$variant]:+, }$(calc %.0f "$tps")"
+            if [ "$variant" != plain ]; then
+                # The batches of the run: how many a second, how big, and
+                # how much of the run a batch was running.
+                TPCB_LEDGER[$variant]+="$(val pgb_pipe "SELECT concat_ws('|', count(*), round(avg(rows_in), 1),
+                        round((sum(extract(epoch FROM duration)) / extract(epoch FROM timestamptz '$t1' - timestamptz '$t0'))::numeric, 3))
+                      FROM microbatch.batches WHERE started_at >= '$t0' AND started_at < '$t1'")"$'\n'
+            fi
+            say "  round $round, $([ "$variant" = plain ] && echo "no pipeline" || echo "pipeline, batch_interval $variant"): $tps tps"
+        done
+    done
+    for variant in plain '1 s' '0'; do
+        TPCB_TPS[$variant]=$(tr ',' '\n' <<<"${TPCB_RUNS[$variant]}" | median)
+    done
+    drain pgb_pipe history
+    val postgres "ALTER SYSTEM RESET autovacuum" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+    # Exactly once: the batches' sums equal pgbench_history's.
+    TPCB_CHECK=$(val pgb_pipe "SELECT CASE WHEN (SELECT sum(delta) FROM history_by_batch) = (SELECT sum(delta) FROM pgbench_history)
+                                         AND (SELECT sum(rows) FROM history_by_batch) = (SELECT count(*) FROM pgbench_history)
+                                       THEN 'yes' ELSE 'NO' END")
+    TPCB_HISTORY_ROWS=$(val pgb_pipe "SELECT count(*) FROM pgbench_history")
+    TPCB_BATCHES=$(val pgb_pipe "SELECT count(*) FROM microbatch.batches WHERE status = 'committed'")
+    say "  sums of the batches equal pgbench_history: $TPCB_CHECK"
+}
+
+#--------------------------------------------------------------------------
+# 7. The alternative: pg_cron calling a watermark procedure
+#--------------------------------------------------------------------------
+section_cron() {
+    say "[7 cron] pg_cron + watermark procedure vs microbatch, under out-of-order commits"
+    set_enabled on
+    sql bench -f "$BENCH/watermark.sql" >/dev/null
+    # pg_cron 1.5 added schedules in seconds; older versions only take cron
+    # syntax, whose finest step is a minute.
+    if val bench "SELECT cron.schedule('probe_seconds', '1 second', 'SELECT 1')" >/dev/null 2>&1; then
+        val bench "SELECT cron.unschedule('probe_seconds')" >/dev/null
+        CRON_SECONDS=yes
+    else
+        CRON_SECONDS=no
+    fi
+    val bench "SELECT cron.schedule('wm_rollup', '* * * * *', \$\$CALL bench.wm_rollup('pg_cron')\$\$)" >/dev/null
+    # Every second: by pg_cron itself where it can, else a loop that does
+    # what a '1 second' schedule would (on each whole second, one run, one
+    # transaction), standing in for pg_cron 1.5+.
+    local sec_now duration loop_pid=""
+    sec_now=$(date +%S)
+    duration=$((60 - 10#$sec_now + 10))
+    [ "$duration" -lt "$CRON_MIN_SECONDS" ] && duration=$CRON_MIN_SECONDS
+    if [ "$CRON_SECONDS" = yes ]; then
+        val bench "SELECT cron.schedule('wm_every_second', '1 second', \$\$CALL bench.wm_rollup('every_second')\$\$)" >/dev/null
+    else
+        sql bench -c "CALL bench.every_second($duration)" &
+        loop_pid=$!
+        BG_PIDS+=("$loop_pid")
+    fi
+    CRON_START=$(val bench "SELECT clock_timestamp()")
+    say "  8 inserters for ${duration}s (spanning a pg_cron run at the minute)"
+    pg pgbench -n -c 8 -j 2 -T "$duration" -f "$BENCH/watermark-insert.pgbench" bench \
+        >"$WORK/cron-insert.log" 2>&1
+    CRON_END=$(val bench "SELECT clock_timestamp()")
+    [ -n "$loop_pid" ] && wait "$loop_pid"
+    CRON_RUNS=$(val bench "SELECT count(*) || ' run(s) by pg_cron, ' || coalesce(string_agg(DISTINCT status, ', '), 'none')
+                             FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+                            WHERE j.jobname = 'wm_rollup' AND d.start_time >= '$CRON_START'")
+    val bench "SELECT cron.unschedule(jobname) FROM cron.job WHERE jobname LIKE 'wm_%'" >/dev/null
+    # Inserters are done: one last run of each job takes everything left
+    # above its watermark; what it has lost by now it has lost for good.
+    val bench "CALL bench.wm_rollup('pg_cron')" >/dev/null
+    val bench "CALL bench.wm_rollup('every_second')" >/dev/null
+    drain bench orders
+    CRON_ROWS=$(val bench "SELECT count(*) FROM bench.orders")
+    CRON_LATE=$(val bench "SELECT count(*) FROM (
+                              SELECT committed_at > min(committed_at) OVER (ORDER BY id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS late
+                                FROM bench.order_commits) x WHERE late")
+    mapfile -t CRON_CHECK < <(val bench "SELECT concat_ws('|', consumer, orders, counted, lost, doubled) FROM bench.wm_check()")
+    CRON_LAT_CRON=$(val bench "SELECT concat_ws('|', runs, rows, round(p50::numeric), round(p99::numeric), round(pmax::numeric)) FROM bench.wm_latency('pg_cron', '$CRON_END')")
+    CRON_LAT_SEC=$(val bench "SELECT concat_ws('|', runs, rows, round(p50::numeric), round(p99::numeric), round(pmax::numeric)) FROM bench.wm_latency('every_second', '$CRON_END')")
+    CRON_LAT_MB=$(val bench "SELECT concat_ws('|', batches, rows, round(p50::numeric, 1), round(p99::numeric, 1), round(pmax::numeric, 1)) FROM bench.mb_orders_latency('$CRON_END')")
+    say "  rows $CRON_ROWS, committed out of id order: $CRON_LATE; pg_cron runs during the load: $CRON_RUNS"
+    local line
+    for line in "${CRON_CHECK[@]}"; do say "  consumer|orders|counted|lost|doubled: $line"; done
+    say "  latency runs|rows|p50|p99|max ms: pg_cron $CRON_LAT_CRON; every second $CRON_LAT_SEC; microbatch $CRON_LAT_MB"
+}
+
+#--------------------------------------------------------------------------
+# 5. Idle cost of 100 pipelines
+#--------------------------------------------------------------------------
+# cpu_window SECONDS: CPU ticks used by microbatch's processes over a window,
+# sampled every second from /proc/<pid>/stat (utime + stime); processes that
+# start during the window count from zero, those that exit count up to their
+# last sample.  Prints "<all microbatch> <idle database's> <all postgres>".
+cpu_window() {
+    local seconds=$1 idle_oid=$2 end pid ticks title
+    declare -A first=() last=() kind=()
+    end=$((SECONDS + seconds))
+    local start=1
+    while :; do
+        for pid in $(pgrep -P "$POSTMASTER_PID"); do
+            [ -r "/proc/$pid/stat" ] || continue
+            ticks=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null) || continue
+            [ -n "$ticks" ] || continue
+            if [ -z "${kind[$pid]:-}" ]; then
+                title=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+                case $title in
+                    *"database $idle_oid"*) kind[$pid]=idle ;;
+                    *microbatch*) kind[$pid]=mb ;;
+                    *) kind[$pid]=other ;;
+                esac
+                if [ "$start" = 1 ]; then first[$pid]=$ticks; else first[$pid]=0; fi
+            fi
+            last[$pid]=$ticks
+        done
+        start=0
+        [ "$SECONDS" -ge "$end" ] && break
+        sleep 1
+    done
+    local mb=0 idle=0 all=0 d
+    for pid in "${!last[@]}"; do
+        d=$((last[$pid] - first[$pid]))
+        all=$((all + d))
+        case ${kind[$pid]} in
+            idle) idle=$((idle + d)); mb=$((mb + d)) ;;
+            mb) mb=$((mb + d)) ;;
+        esac
+    done
+    echo "$mb $idle $all"
+}
+
+# idle_window LABEL SECONDS: CPU and WAL of a window, per minute, in
+# IDLE[LABEL.cpu_mb] (all microbatch processes), IDLE[LABEL.cpu_db] (those of
+# the idle database), IDLE[LABEL.cpu_all] (every postgres process),
+# IDLE[LABEL.wal] (bytes) and IDLE[LABEL.waldump] (what the WAL holds).
+declare -A IDLE=()
+idle_window() {
+    local label=$1 seconds=$2 lsn0 lsn1 wal mb idle all
+    # Start once the cluster has written no WAL for 26 s (60 s at most): the
+    # set-up wrote some, and the bgwriter logs the running transactions (a
+    # 50-byte Standby record) up to 15 s after any WAL, plus up to 10 s of
+    # its hibernation.  No CHECKPOINT: it would make the bgwriter log one.
+    local quiet=0 waited=0 prev cur
+    prev=$(val postgres "SELECT pg_current_wal_insert_lsn()")
+    while [ "$quiet" -lt 26 ] && [ "$waited" -lt 60 ]; do
+        sleep 1
+        waited=$((waited + 1))
+        cur=$(val postgres "SELECT pg_current_wal_insert_lsn()")
+        if [ "$cur" = "$prev" ]; then quiet=$((quiet + 1)); else quiet=0; prev=$cur; fi
+    done
+    lsn0=$(val postgres "SELECT pg_current_wal_insert_lsn()")
+    read -r mb idle all < <(cpu_window "$seconds" "$IDLE_OID")
+    lsn1=$(val postgres "SELECT pg_current_wal_insert_lsn()")
+    wal=$(val postgres "SELECT pg_wal_lsn_diff('$lsn1', '$lsn0')")
+    IDLE[$label.cpu_mb]=$(calc %.2f "$mb / $CLK_TCK * 60 / $seconds")
+    IDLE[$label.cpu_db]=$(calc %.2f "$idle / $CLK_TCK * 60 / $seconds")
+    IDLE[$label.cpu_all]=$(calc %.2f "$all / $CLK_TCK * 60 / $seconds")
+    IDLE[$label.wal]=$(calc %.0f "$wal * 60 / $seconds")
+    IDLE[$label.waldump]=
+    if [ "${IDLE[$label.wal]}" != 0 ]; then
+        # What was written, by resource manager: whose it is.
+        IDLE[$label.waldump]=$(pg pg_waldump -p "$PGDATA_DIR/pg_wal" -s "$lsn0" -e "$lsn1" --stats=record 2>&1 \
+            | awk 'NR <= 3 || ($2 ~ /^[0-9]+$/ && $2 > 0) || /^Total/ || /^ *-/' | head -n 40)
+    fi
+    say "  $label: microbatch CPU ${IDLE[$label.cpu_mb]} s/min (the idle database's ${IDLE[$label.cpu_db]}), all postgres ${IDLE[$label.cpu_all]} s/min, WAL ${IDLE[$label.wal]} bytes/min"
+}
+
+section_idle() {
+    say "[5 idle] 100 idle pipelines: CPU and WAL over ${IDLE_SECONDS}s (batch_interval 1 s) and ${IDLE0_SECONDS}s (0)"
+    set_enabled on
+    val postgres "CREATE DATABASE idle" >/dev/null
+    sql idle -f "$BENCH/idle.sql" >/dev/null
+    IDLE_OID=$(val postgres "SELECT oid FROM pg_database WHERE datname = 'idle'")
+    local i
+    for i in $(seq 1 100); do drain idle "idle_$i" 60; done
+    IDLE_BATCHES=$(val idle "SELECT count(*) FROM microbatch.batches WHERE status = 'committed'")
+    # Autovacuum would write WAL for the tables of the sections before;
+    # the window is about microbatch's own.
+    val postgres "ALTER SYSTEM SET autovacuum = off" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+    local deadline=$((SECONDS + 120))
+    while [ "$(val postgres "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" != 0 ]; do
+        [ "$SECONDS" -lt "$deadline" ] || break
+        sleep 1
+    done
+    idle_window interval1s "$IDLE_SECONDS"
+    val idle "SELECT microbatch.alter_pipeline(pipeline, batch_interval => '0') FROM microbatch.pipelines" >/dev/null
+    idle_window interval0 "$IDLE0_SECONDS"
+    IDLE_PROCS=$(val idle "SELECT count(*) FILTER (WHERE backend_type = 'microbatch scheduler') || ' schedulers and '
+                               || count(*) FILTER (WHERE backend_type = 'microbatch worker') || ' batch workers'
+                             FROM pg_stat_activity")
+    val postgres "ALTER SYSTEM RESET autovacuum" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+    val idle "SELECT microbatch.pause_pipeline(pipeline) FROM microbatch.pipelines" >/dev/null
+}
+
+#--------------------------------------------------------------------------
+# 3. Sweep: a 10k-row batch over an empty vs a large staging table
+#--------------------------------------------------------------------------
+# sweep_round DB: 1 + SWEEP_BATCHES batches of 10k rows from one connection;
+# prints the durations of all but the first (which warms the connection's
+# caches up), from the ledger: started_at to finished_at, the batch's work.
+sweep_round() {
+    local db=$1 before
+    before=$(last_batch "$db" clickstream)
+    pg pgbench -n -M prepared -c 1 -t $((SWEEP_BATCHES + 1)) -D rows=10000 -f "$WORK/tp-mb.pgbench" "$db" \
+        >>"$WORK/sweep-$db.log" 2>&1
+    val "$db" "SELECT extract(epoch FROM duration) * 1000 FROM microbatch.batches
+                WHERE pipeline = 'clickstream' AND batch_id > $before + 1 AND rows_in = 10000"
+}
+
+section_sweep() {
+    say "[3 sweep] 10k-row batches over an empty staging table vs over up to $SWEEP_ROWS processed rows"
+    set_enabled off
+    # Two databases alike, with the same pipeline, fed the same rows: batch
+    # durations grow with the layers' tables (the demo's gold dedups users
+    # against all it has seen), so the two are measured in alternating
+    # rounds with the same history, and differ only by the processed rows
+    # in sweep_big's staging table.
+    local db
+    printf '%s\n' "SELECT nextval('bench.load_seq') AS seed \\gset
+INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
+SELECT * FROM bench.gen_events(:rows, :seed);
+SELECT microbatch.run_batch('clickstream');" >"$WORK/tp-mb.pgbench"
+    for db in sweep_small sweep_big; do
+        val postgres "CREATE DATABASE $db" >/dev/null
+        sql "$db" -f "$DEMO_SQL" >/dev/null
+        sql "$db" -f "$BENCH/gen.sql" >/dev/null
+        # Autovacuum would start on the big table in the middle of the batches.
+        val "$db" "ALTER TABLE staging.events SET (autovacuum_enabled = off)" >/dev/null
+        # The processed rows are processed by one real batch whose transforms
+        # are swapped for a no-op: running them through the seven transforms
+        # would take many minutes here, and the sweep does not depend on what
+        # the transforms did.  Both databases go through the same swap.
+        sql "$db" >/dev/null <<'SQL'
+CREATE TABLE bench.saved_transforms AS
+SELECT transform, layer, command, run_order FROM microbatch.transforms WHERE pipeline = 'clickstream';
+SELECT microbatch.remove_transform('clickstream', transform) FROM bench.saved_transforms;
+SELECT microbatch.add_transform('clickstream', 'noop', 'gold', 'SELECT 1');
+SQL
+    done
+
+    # Loaded by two sessions in 500k-row transactions, each its own
+    # transaction id as a loader's would be; seeds apart from bench.load_seq,
+    # which must stay in step in the two databases.
+    local t0=$SECONDS loaded=0 chunk=0 pids s
+    while [ "$loaded" -lt "$SWEEP_ROWS" ] && [ $((SECONDS - t0)) -lt "$SWEEP_LOAD_BUDGET" ]; do
+        pids=()
+        for s in 1 2; do
+            chunk=$((chunk + 1))
+            val sweep_big "INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
+                           SELECT * FROM bench.gen_events(500000, 1000000000 + $chunk)" >/dev/null &
+            pids+=($!)
+        done
+        for p in "${pids[@]}"; do wait "$p"; done
+        loaded=$((loaded + 1000000))
+    done
+    SWEEP_LOADED=$loaded
+    SWEEP_LOAD_S=$((SECONDS - t0))
+    say "  loaded $SWEEP_LOADED rows in ${SWEEP_LOAD_S}s; processing them with a no-op batch"
+    t0=$SECONDS
+    val sweep_big "SELECT microbatch.run_batch('clickstream')" >/dev/null
+    SWEEP_NOOP_S=$((SECONDS - t0))
+    for db in sweep_small sweep_big; do
+        sql "$db" >/dev/null <<'SQL'
+SELECT microbatch.remove_transform('clickstream', 'noop');
+SELECT microbatch.add_transform('clickstream', transform, layer, command)
+  FROM bench.saved_transforms ORDER BY run_order;
+ANALYZE;
+SQL
+    done
+    SWEEP_PROCESSED=$(val sweep_big "SELECT sum(rows_in) FROM microbatch.batches WHERE pipeline = 'clickstream'")
+
+    local round small=() big=()
+    for round in 1 2 3; do
+        mapfile -t -O "${#small[@]}" small < <(sweep_round sweep_small)
+        mapfile -t -O "${#big[@]}" big < <(sweep_round sweep_big)
+    done
+    SWEEP_EMPTY_MS=$(printf '%s\n' "${small[@]}" | median)
+    SWEEP_FULL_MS=$(printf '%s\n' "${big[@]}" | median)
+    SWEEP_N=${#big[@]}
+    say "  median 10k-row batch: $SWEEP_EMPTY_MS ms over an empty table, $SWEEP_FULL_MS ms over $SWEEP_PROCESSED processed rows"
+
+    # Where a 10k-row batch's time goes, and how it reads its window in the
+    # big table: one more batch under auto_explain (statements over 1 ms,
+    # nested ones included, row counts and buffers but no timing).
+    local log_lines
+    log_lines=$(wc -l <"$WORK/postgres.log")
+    sql sweep_big >/dev/null <<'SQL'
+SELECT nextval('bench.load_seq') AS seed \gset
+INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
+SELECT * FROM bench.gen_events(10000, :seed);
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 1;
+SET auto_explain.log_nested_statements = on;
+SET auto_explain.log_analyze = on;
+SET auto_explain.log_buffers = on;
+SET auto_explain.log_timing = off;
+SELECT microbatch.run_batch('clickstream');
+SQL
+    # "layer transform ms" per transform (a statement's own duration comes
+    # after its nested ones'), then "total run_batch ms"
+    SWEEP_PROFILE=$(tail -n +"$((log_lines + 1))" "$WORK/postgres.log" \
+        | awk '/duration: [0-9.]+ ms  plan:/ { match($0, /duration: [0-9.]+/); d = substr($0, RSTART + 10, RLENGTH - 10); next }
+               /Query Text: SELECT microbatch.run_batch/ { total = d }
+               /microbatch transform "/ && d != "" {
+                   match($0, /transform "[^"]+" \([a-z]+\)/); t = substr($0, RSTART + 11, RLENGTH - 11)
+                   split(t, parts, "\" \\("); name = parts[1]; layer = parts[2]; sub(/\)$/, "", layer)
+                   if (!(name in ms)) order[++n] = name
+                   ms[name] = d; lay[name] = layer; d = "" }
+               END { for (i = 1; i <= n; i++) print lay[order[i]], order[i], ms[order[i]]; print "total run_batch", total }')
+    SWEEP_PLAN=$(tail -n +"$((log_lines + 1))" "$WORK/postgres.log" \
+        | awk '/Query Text: SELECT pg_catalog.count\(\*\) FROM microbatch.clickstream_batch/ { on = 1; next }
+               on && /^\t/ { sub(/^\t/, ""); print; next }
+               { on = 0 }')
+}
+
+#--------------------------------------------------------------------------
+# Run the sections, then write the report
+#--------------------------------------------------------------------------
+for section in $SECTIONS; do
+    "section_$section"
+done
+
+say "writing $REPORT"
+# The results, to rewrite the report without measuring again (with
+# MB_BENCH_KEEP): . results.sh; . report.sh; write_report
+declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
+    >"$WORK/results.sh" 2>/dev/null || true
+. "$BENCH/report.sh"
+write_report >"$REPORT.tmp" || fail "writing the report failed (the results are in $WORK/results.sh with MB_BENCH_KEEP=1)"
+mv "$REPORT.tmp" "$REPORT"
+say "done in ${SECONDS}s"
