@@ -166,6 +166,25 @@ SELECT seq_scan, idx_scan > 0 AS used_index, idx_tup_fetch <= 20 AS few_rows_rea
   FROM pg_stat_xact_user_tables WHERE relname = 'big';
 COMMIT;
 
+-- A session keeps a transform's plan only for batches of about the size it
+-- was made for: after a first batch over the whole table, which the planner
+-- rightly reads sequentially, a small batch in the same session uses the
+-- index.
+CREATE TABLE wide (id int, pad text);
+SELECT microbatch.create_pipeline('wide', 'wide');
+SELECT microbatch.add_transform('wide', 'count', 'bronze',
+    'SELECT count(*) FROM microbatch.wide_batch');
+INSERT INTO wide SELECT g, repeat('x', 100) FROM generate_series(1, 50000) g;
+ANALYZE wide;
+SELECT microbatch.run_batch('wide') IS NOT NULL AS ran;
+INSERT INTO wide SELECT g, 'new' FROM generate_series(1, 5) g;
+SELECT pg_stat_force_next_flush();
+BEGIN;
+SELECT microbatch.run_batch('wide') IS NOT NULL AS ran;
+SELECT seq_scan, idx_scan > 0 AS used_index
+  FROM pg_stat_xact_user_tables WHERE relname = 'wide';
+COMMIT;
+
 SELECT microbatch.drop_pipeline(pipeline) FROM microbatch.pipelines;
 DROP TABLE events, processed, settings_seen, processed_copy, clean_events,
-    even_total, capped, capped_out, big;
+    even_total, capped, capped_out, big, wide;

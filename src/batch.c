@@ -22,6 +22,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_type.h"
 #include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -74,6 +75,7 @@ mb_current_snapshot(void)
 {
 	Datum		snapshot;
 
+	mb_worker_note_snapshot();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	snapshot = OidFunctionCall0(F_PG_CURRENT_SNAPSHOT);
 	PopActiveSnapshot();
@@ -107,21 +109,38 @@ mb_source_qualified(const MbPipeline *pipeline)
 /*
  * Run a query over the window as the pipeline's owner.  Returns false when it
  * yields no row or a null; otherwise the first column of its first row.
+ *
+ * These queries read only the window.  A bitmap scan of the tracking index,
+ * with the window's bounds as index conditions, costs the window's size
+ * whatever it is; a sequential scan, or a full scan of the index with the
+ * bounds as a filter, costs the table's.  The planner, estimating with the
+ * window it is planned for, would rightly pick one of the latter for a window
+ * holding most of the table, and the plan is kept for the batches after; so
+ * the bitmap scan is the only scan it is offered.
  */
 static bool
-mb_window_query(const MbPipeline *pipeline, MbWindow *window, const char *sql,
-				Datum *result)
+mb_window_query(const MbPipeline *pipeline, MbWindow *window, SPIPlanPtr plan,
+				Datum *args, Datum *result)
 {
 	Oid			saved_user;
 	int			saved_sec_context;
+	int			nest_level;
 	volatile bool found = false;
 
 	mb_run_as(pipeline->owner, &saved_user, &saved_sec_context);
+	nest_level = NewGUCNestLevel();
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_indexscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_indexonlyscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	mb_window_activate(window);
 	PG_TRY();
 	{
-		if (SPI_execute(sql, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the batch window: %s", sql);
+		if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the window of pipeline \"%s\"",
+				 pipeline->name);
 		if (SPI_processed > 0)
 		{
 			bool		isnull;
@@ -136,6 +155,7 @@ mb_window_query(const MbPipeline *pipeline, MbWindow *window, const char *sql,
 		mb_window_deactivate();
 	}
 	PG_END_TRY();
+	AtEOXact_GUC(true, nest_level);
 	mb_run_as_end(saved_user, saved_sec_context);
 	return found;
 }
@@ -144,11 +164,14 @@ static int64
 mb_window_count(const MbPipeline *pipeline, MbWindow *window)
 {
 	Datum		count;
+	MbBatchPlan *plan = mb_batch_plan_slot(MB_PLAN_WINDOW_COUNT, pipeline->id);
 
 	mb_window_query(pipeline, window,
-					psprintf("SELECT pg_catalog.count(*) FROM %s",
-							 mb_batch_view_qualified(pipeline)),
-					&count);
+					mb_batch_plan(plan,
+								  psprintf("SELECT pg_catalog.count(*) FROM %s",
+										   mb_batch_view_qualified(pipeline)),
+								  0, NULL, -1),
+					NULL, &count);
 	return DatumGetInt64(count);
 }
 
@@ -160,14 +183,19 @@ static uint64
 mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
 {
 	Datum		xid;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(n)};
+	MbBatchPlan *plan = mb_batch_plan_slot(MB_PLAN_WINDOW_NTH_XID, pipeline->id);
 
 	if (!mb_window_query(pipeline, window,
-						 psprintf("SELECT s.%s FROM %s AS s WHERE %s "
-								  "ORDER BY 1 OFFSET " INT64_FORMAT " LIMIT 1",
-								  MB_TRACKING_COLUMN,
-								  mb_source_qualified(pipeline),
-								  mb_window_predicate(pipeline->id, "s"), n),
-						 &xid))
+						 mb_batch_plan(plan,
+									   psprintf("SELECT s.%s FROM %s AS s WHERE %s "
+												"ORDER BY 1 OFFSET $1 LIMIT 1",
+												MB_TRACKING_COLUMN,
+												mb_source_qualified(pipeline),
+												mb_window_predicate(pipeline->id, "s")),
+									   1, argtypes, -1),
+						 args, &xid))
 		return 0;
 	return U64FromFullTransactionId(DatumGetFullTransactionId(xid));
 }
@@ -241,7 +269,7 @@ mb_next_window(const MbPipeline *pipeline, MbWindow *window)
  */
 static ErrorData *
 mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
-						  MbWindow *window)
+						  MbWindow *window, int64 rows)
 {
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -253,7 +281,7 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
 	PG_TRY();
 	{
 		mb_window_activate(window);
-		mb_transforms_run(pipeline, transforms, window->batch_id);
+		mb_transforms_run(pipeline, transforms, window->batch_id, rows);
 		mb_window_deactivate();
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(context);
@@ -320,7 +348,7 @@ mb_account_outcome(const MbPipeline *pipeline, int64 batch_id,
 MbBatchResult
 mb_record_failure(const char *pipeline_name, const ErrorData *error)
 {
-	MbBatchResult result = {MB_BATCH_FAILED, 0, 0, 0, 0, NULL};
+	MbBatchResult result = {MB_BATCH_FAILED, 0, 0, 0, 0, false, NULL};
 	MbPipeline	pipeline;
 	MbCall		call;
 
@@ -339,11 +367,10 @@ mb_record_failure(const char *pipeline_name, const ErrorData *error)
 MbBatchResult
 mb_run_batch(const char *pipeline_name, Oid caller)
 {
-	MbBatchResult result = {MB_BATCH_EMPTY, 0, 0, 0, 0, NULL};
+	MbBatchResult result = {MB_BATCH_EMPTY, 0, 0, 0, 0, false, NULL};
 	MbPipeline *pipeline;
 	MbWindow	window;
 	List	   *transforms;
-	int32		attempt;
 	int			nest_level;
 
 	mb_check_can_run();
@@ -373,11 +400,12 @@ mb_run_batch(const char *pipeline_name, Oid caller)
 
 	result.batch_id = window.batch_id;
 	mb_worker_report_batch(pipeline->name, window.batch_id);
-	attempt = mb_attempts(pipeline->id, window.batch_id) + 1;
-	result.error = mb_transforms_run_guarded(pipeline, transforms, &window);
+	result.error = mb_transforms_run_guarded(pipeline, transforms, &window,
+											 result.rows_in);
 	result.status = result.error ? MB_BATCH_FAILED : MB_BATCH_COMMITTED;
+	result.capped = window.xid_to != 0;
 
-	mb_ledger_insert(&window, attempt, result.error == NULL, result.rows_in,
+	mb_ledger_insert(&window, result.error == NULL, result.rows_in,
 					 result.started_at, GetCurrentTimestamp(), result.error);
 	result.failures = mb_account_outcome(pipeline, window.batch_id, result.error);
 	AtEOXact_GUC(true, nest_level);
@@ -428,7 +456,7 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 	mb_window_activate(&window);
 	PG_TRY();
 	{
-		mb_transforms_run(pipeline, transforms, batch_id);
+		mb_transforms_run(pipeline, transforms, batch_id, rows);
 	}
 	PG_FINALLY();
 	{

@@ -156,18 +156,15 @@ static MbQuery q_committed_batch = {
 	2, {INT4OID, INT8OID}
 };
 
-static MbQuery q_attempts = {
-	"SELECT pg_catalog.count(*)::pg_catalog.int4 FROM microbatch.batch "
-	"WHERE pipeline_id = $1 AND batch_id = $2",
-	2, {INT4OID, INT8OID}
-};
-
+/* The attempt is numbered after the earlier attempts at the same batch id */
 static MbQuery q_ledger_insert = {
 	"INSERT INTO microbatch.batch (pipeline_id, batch_id, attempt, status, "
 	"lower_snapshot, upper_snapshot, xid_from, xid_to, rows_in, "
 	"started_at, finished_at, sqlstate, error, error_context) "
-	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-	14, {INT4OID, INT8OID, INT4OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
+	"SELECT $1, $2, pg_catalog.count(*)::pg_catalog.int4 + 1, $3, $4, $5, "
+	"$6, $7, $8, $9, $10, $11, $12, $13 FROM microbatch.batch "
+	"WHERE pipeline_id = $1 AND batch_id = $2",
+	13, {INT4OID, INT8OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
 		XID8OID, XID8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID,
 	TEXTOID, TEXTOID}
 };
@@ -649,56 +646,43 @@ mb_committed_batch(int32 pipeline_id, int64 batch_id, MbLastBatch *batch)
 	return true;
 }
 
-/* How many attempts a batch id has in the ledger */
-int32
-mb_attempts(int32 pipeline_id, int64 batch_id)
-{
-	Datum		values[2];
-
-	values[0] = Int32GetDatum(pipeline_id);
-	values[1] = Int64GetDatum(batch_id);
-	mb_query(&q_attempts, values, NULL, 1);
-	return DatumGetInt32(mb_column_notnull(1));
-}
-
 void
-mb_ledger_insert(const MbWindow *window, int32 attempt, bool committed,
+mb_ledger_insert(const MbWindow *window, bool committed,
 				 int64 rows_in, TimestampTz started_at,
 				 TimestampTz finished_at, const ErrorData *error)
 {
-	Datum		values[14];
-	char		nulls[14];
+	Datum		values[13];
+	char		nulls[13];
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = Int32GetDatum(window->pipeline_id);
 	values[1] = Int64GetDatum(window->batch_id);
-	values[2] = Int32GetDatum(attempt);
-	values[3] = CStringGetTextDatum(committed ? "committed" : "failed");
-	values[4] = window->lower_datum;
-	values[5] = window->upper_datum;
-	values[6] = UInt64GetDatum(window->xid_from);
+	values[2] = CStringGetTextDatum(committed ? "committed" : "failed");
+	values[3] = window->lower_datum;
+	values[4] = window->upper_datum;
+	values[5] = UInt64GetDatum(window->xid_from);
 	if (window->xid_from == 0)
-		nulls[6] = 'n';
-	values[7] = UInt64GetDatum(window->xid_to);
+		nulls[5] = 'n';
+	values[6] = UInt64GetDatum(window->xid_to);
 	if (window->xid_to == 0)
-		nulls[7] = 'n';
-	values[8] = Int64GetDatum(rows_in);
-	values[9] = TimestampTzGetDatum(started_at);
-	values[10] = TimestampTzGetDatum(finished_at);
-	nulls[11] = nulls[12] = nulls[13] = 'n';
+		nulls[6] = 'n';
+	values[7] = Int64GetDatum(rows_in);
+	values[8] = TimestampTzGetDatum(started_at);
+	values[9] = TimestampTzGetDatum(finished_at);
+	nulls[10] = nulls[11] = nulls[12] = 'n';
 	if (error != NULL)
 	{
-		values[11] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
-		nulls[11] = ' ';
+		values[10] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
+		nulls[10] = ' ';
 		if (error->message)
 		{
-			values[12] = CStringGetTextDatum(error->message);
-			nulls[12] = ' ';
+			values[11] = CStringGetTextDatum(error->message);
+			nulls[11] = ' ';
 		}
 		if (error->context)
 		{
-			values[13] = CStringGetTextDatum(error->context);
-			nulls[13] = ' ';
+			values[12] = CStringGetTextDatum(error->context);
+			nulls[12] = ' ';
 		}
 	}
 	mb_query(&q_ledger_insert, values, nulls, 0);

@@ -7,6 +7,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
@@ -23,6 +24,17 @@ int			mb_naptime = 5000;
 int			mb_max_retries = 5;
 int			mb_max_retry_delay = 300000;
 int			mb_max_pipelines = 1024;
+int			mb_synchronous_commit = SYNCHRONOUS_COMMIT_OFF;
+
+/* The values of synchronous_commit, spelt as it spells them */
+static const struct config_enum_entry mb_synchronous_commit_options[] = {
+	{"local", SYNCHRONOUS_COMMIT_LOCAL_FLUSH, false},
+	{"remote_write", SYNCHRONOUS_COMMIT_REMOTE_WRITE, false},
+	{"remote_apply", SYNCHRONOUS_COMMIT_REMOTE_APPLY, false},
+	{"on", SYNCHRONOUS_COMMIT_ON, false},
+	{"off", SYNCHRONOUS_COMMIT_OFF, false},
+	{NULL, 0, false}
+};
 
 void		_PG_init(void);
 
@@ -52,6 +64,18 @@ _PG_init(void)
 							"Retries back off exponentially from one second, with jitter, up to this delay.",
 							&mb_max_retry_delay, 300000, 1000, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	/*
+	 * A batch whose commit is lost in a crash is simply run again over the
+	 * same rows: the sources' rows are durable, and the batch's writes and
+	 * ledger row go together.  So batches need not wait for WAL flushes.
+	 */
+	DefineCustomEnumVariable("microbatch.synchronous_commit",
+							 "synchronous_commit of the transactions of background batches.",
+							 "A batch lost in a crash, or on failover, is run again from its source rows.",
+							 &mb_synchronous_commit, SYNCHRONOUS_COMMIT_OFF,
+							 mb_synchronous_commit_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	mb_register_xact_callback();
 
 	/* Without the preload there are no workers, and nothing to size */

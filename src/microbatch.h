@@ -17,6 +17,7 @@
 
 #include "access/transam.h"
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "nodes/pg_list.h"
 #include "utils/elog.h"
 
@@ -49,6 +50,26 @@ typedef struct MbTransform
 	char	   *command;
 	char	   *search_path;
 } MbTransform;
+
+/*
+ * A statement over a batch view, prepared once and planned again when the
+ * batches it runs for change in size (see transform.c).
+ */
+typedef struct MbBatchPlan
+{
+	char	   *sql;
+	SPIPlanPtr	plan;
+	int64		planned_rows;	/* the window's rows when planned, or -1 */
+	TimestampTz planned_at;
+} MbBatchPlan;
+
+/* What a kept plan is for: a transform, or one of the engine's own queries */
+typedef enum MbPlanKind
+{
+	MB_PLAN_TRANSFORM,			/* by transform id */
+	MB_PLAN_WINDOW_COUNT,		/* by pipeline id */
+	MB_PLAN_WINDOW_NTH_XID		/* by pipeline id */
+} MbPlanKind;
 
 /* A pg_snapshot, unpacked for fast visibility checks */
 typedef struct MbSnapshot
@@ -102,6 +123,7 @@ typedef struct MbBatchResult
 	int64		rows_in;
 	TimestampTz started_at;
 	int32		failures;		/* consecutive failed batches, this one included */
+	bool		capped;			/* max_batch_rows left rows of its window */
 	ErrorData  *error;			/* when status is MB_BATCH_FAILED */
 } MbBatchResult;
 
@@ -152,9 +174,8 @@ extern bool mb_transform_delete(int32 pipeline_id, const char *name);
 extern bool mb_last_batch(int32 pipeline_id, MbLastBatch *last);
 extern bool mb_committed_batch(int32 pipeline_id, int64 batch_id,
 							   MbLastBatch *batch);
-extern int32 mb_attempts(int32 pipeline_id, int64 batch_id);
-extern void mb_ledger_insert(const MbWindow *window, int32 attempt,
-							 bool committed, int64 rows_in,
+extern void mb_ledger_insert(const MbWindow *window, bool committed,
+							 int64 rows_in,
 							 TimestampTz started_at, TimestampTz finished_at,
 							 const ErrorData *error);
 extern void mb_ledger_record_replay(int32 pipeline_id, int64 batch_id,
@@ -183,15 +204,19 @@ extern void mb_window_deactivate(void);
 extern bool mb_window_is_active(void);
 
 /* transform.c */
+extern MbBatchPlan *mb_batch_plan_slot(MbPlanKind kind, int32 id);
+extern SPIPlanPtr mb_batch_plan(MbBatchPlan *entry, const char *sql,
+								int nargs, Oid *argtypes, int64 rows);
 extern void mb_transform_validate(const char *command, Oid owner,
 								  const char *search_path);
 extern void mb_transforms_run(const MbPipeline *pipeline, List *transforms,
-							  int64 batch_id);
+							  int64 batch_id, int64 rows);
 
 /* shmem.c, worker.c */
 extern void mb_wake_scheduler_at_commit(void);
 extern void mb_warn_if_no_workers(void);
 extern void mb_worker_report_batch(const char *pipeline_name, int64 batch_id);
+extern void mb_worker_note_snapshot(void);
 
 /* batch.c */
 extern MbBatchResult mb_run_batch(const char *pipeline_name, Oid caller);

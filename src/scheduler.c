@@ -7,9 +7,11 @@
  * of its previous batch; a batch that overruns makes the next one start at
  * once, never several.  A pipeline with batch_interval 0 runs when a
  * transaction that inserted into a source commits (the commit sets our
- * latch), and again at once after each batch that found rows.  A failed
- * batch is retried after an exponential backoff from one second, with
- * jitter, capped at microbatch.max_retry_delay.
+ * latch, while we wait for one), and again at once after each batch if
+ * commits came that its snapshot may have missed, or if max_batch_rows cut
+ * its window short.  A failed batch is retried after an exponential backoff
+ * from one second, with jitter, capped at microbatch.max_retry_delay; source
+ * commits do not bring the retry forward.
  *
  * Due pipelines are handed, most overdue first, to idle batch workers of
  * this database; more are started while fewer than microbatch.max_workers
@@ -54,6 +56,7 @@ typedef struct MbScheduled
 	int			slotno;			/* batch worker running it, or -1 */
 	bool		woken;			/* a source commit came since its last batch */
 	bool		last_empty;		/* its last batch found nothing */
+	bool		backing_off;	/* its last batch failed: wait for next_run */
 	TimestampTz last_dispatch;
 } MbScheduled;
 
@@ -203,12 +206,20 @@ mb_scheduler_reload(void)
 			p->slotno = known->slotno;
 			p->woken = known->woken;
 			p->last_empty = known->last_empty;
+			p->backing_off = known->backing_off;
 			p->last_dispatch = known->last_dispatch;
 			p->next_run = known->next_run;
-			/* a resumed pipeline runs now; a shorter interval applies now */
+			/*
+			 * A resumed pipeline runs now; a new interval applies from now,
+			 * also to a continuous pipeline that was waiting a naptime for
+			 * its next commit.
+			 */
 			if (p->enabled && !known->enabled)
+			{
 				p->next_run = now;
-			else if (p->interval_ms < known->interval_ms)
+				p->backing_off = false;
+			}
+			else if (p->interval_ms != known->interval_ms)
 				p->next_run = Min(p->next_run,
 								  TimestampTzPlusMilliseconds(now, p->interval_ms));
 		}
@@ -216,7 +227,8 @@ mb_scheduler_reload(void)
 		{
 			p->slotno = -1;
 			p->woken = true;
-			if (failures > 0 && !finished_null)
+			p->backing_off = failures > 0 && !finished_null;
+			if (p->backing_off)
 				p->next_run = TimestampTzPlusMilliseconds(DatumGetTimestampTz(finished),
 														  mb_retry_delay_ms(failures));
 			else if (!started_null)
@@ -271,6 +283,8 @@ mb_scheduler_collect(void)
 		MbBatchStatus status = MB_BATCH_EMPTY;
 		int32		failures = 0;
 		TimestampTz started_at = now;
+		bool		capped = false;
+		uint64		commits_covered = 0;
 
 		if (p->slotno < 0)
 			continue;
@@ -282,6 +296,8 @@ mb_scheduler_collect(void)
 			status = slot->result_status;
 			failures = slot->result_failures;
 			started_at = slot->result_started_at;
+			capped = slot->result_capped;
+			commits_covered = slot->result_commits_covered;
 			slot->result_ready = false;
 		}
 		else if (slot->kind != MB_SLOT_WORKER || slot->dboid != MyDatabaseId ||
@@ -299,6 +315,9 @@ mb_scheduler_collect(void)
 
 		p->slotno = -1;
 		p->last_empty = status == MB_BATCH_EMPTY;
+		p->backing_off = status == MB_BATCH_FAILED;
+		/* only commits its snapshot may have missed call for another batch */
+		p->woken = pg_atomic_read_u64(&my_slot->source_commits) > commits_covered;
 		if (status == MB_BATCH_FAILED)
 		{
 			if (failures >= mb_max_retries)
@@ -306,7 +325,7 @@ mb_scheduler_collect(void)
 			p->next_run = TimestampTzPlusMilliseconds(now, mb_retry_delay_ms(failures));
 		}
 		else if (p->interval_ms == 0)
-			p->next_run = status == MB_BATCH_COMMITTED || p->woken ? now :
+			p->next_run = capped || p->woken ? now :
 				TimestampTzPlusMilliseconds(now, mb_naptime);
 		else
 			p->next_run = Max(now, TimestampTzPlusMilliseconds(started_at, p->interval_ms));
@@ -428,6 +447,16 @@ mb_scheduler_assign(MbScheduled *p)
 }
 
 /*
+ * Whether a source commit makes a pipeline due before its next_run: a
+ * continuous pipeline waiting for rows, not for a retry.
+ */
+static bool
+mb_runs_on_commit(const MbScheduled *p)
+{
+	return p->enabled && p->slotno < 0 && p->interval_ms == 0 && !p->backing_off;
+}
+
+/*
  * Start the due pipelines, most overdue first, while workers can take them.
  * Returns false if some had to wait for a worker.
  */
@@ -444,7 +473,7 @@ mb_scheduler_dispatch(void)
 
 		if (!p->enabled || p->slotno >= 0)
 			continue;
-		if (p->next_run > now && !(p->interval_ms == 0 && p->woken))
+		if (p->next_run > now && !(mb_runs_on_commit(p) && p->woken))
 			continue;
 
 		/*
@@ -487,11 +516,20 @@ mb_scheduler_timeout(TimestampTz next_reload, bool can_dispatch)
 
 	for (int i = 0; can_dispatch && i < npipelines; i++)
 		if (pipelines[i].enabled && pipelines[i].slotno < 0)
-			wake = Min(wake, (pipelines[i].interval_ms == 0 && pipelines[i].woken) ?
+			wake = Min(wake, (mb_runs_on_commit(&pipelines[i]) && pipelines[i].woken) ?
 					   now : pipelines[i].next_run);
 	if (wake <= now)
 		return 0;
 	return (long) ((wake - now + 999) / 1000);
+}
+
+static bool
+mb_scheduler_wants_commits(bool can_dispatch)
+{
+	for (int i = 0; can_dispatch && i < npipelines; i++)
+		if (mb_runs_on_commit(&pipelines[i]))
+			return true;
+	return false;
 }
 
 void
@@ -543,6 +581,22 @@ microbatch_scheduler_main(Datum arg)
 		mb_scheduler_reap();
 		mb_scheduler_collect();
 		can_dispatch = mb_enabled && mb_scheduler_dispatch();
+
+		/*
+		 * Ask committing backends to set our latch only while a commit would
+		 * start a batch; otherwise their commits are counted, and seen when
+		 * something else wakes us.  A commit counted before the flag was set
+		 * is caught here, after the barrier.
+		 */
+		if (mb_scheduler_wants_commits(can_dispatch))
+		{
+			pg_atomic_write_u32(&my_slot->wants_source_commits, 1);
+			pg_memory_barrier();
+			if (pg_atomic_read_u64(&my_slot->source_commits) != commits_seen)
+				continue;
+		}
+		else
+			pg_atomic_write_u32(&my_slot->wants_source_commits, 0);
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

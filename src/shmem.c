@@ -96,6 +96,7 @@ mb_shmem_startup(void)
 		for (int i = 0; i < mb_shared->nslots; i++)
 		{
 			pg_atomic_init_u64(&mb_shared->slots[i].source_commits, 0);
+			pg_atomic_init_u32(&mb_shared->slots[i].wants_source_commits, 0);
 			pg_atomic_init_u32(&mb_shared->slots[i].reload_requested, 0);
 		}
 	}
@@ -147,13 +148,29 @@ mb_xact_callback(XactEvent event, void *arg)
 			SetLatch(mb_shared->launcher_latch);
 		}
 		slot = mb_scheduler_slot(MyDatabaseId);
-		if (slot != NULL && (wake_for_source || wake_for_catalog))
+		if (slot != NULL)
 		{
+			bool		wake = false;
+
+			/*
+			 * Every inserting commit is counted, but only a scheduler waiting
+			 * for one (to start a continuous pipeline) is woken up: the others
+			 * read the count when they wake anyway.  The fetch-add is a full
+			 * barrier, pairing with the scheduler's between setting the flag
+			 * and reading the count.
+			 */
 			if (wake_for_source)
+			{
 				pg_atomic_fetch_add_u64(&slot->source_commits, 1);
+				wake = pg_atomic_read_u32(&slot->wants_source_commits) != 0;
+			}
 			if (wake_for_catalog)
+			{
 				pg_atomic_write_u32(&slot->reload_requested, 1);
-			SetLatch(slot->latch);
+				wake = true;
+			}
+			if (wake)
+				SetLatch(slot->latch);
 		}
 		LWLockRelease(mb_shared->lock);
 	}
@@ -218,8 +235,9 @@ mb_warn_if_no_workers(void)
 }
 
 /*
- * Statement trigger on sources: a transaction that inserted rows wakes the
- * scheduler when it commits, for pipelines with batch_interval 0.
+ * Statement trigger on sources: a transaction that inserted rows tells the
+ * scheduler when it commits, for pipelines with batch_interval 0 and for
+ * idle pipelines.
  */
 Datum
 microbatch_source_changed(PG_FUNCTION_ARGS)

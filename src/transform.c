@@ -10,8 +10,10 @@
  * search_path (pg_temp last), inside a security-restricted operation: no
  * transform ever has more rights than the role that owns the pipeline.
  *
- * The parsed and analysed statements are kept for the backend (transform
- * rows are only ever added and removed), and planned again for each batch.
+ * Each backend prepares a transform once (transform rows are only ever
+ * added and removed) and keeps its plan while batches keep about the same
+ * size; the plan cache also plans it again when a relation it uses changes
+ * or is analysed.
  *
  *-------------------------------------------------------------------------
  */
@@ -28,17 +30,27 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "microbatch.h"
 
+/*
+ * The plans this backend keeps.  Each keeps its SQL too: ids restart when
+ * the extension is created again.
+ */
+typedef struct MbPlanKey
+{
+	MbPlanKind	kind;
+	int32		id;
+} MbPlanKey;
+
 typedef struct MbPlanEntry
 {
-	int32		transform_id;	/* hash key */
-	char	   *command;		/* ids restart when the extension is recreated */
-	SPIPlanPtr	plan;
+	MbPlanKey	key;
+	MbBatchPlan plan;
 } MbPlanEntry;
 
-static HTAB *transform_plans = NULL;
+static HTAB *kept_plans = NULL;
 
 /* Context of an error raised inside a transform */
 typedef struct MbTransformContext
@@ -161,52 +173,98 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 	error_context_stack = callback.previous;
 }
 
-static SPIPlanPtr
-mb_transform_plan(const MbTransform *transform)
+/*
+ * Plans over a batch view are made for the window of the batch being
+ * planned: the window functions are stable, so the planner estimates with
+ * their values, and rightly picks a sequential scan for a window holding
+ * most of the table (a first batch, or one after a pause) but an index scan
+ * for the next, small one.  A plan is therefore kept only while batches stay
+ * within a factor of ten of the size it was made for (below 1,000 rows,
+ * sizes do not change plans), and for a minute at most, since the tables
+ * grow without invalidating plans until they are analysed.
+ */
+#define MB_PLAN_SIZE_FACTOR 10
+#define MB_PLAN_SMALL_ROWS 1000
+#define MB_PLAN_MAX_AGE_MS (60 * 1000)
+
+static bool
+mb_batch_plan_fits(const MbBatchPlan *entry, int64 rows)
 {
+	int64		planned = Max(entry->planned_rows, MB_PLAN_SMALL_ROWS);
+
+	rows = Max(rows, MB_PLAN_SMALL_ROWS);
+	if (rows / MB_PLAN_SIZE_FACTOR >= planned ||
+		planned / MB_PLAN_SIZE_FACTOR >= rows)
+		return false;
+	return !TimestampDifferenceExceeds(entry->planned_at, GetCurrentTimestamp(),
+									   MB_PLAN_MAX_AGE_MS);
+}
+
+static void
+mb_batch_plan_forget(MbBatchPlan *entry)
+{
+	if (entry->plan != NULL)
+		SPI_freeplan(entry->plan);
+	if (entry->sql != NULL)
+		pfree(entry->sql);
+	entry->plan = NULL;
+	entry->sql = NULL;
+}
+
+/*
+ * The plan of sql for a window of rows rows, prepared again when the kept one
+ * does not fit; rows -1 for a plan that does not depend on the window's size.
+ */
+SPIPlanPtr
+mb_batch_plan(MbBatchPlan *entry, const char *sql, int nargs, Oid *argtypes,
+			  int64 rows)
+{
+	if (entry->plan != NULL &&
+		(strcmp(entry->sql, sql) != 0 ||
+		 (rows >= 0 && !mb_batch_plan_fits(entry, rows))))
+		mb_batch_plan_forget(entry);
+	if (entry->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		entry->sql = MemoryContextStrdup(TopMemoryContext, sql);
+		entry->plan = plan;
+		entry->planned_rows = rows;
+		entry->planned_at = GetCurrentTimestamp();
+	}
+	return entry->plan;
+}
+
+/* Where this backend keeps a plan; a new one starts empty */
+MbBatchPlan *
+mb_batch_plan_slot(MbPlanKind kind, int32 id)
+{
+	MbPlanKey	key;
 	MbPlanEntry *entry;
 	bool		found;
 
-	if (transform_plans == NULL)
+	if (kept_plans == NULL)
 	{
 		HASHCTL		ctl;
 
-		ctl.keysize = sizeof(int32);
+		ctl.keysize = sizeof(MbPlanKey);
 		ctl.entrysize = sizeof(MbPlanEntry);
-		transform_plans = hash_create("microbatch transform plans", 64, &ctl,
-									  HASH_ELEM | HASH_BLOBS);
+		kept_plans = hash_create("microbatch plans", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS);
 	}
 
-	entry = hash_search(transform_plans, &transform->id, HASH_ENTER, &found);
+	memset(&key, 0, sizeof(key));
+	key.kind = kind;
+	key.id = id;
+	entry = hash_search(kept_plans, &key, HASH_ENTER, &found);
 	if (!found)
-	{
-		entry->command = NULL;
-		entry->plan = NULL;
-	}
-	if (entry->plan != NULL && strcmp(entry->command, transform->command) != 0)
-	{
-		SPI_freeplan(entry->plan);
-		pfree(entry->command);
-		entry->plan = NULL;
-	}
-	if (entry->plan == NULL)
-	{
-		/*
-		 * A custom plan for each batch: the window functions' values, which
-		 * the planner estimates with, change from batch to batch.
-		 */
-		SPIPlanPtr	plan = SPI_prepare_cursor(transform->command, 0, NULL,
-											  CURSOR_OPT_CUSTOM_PLAN);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for transform \"%s\": %s",
-				 transform->name, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		entry->command = MemoryContextStrdup(TopMemoryContext, transform->command);
-		entry->plan = plan;
-	}
-	return entry->plan;
+		memset(&entry->plan, 0, sizeof(entry->plan));
+	return &entry->plan;
 }
 
 static void
@@ -220,12 +278,13 @@ mb_transform_error_context(void *arg)
 }
 
 /*
- * Run the transforms of a batch, in order, as the pipeline's owner.  The
- * batch window must be active.  Errors propagate: the caller rolls the batch
- * back.
+ * Run the transforms of a batch of rows rows, in order, as the pipeline's
+ * owner.  The batch window must be active.  Errors propagate: the caller
+ * rolls the batch back.
  */
 void
-mb_transforms_run(const MbPipeline *pipeline, List *transforms, int64 batch_id)
+mb_transforms_run(const MbPipeline *pipeline, List *transforms, int64 batch_id,
+				  int64 rows)
 {
 	Oid			saved_user;
 	int			saved_sec_context;
@@ -247,12 +306,15 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, int64 batch_id)
 	foreach(lc, transforms)
 	{
 		MbTransform *transform = lfirst(lc);
+		SPIPlanPtr	plan;
 		int			rc;
 
 		CHECK_FOR_INTERRUPTS();
 		context.transform = transform;
 		mb_set_search_path(transform->search_path);
-		rc = SPI_execute_plan(mb_transform_plan(transform), NULL, NULL, false, 0);
+		plan = mb_batch_plan(mb_batch_plan_slot(MB_PLAN_TRANSFORM, transform->id),
+							 transform->command, 0, NULL, rows);
+		rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
 		if (rc < 0)
 			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 		SPI_freetuptable(SPI_tuptable);

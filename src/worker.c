@@ -34,6 +34,22 @@
 
 static MbSlot *my_slot = NULL;
 
+/*
+ * The scheduler's count of source commits when the batch took its snapshot,
+ * or 0 if it took none: every commit counted by then is in the window, as
+ * backends count their commits once these are visible.
+ */
+static uint64 commits_covered = 0;
+
+/* Batches commit with microbatch.synchronous_commit, whatever else says */
+static void
+mb_worker_apply_settings(void)
+{
+	SetConfigOption("synchronous_commit",
+					GetConfigOption("microbatch.synchronous_commit", false, false),
+					PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 /* Called by the engine once it knows the batch id */
 void
 mb_worker_report_batch(const char *pipeline_name, int64 batch_id)
@@ -46,6 +62,23 @@ mb_worker_report_batch(const char *pipeline_name, int64 batch_id)
 	pgstat_report_activity(STATE_RUNNING,
 						   psprintf("microbatch: pipeline %s, batch " INT64_FORMAT,
 									pipeline_name, batch_id));
+}
+
+/* Called by the engine right before it takes a batch's upper snapshot */
+void
+mb_worker_note_snapshot(void)
+{
+	if (my_slot == NULL)
+		return;
+	LWLockAcquire(mb_shared->lock, LW_SHARED);
+	for (int i = 0; i < mb_shared->nslots; i++)
+	{
+		MbSlot	   *slot = &mb_shared->slots[i];
+
+		if (slot->kind == MB_SLOT_SCHEDULER && slot->dboid == my_slot->dboid)
+			commits_covered = pg_atomic_read_u64(&slot->source_commits);
+	}
+	LWLockRelease(mb_shared->lock);
 }
 
 /* Give the slot back.  Caller holds the lock exclusively. */
@@ -89,14 +122,16 @@ mb_worker_attach(int slotno)
 
 /* Tell the scheduler how the batch ended, and go idle */
 static void
-mb_worker_report(int32 pipeline_id, MbBatchStatus status, int32 failures,
+mb_worker_report(int32 pipeline_id, const MbBatchResult *result,
 				 TimestampTz started_at)
 {
 	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 	my_slot->result_pipeline_id = pipeline_id;
-	my_slot->result_status = status;
-	my_slot->result_failures = failures;
-	my_slot->result_started_at = started_at;
+	my_slot->result_status = result->status;
+	my_slot->result_failures = result->failures;
+	my_slot->result_started_at = result->started_at ? result->started_at : started_at;
+	my_slot->result_capped = result->capped;
+	my_slot->result_commits_covered = commits_covered;
 	my_slot->result_ready = true;
 	my_slot->pipeline_id = 0;
 	my_slot->batch_id = 0;
@@ -130,6 +165,7 @@ mb_worker_run(void)
 	my_slot->since = started_at;
 	LWLockRelease(mb_shared->lock);
 
+	commits_covered = 0;
 	snprintf(activity, sizeof(activity), "microbatch: pipeline %s", pipeline_name);
 	pgstat_report_activity(STATE_RUNNING, activity);
 	SetCurrentStatementStartTimestamp();
@@ -169,8 +205,7 @@ mb_worker_run(void)
 
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	mb_worker_report(pipeline_id, result.status, result.failures,
-					 result.started_at ? result.started_at : started_at);
+	mb_worker_report(pipeline_id, &result, started_at);
 }
 
 void
@@ -185,6 +220,7 @@ microbatch_worker_main(Datum arg)
 	mb_worker_attach(DatumGetInt32(arg));
 	BackgroundWorkerInitializeConnectionByOid(my_slot->dboid, InvalidOid, 0);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	mb_worker_apply_settings();
 	pgstat_report_appname("microbatch worker");
 	idle_since = GetCurrentTimestamp();
 
@@ -197,6 +233,7 @@ microbatch_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			mb_worker_apply_settings();
 		}
 
 		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);

@@ -55,9 +55,12 @@ typedef struct MbSlot
 	MbBatchStatus result_status;
 	int32		result_failures;
 	TimestampTz result_started_at;
+	bool		result_capped;
+	uint64		result_commits_covered; /* source commits its window has */
 
 	/* schedulers: wake-ups from committing backends */
 	pg_atomic_uint64 source_commits;
+	pg_atomic_uint32 wants_source_commits;	/* set our latch for them too */
 	pg_atomic_uint32 reload_requested;
 } MbSlot;
 
@@ -89,6 +92,7 @@ extern int	mb_naptime;
 extern int	mb_max_retries;
 extern int	mb_max_retry_delay;
 extern int	mb_max_pipelines;
+extern int	mb_synchronous_commit;
 
 /* shmem.c */
 extern MbShared *mb_shared;

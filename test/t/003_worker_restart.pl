@@ -17,6 +17,12 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
+# Shared polling helpers (test/t/MicrobatchTest.pm); prove puts only the top
+# directory in @INC, so look next to this script.
+use FindBin;
+use lib $FindBin::RealBin;
+use MicrobatchTest;
+
 my $naptime_ms = 200;
 
 my $node = PostgreSQL::Test::Cluster->new('worker_restart');
@@ -29,24 +35,6 @@ microbatch.naptime = '${naptime_ms}ms'
 $node->start;
 
 my $db = 'postgres';
-
-# Poll $sql until it prints $expected, for at most $timeout seconds.  Errors
-# (a server not accepting connections yet, say) count as "not yet".
-sub wait_for
-{
-	my ($sql, $expected, $timeout, $what) = @_;
-	my $deadline = time() + $timeout;
-	my ($ret, $out, $err) = (0, '', '');
-	while (time() < $deadline)
-	{
-		($ret, $out, $err) = $node->psql($db, $sql);
-		return 1 if $ret == 0 && $out eq $expected;
-		usleep(100_000);
-	}
-	diag "timed out after ${timeout}s waiting for $what\n"
-	  . "query: $sql\nexpected: $expected\nlast output: $out\nlast stderr: $err";
-	return 0;
-}
 
 my $next_id = 1;
 
@@ -98,14 +86,15 @@ SELECT microbatch.add_transform('copy', 'copy_rows', 'bronze', $$
 $$);
 });
 
-ok(wait_for($scheduler_sql, '1', 30, 'a scheduler for the database'),
+ok( poll_until_tolerant(
+		$node, $db, $scheduler_sql, '1', 30, 'a scheduler for the database'),
 	'CREATE EXTENSION starts a scheduler for the database');
 
 # --- Rows are processed by the workers alone --------------------------------
 
 insert_rows(10, 5);
-ok( wait_for(
-		q{SELECT count(*) FROM event_copy}, '50', 30,
+ok( poll_until_tolerant(
+		$node, $db, q{SELECT count(*) FROM event_copy}, '50', 30,
 		'the first 50 rows to be copied'),
 	'batch workers process rows inserted in 5 transactions');
 is( $node->safe_psql(
@@ -146,7 +135,8 @@ my $running_sql = q{
 SELECT w.state, w.batch_id, a.backend_type, a.wait_event_type, a.query
   FROM microbatch.workers w JOIN pg_stat_activity a USING (pid)
  WHERE w.pipeline = 'copy'};
-ok( wait_for(
+ok( poll_until_tolerant(
+		$node, $db,
 		q{SELECT count(*) FROM microbatch.workers w JOIN pg_stat_activity a USING (pid)
 		   WHERE w.pipeline = 'copy' AND w.batch_id IS NOT NULL
 		     AND a.wait_event_type = 'Lock'},
@@ -163,7 +153,9 @@ is( $node->safe_psql(
 $blocker->query_safe(q{COMMIT});
 $blocker->quit;
 
-ok(wait_for(q{SELECT count(*) FROM event_copy}, '60', 30, 'the blocked batch to finish'),
+ok( poll_until_tolerant(
+		$node, $db, q{SELECT count(*) FROM event_copy}, '60', 30,
+		'the blocked batch to finish'),
 	'the blocked batch completes once the lock is released');
 is( $node->safe_psql(
 		$db, q{SELECT string_agg(DISTINCT batch_id::text, ',') FROM event_copy WHERE id BETWEEN 51 AND 60}),
@@ -179,11 +171,12 @@ my $batches_before_restart = $node->safe_psql($db,
 	q{SELECT coalesce(max(batch_id), 0) FROM microbatch.batch WHERE status = 'committed'});
 $node->restart;
 
-ok(wait_for($scheduler_sql, '1', 30, 'the scheduler to come back'),
+ok( poll_until_tolerant(
+		$node, $db, $scheduler_sql, '1', 30, 'the scheduler to come back'),
 	'the scheduler is started again after the restart');
 insert_rows(10, 3);
-ok( wait_for(
-		q{SELECT count(*) FROM event_copy}, '100', 30,
+ok( poll_until_tolerant(
+		$node, $db, q{SELECT count(*) FROM event_copy}, '100', 30,
 		'all 100 rows to be copied after the restart'),
 	'batch workers process the rows inserted after the restart');
 cmp_ok(
@@ -197,7 +190,8 @@ cmp_ok(
 $node->safe_psql($db, q{SELECT microbatch.pause_pipeline('copy')});
 # The scheduler takes the pause at once (the function wakes it): it stops
 # publishing a next run, and any batch already handed out finishes.
-ok( wait_for(
+ok( poll_until_tolerant(
+		$node, $db,
 		q{SELECT p.state = 'paused' AND p.next_run_at IS NULL
 		         AND NOT EXISTS (SELECT 1 FROM microbatch.workers w WHERE w.pipeline = 'copy')
 		    FROM microbatch.pipelines p WHERE p.pipeline = 'copy'},
@@ -220,11 +214,12 @@ is( $node->safe_psql(
 	'the paused pipeline shows its 20 waiting rows');
 
 $node->safe_psql($db, q{SELECT microbatch.resume_pipeline('copy')});
-ok( wait_for(
-		q{SELECT count(*) FROM event_copy}, '120', 30,
+ok( poll_until_tolerant(
+		$node, $db, q{SELECT count(*) FROM event_copy}, '120', 30,
 		'the rows inserted during the pause to be copied'),
 	'resume_pipeline lets the workers pick up the rows inserted while paused');
-ok( wait_for(
+ok( poll_until_tolerant(
+		$node, $db,
 		q{SELECT rows_waiting FROM microbatch.pipelines WHERE pipeline = 'copy'},
 		'0', 10, 'rows_waiting to reach 0'),
 	'no row is waiting after the resume');

@@ -27,6 +27,12 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
+# Shared polling helpers (test/t/MicrobatchTest.pm); prove puts only the top
+# directory in @INC, so look next to this script.
+use FindBin;
+use lib $FindBin::RealBin;
+use MicrobatchTest;
+
 # Each run is cut short by its crash; the last one runs to the end.
 my $run_seconds  = 6;
 my $last_seconds = 4;
@@ -45,24 +51,6 @@ log_statement = 'none'
 $node->start;
 
 my $db = 'postgres';
-
-# Poll $sql until it prints $expected, for at most $timeout seconds.  Errors
-# (a server still in crash recovery, say) count as "not yet".
-sub wait_for
-{
-	my ($sql, $expected, $timeout, $what) = @_;
-	my $deadline = time() + $timeout;
-	my ($ret, $out, $err) = (0, '', '');
-	while (time() < $deadline)
-	{
-		($ret, $out, $err) = $node->psql($db, $sql);
-		return 1 if $ret == 0 && $out eq $expected;
-		usleep(100_000);
-	}
-	diag "timed out after ${timeout}s waiting for $what\n"
-	  . "query: $sql\nexpected: $expected\nlast output: $out\nlast stderr: $err";
-	return 0;
-}
 
 sub start_pgbench
 {
@@ -193,7 +181,9 @@ for my $crash (@crashes)
 		$node->start;
 	}
 
-	ok(wait_for(q{SELECT 1}, '1', 60, 'the server to accept connections'),
+	ok( poll_until_tolerant(
+			$node, $db, q{SELECT 1}, '1', 60,
+			'the server to accept connections'),
 		"round $round ($crash): server accepts connections again");
 
 	# The crash ended the clients; the run is allowed to report errors.
@@ -206,7 +196,8 @@ for my $crash (@crashes)
 
 	# The scheduler comes back and the workers take what was committed
 	# before the crash and not yet batched.
-	ok(wait_for($drained_sql, 't', 60, 'the pipeline to catch up'),
+	ok( poll_until_tolerant(
+			$node, $db, $drained_sql, 't', 60, 'the pipeline to catch up'),
 		"round $round ($crash): workers catch up after the crash");
 	cmp_ok($node->safe_psql($db, $committed_sql),
 		'>', $before, "round $round ($crash): batches are committed after the crash");
@@ -227,7 +218,8 @@ ok(finish_pgbench($last, $last_seconds + 60), 'last pgbench run exits cleanly')
 like($last->{out}, qr/number of failed transactions: 0 /,
 	'no transaction of the last run failed');
 
-ok(wait_for($drained_sql, 't', 60, 'the pipeline to drain'),
+ok( poll_until_tolerant(
+		$node, $db, $drained_sql, 't', 60, 'the pipeline to drain'),
 	'workers process everything: no row waiting and no batch running');
 
 # --- Consistency of what was committed --------------------------------------

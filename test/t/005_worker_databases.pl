@@ -13,7 +13,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep time);
+use Time::HiRes qw(usleep);
+
+# Shared polling helpers (test/t/MicrobatchTest.pm); prove puts only the top
+# directory in @INC, so look next to this script.
+use FindBin;
+use lib $FindBin::RealBin;
+use MicrobatchTest;
 
 my $node = PostgreSQL::Test::Cluster->new('worker_databases');
 $node->init;
@@ -24,24 +30,6 @@ microbatch.naptime = '200ms'
 max_worker_processes = 16
 });
 $node->start;
-
-# Poll a query until it returns the expected value, for at most $seconds.
-# Returns true on success; on timeout, notes the last value seen.
-sub poll_until
-{
-	my ($db, $sql, $expected, $seconds) = @_;
-	my $deadline = time() + $seconds;
-	my $got;
-	while (1)
-	{
-		$got = $node->safe_psql($db, $sql);
-		return 1 if $got eq $expected;
-		last if time() > $deadline;
-		usleep(100_000);
-	}
-	diag("timed out after ${seconds}s waiting for [$sql]: got [$got], expected [$expected]");
-	return 0;
-}
 
 # Source, targets and pipeline of one database.  The bronze transform logs
 # every row with the batch that processed it: a row processed twice shows up
@@ -78,13 +66,13 @@ my $schedulers_sql = q{
 SELECT count(*) FROM microbatch.workers
  WHERE kind = 'scheduler' AND database = current_database()};
 
-ok(poll_until('db1', $schedulers_sql, '1', 30),
+ok(poll_until($node, 'db1', $schedulers_sql, '1', 30),
 	'db1, which had the extension at server start, gets a scheduler');
 
 # db2: created while the server runs, then the extension and a pipeline.
 $node->safe_psql('postgres', 'CREATE DATABASE db2');
 setup_database('db2', 'p2');
-ok(poll_until('db2', $schedulers_sql, '1', 30),
+ok(poll_until($node, 'db2', $schedulers_sql, '1', 30),
 	'db2, created after the server started, gets a scheduler');
 
 # Rows in both databases, several transactions each, interleaved.  Amounts
@@ -113,7 +101,7 @@ for my $round (1 .. 4)
 for my $db ('db1', 'db2')
 {
 	ok( poll_until(
-			$db, q{SELECT count(*) = 12 FROM event_log}, 't', 60),
+			$node, $db, q{SELECT count(*) = 12 FROM event_log}, 't', 60),
 		"$db: background workers processed all 12 rows");
 }
 

@@ -19,6 +19,12 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
+# Shared polling helpers (test/t/MicrobatchTest.pm); prove puts only the top
+# directory in @INC, so look next to this script.
+use FindBin;
+use lib $FindBin::RealBin;
+use MicrobatchTest;
+
 my $node = PostgreSQL::Test::Cluster->new('worker_failures');
 $node->init;
 $node->append_conf(
@@ -32,23 +38,6 @@ max_worker_processes = 16
 $node->start;
 
 my $db = 'postgres';
-
-# Poll a query until it returns the expected value, for at most $seconds.
-sub poll_until
-{
-	my ($sql, $expected, $seconds) = @_;
-	my $deadline = time() + $seconds;
-	my $got;
-	while (1)
-	{
-		$got = $node->safe_psql($db, $sql);
-		return 1 if $got eq $expected;
-		last if time() > $deadline;
-		usleep(100_000);
-	}
-	diag("timed out after ${seconds}s waiting for [$sql]: got [$got], expected [$expected]");
-	return 0;
-}
 
 $node->safe_psql(
 	$db, q{
@@ -68,6 +57,7 @@ $$);
 });
 
 ok( poll_until(
+		$node, $db,
 		q{SELECT count(*) FROM microbatch.workers
            WHERE kind = 'scheduler' AND database = current_database()},
 		'1', 30),
@@ -75,7 +65,7 @@ ok( poll_until(
 
 # A good row goes through: batch 1.
 $node->safe_psql($db, q{INSERT INTO readings VALUES (1, 2)});
-ok(poll_until(q{SELECT count(*) FROM gold_inverse}, '1', 30),
+ok(poll_until($node, $db, q{SELECT count(*) FROM gold_inverse}, '1', 30),
 	'a good row is processed in the background');
 
 # Listen for alerts from here on.  psql prints the notifications it got
@@ -102,6 +92,7 @@ sub alerts
 # goes down with it.
 $node->safe_psql($db, q{INSERT INTO readings VALUES (2, 0), (3, 4)});
 ok( poll_until(
+		$node, $db,
 		q{SELECT state FROM microbatch.pipelines WHERE pipeline = 'inv'},
 		'failed', 45),
 	'the pipeline is marked failed after repeated failures');
@@ -124,15 +115,23 @@ is( $node->safe_psql(
 	'failed|3|division by zero',
 	'pipelines shows the failed state, 3 failures and the last error');
 
+# Seconds from the end of each failed attempt of a pipeline to the start of
+# the next one.
+sub failed_attempt_gaps
+{
+	my ($pipeline) = @_;
+	return split /\n/, $node->safe_psql(
+		$db, qq{
+SELECT extract(epoch FROM started_at - lag(finished_at) OVER (ORDER BY attempt))
+  FROM microbatch.batches
+ WHERE pipeline = '$pipeline' AND status = 'failed'
+ ORDER BY attempt OFFSET 1});
+}
+
 # Backoff: the wait between the end of an attempt and the start of the next
 # one grows, and the first one is already the retry delay (at least half a
 # second with jitter), not the 100ms batch interval.
-my @gaps = split /\n/, $node->safe_psql(
-	$db, q{
-SELECT extract(epoch FROM started_at - lag(finished_at) OVER (ORDER BY attempt))
-  FROM microbatch.batches
- WHERE pipeline = 'inv' AND status = 'failed'
- ORDER BY attempt OFFSET 1});
+my @gaps = failed_attempt_gaps('inv');
 note "gaps between failed attempts (s): @gaps";
 cmp_ok(scalar(@gaps), '>=', 2, 'two retries to compare');
 cmp_ok($gaps[0], '>=', 0.45,
@@ -184,6 +183,7 @@ $$);
 SELECT microbatch.resume_pipeline('inv');
 });
 ok( poll_until(
+		$node, $db,
 		q{SELECT count(*) FROM microbatch.batches
            WHERE pipeline = 'inv' AND batch_id = 2 AND status = 'committed'},
 		'1', 30),
@@ -234,6 +234,29 @@ note "alerts received:\n",
   join("\n", grep { /Asynchronous notification/ } split /\n/, $listener_output);
 
 $listener->quit;
+
+# A continuous pipeline (batch_interval 0) backs off the same way: commits
+# that keep coming while it fails do not start retries before their time.
+$node->safe_psql(
+	$db, q{
+CREATE TABLE feed (id serial PRIMARY KEY, v int NOT NULL);
+CREATE TABLE feed_inverse (id int NOT NULL, inverse numeric);
+SELECT microbatch.create_pipeline('feed', 'feed', '0');
+SELECT microbatch.add_transform('feed', 'inverse', 'gold', $$
+    INSERT INTO feed_inverse SELECT id, 1.0 / v FROM microbatch.feed_batch
+$$);
+INSERT INTO feed (v) VALUES (0);
+});
+for (1 .. 40)
+{
+	$node->safe_psql($db, q{INSERT INTO feed (v) VALUES (1)});
+	usleep(50_000);
+}
+my @feed_gaps = failed_attempt_gaps('feed');
+note "gaps between failed attempts of the continuous pipeline (s): @feed_gaps";
+cmp_ok(scalar(@feed_gaps), '>=', 1, 'the continuous pipeline retried');
+cmp_ok((sort { $a <=> $b } @feed_gaps)[0], '>=', 0.45,
+	'commits during the backoff do not bring a retry forward');
 
 unlike(
 	slurp_file($node->logfile),

@@ -7,6 +7,7 @@
 #     explain rows processed within seconds.
 # (c) microbatch.enabled = off (a reload) stops the batches; on again, they
 #     resume.
+# (d) Background batches commit with microbatch.synchronous_commit.
 
 use strict;
 use warnings;
@@ -15,6 +16,12 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
+
+# Shared polling helpers (test/t/MicrobatchTest.pm); prove puts only the top
+# directory in @INC, so look next to this script.
+use FindBin;
+use lib $FindBin::RealBin;
+use MicrobatchTest;
 
 my $node = PostgreSQL::Test::Cluster->new('worker_signals');
 $node->init;
@@ -28,30 +35,13 @@ $node->start;
 
 my $db = 'postgres';
 
-# Poll a query until it returns the expected value, for at most $seconds.
-sub poll_until
-{
-	my ($sql, $expected, $seconds) = @_;
-	my $deadline = time() + $seconds;
-	my $got;
-	while (1)
-	{
-		$got = $node->safe_psql($db, $sql);
-		return 1 if $got eq $expected;
-		last if time() > $deadline;
-		usleep(100_000);
-	}
-	diag("timed out after ${seconds}s waiting for [$sql]: got [$got], expected [$expected]");
-	return 0;
-}
-
 my $scheduler_sql = q{
 SELECT pid FROM microbatch.workers
  WHERE kind = 'scheduler' AND database = current_database()};
 
 $node->safe_psql($db, q{CREATE EXTENSION microbatch});
 ok( poll_until(
-		qq{SELECT count(*) FROM ($scheduler_sql) s}, '1', 30),
+		$node, $db, qq{SELECT count(*) FROM ($scheduler_sql) s}, '1', 30),
 	'the database has a scheduler');
 my $scheduler_pid = $node->safe_psql($db, $scheduler_sql);
 
@@ -127,6 +117,7 @@ while (time() < $deadline)
 }
 ok($gone, 'the worker exits within 5 s of SIGTERM, in the middle of pg_sleep(60)');
 ok( poll_until(
+		$node, $db,
 		"SELECT count(*) FROM microbatch.workers WHERE pid = $worker_pid", '0', 5),
 	'its slot is free');
 is( $node->safe_psql(
@@ -145,7 +136,7 @@ SELECT microbatch.remove_transform('slow', 'nap');
 SELECT microbatch.add_transform('slow', 'nap', 'gold', 'SELECT pg_sleep(0)');
 SELECT microbatch.resume_pipeline('slow');
 });
-ok(poll_until(q{SELECT count(*) FROM slow_log}, '1', 30),
+ok(poll_until($node, $db, q{SELECT count(*) FROM slow_log}, '1', 30),
 	'after the transform is replaced, the row is processed');
 usleep(500_000);
 is(log_summary('slow'), '1|1|1', 'the row was processed exactly once');
@@ -161,12 +152,13 @@ $node->safe_psql($db, q{SELECT microbatch.drop_pipeline('slow')});
 #
 make_pipeline('toggle', '100ms');
 $node->safe_psql($db, q{INSERT INTO toggle_src VALUES (1)});
-ok(poll_until(q{SELECT count(*) FROM toggle_log}, '1', 30),
+ok(poll_until($node, $db, q{SELECT count(*) FROM toggle_log}, '1', 30),
 	'with microbatch.enabled on, rows are processed');
 
 $node->safe_psql($db, q{ALTER SYSTEM SET microbatch.enabled = off});
 $node->reload;
-ok(poll_until(q{SHOW microbatch.enabled}, 'off', 10), 'the reload took effect');
+ok(poll_until($node, $db, q{SHOW microbatch.enabled}, 'off', 10),
+	'the reload took effect');
 usleep(500_000);    # the scheduler got its SIGHUP too
 my $batches_sql = q{SELECT count(*) FROM microbatch.batches WHERE pipeline = 'toggle'};
 my $batches_before = $node->safe_psql($db, $batches_sql);
@@ -183,7 +175,7 @@ is( $node->safe_psql(
 
 $node->safe_psql($db, q{ALTER SYSTEM SET microbatch.enabled = on});
 $node->reload;
-ok(poll_until(q{SELECT count(*) FROM toggle_log}, '3', 30),
+ok(poll_until($node, $db, q{SELECT count(*) FROM toggle_log}, '3', 30),
 	'with microbatch.enabled on again, the waiting rows are processed');
 usleep(500_000);
 is(log_summary('toggle'), '3|3|1,2,3', 'each row processed exactly once');
@@ -201,14 +193,14 @@ $node->restart;
 is($node->safe_psql($db, q{SHOW microbatch.naptime}), '1min',
 	'naptime is one minute');
 ok( poll_until(
-		qq{SELECT count(*) FROM ($scheduler_sql) s}, '1', 30),
+		$node, $db, qq{SELECT count(*) FROM ($scheduler_sql) s}, '1', 30),
 	'the scheduler is back after the restart');
 
 for my $id (1 .. 4)
 {
 	$node->safe_psql($db, "INSERT INTO cont_src VALUES ($id)");
 	ok( poll_until(
-			q{SELECT count(*) FROM cont_log}, $id, 10),
+			$node, $db, q{SELECT count(*) FROM cont_log}, $id, 10),
 		"continuous pipeline: insert $id is processed within 10 s of its commit");
 }
 usleep(500_000);
@@ -224,9 +216,56 @@ SELECT string_agg(format('%s:%s', batch_id, rows_in), ',' ORDER BY batch_id)
 # nothing behind; the next commit is processed as usual.
 $node->safe_psql($db, q{BEGIN; INSERT INTO cont_src VALUES (100); ROLLBACK;});
 $node->safe_psql($db, q{INSERT INTO cont_src VALUES (5)});
-ok(poll_until(q{SELECT count(*) FROM cont_log}, '5', 10),
+ok(poll_until($node, $db, q{SELECT count(*) FROM cont_log}, '5', 10),
 	'continuous pipeline: the insert after a rollback is processed');
 is(log_summary('cont'), '5|5|1,2,3,4,5', 'the rolled back row was never processed');
+
+# Idle, the continuous pipeline waits for a commit, or a naptime.  Given an
+# interval, it runs at that interval from now on, not after the naptime.
+$node->safe_psql($db,
+	q{SELECT microbatch.alter_pipeline('cont', batch_interval => '200ms')});
+$node->safe_psql($db, q{INSERT INTO cont_src VALUES (6)});
+ok(poll_until($node, $db, q{SELECT count(*) FROM cont_log}, '6', 10),
+	'a continuous pipeline given an interval runs at that interval at once');
+
+#
+# (d) Background batches commit with microbatch.synchronous_commit (off by
+# default); run_batch() keeps its caller's synchronous_commit.
+#
+$node->safe_psql(
+	$db, q{
+CREATE TABLE sync_src (id int PRIMARY KEY);
+CREATE TABLE sync_log (id int NOT NULL, setting text NOT NULL);
+SELECT microbatch.create_pipeline('sync', 'sync_src', '0');
+SELECT microbatch.add_transform('sync', 'log', 'bronze', $$
+    INSERT INTO sync_log
+    SELECT id, current_setting('synchronous_commit') FROM microbatch.sync_batch
+$$);
+INSERT INTO sync_src VALUES (1);
+});
+ok(poll_until($node, $db, q{SELECT count(*) FROM sync_log}, '1', 10),
+	'the first row is processed');
+$node->safe_psql($db,
+	q{ALTER SYSTEM SET microbatch.synchronous_commit = 'remote_write'});
+$node->reload;
+ok( poll_until(
+		$node, $db, q{SHOW microbatch.synchronous_commit}, 'remote_write', 10),
+	'the reload took effect');
+usleep(500_000);    # the batch worker got its SIGHUP too
+$node->safe_psql($db, q{INSERT INTO sync_src VALUES (2)});
+ok(poll_until($node, $db, q{SELECT count(*) FROM sync_log}, '2', 10),
+	'the second row is processed');
+$node->safe_psql(
+	$db, q{
+SELECT microbatch.pause_pipeline('sync');
+INSERT INTO sync_src VALUES (3);
+SET synchronous_commit = local;
+SELECT microbatch.run_batch('sync');
+});
+is( $node->safe_psql(
+		$db, q{SELECT string_agg(id || ':' || setting, ',' ORDER BY id) FROM sync_log}),
+	'1:off,2:remote_write,3:local',
+	'batch workers commit with microbatch.synchronous_commit, run_batch() with the session\'s setting');
 
 unlike(
 	slurp_file($node->logfile),

@@ -57,5 +57,54 @@ ok( $node->poll_query_until('postgres',
 		'SELECT count(*) = 2 FROM dst_3', 't'),
 	'a committed insert is processed without waiting for a naptime');
 
+# Commits into the source of a paused pipeline are counted, but wake the
+# scheduler only while a continuous pipeline waits for one: 300 of them must
+# not cost the scheduler 300 wake-ups.  (Its voluntary context switches
+# count how often it slept and woke; linux only.)
+SKIP:
+{
+	my $scheduler = $node->safe_psql('postgres', q{
+		SELECT pid FROM microbatch.workers
+		 WHERE kind = 'scheduler' AND database = current_database()});
+	skip 'no /proc/<pid>/status here', 2
+	  unless -r "/proc/$scheduler/status";
+
+	# The idle pipelines would run at their next interval after any commit.
+	$node->safe_psql('postgres', qq{SELECT microbatch.pause_pipeline('p$_')})
+	  for 1 .. $pipelines;
+	$node->safe_psql('postgres', q{
+		CREATE TABLE src_paused (id int);
+		CREATE TABLE dst_paused (id int);
+		SELECT microbatch.create_pipeline('paused', 'src_paused', '0');
+		SELECT microbatch.add_transform('paused', 'copy', 'bronze',
+			'INSERT INTO dst_paused SELECT id FROM microbatch.paused_batch');
+		SELECT microbatch.pause_pipeline('paused');
+	});
+	sleep(1);
+	my $switches = sub {
+		return (slurp_file("/proc/$scheduler/status") =~
+			  /^voluntary_ctxt_switches:\s+(\d+)/m)[0];
+	};
+	my $switches_before = $switches->();
+	$node->safe_psql('postgres', q{
+		DO $$
+		BEGIN
+			FOR i IN 1..300 LOOP
+				INSERT INTO src_paused VALUES (i);
+				COMMIT;
+			END LOOP;
+		END $$;
+	});
+	my $wakeups = $switches->() - $switches_before;
+	note "scheduler wake-ups during 300 commits: $wakeups";
+	cmp_ok($wakeups, '<', 30,
+		'commits into sources with no continuous pipeline waiting do not wake the scheduler');
+
+	$node->safe_psql('postgres', q{SELECT microbatch.resume_pipeline('paused')});
+	ok( $node->poll_query_until('postgres',
+			'SELECT count(*) = 300 FROM dst_paused', 't'),
+		'once resumed, the pipeline processes the rows those commits left');
+}
+
 $node->stop;
 done_testing();
