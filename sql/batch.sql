@@ -176,7 +176,11 @@ SELECT microbatch.add_transform('wide', 'count', 'bronze',
     'SELECT count(*) FROM microbatch.wide_batch');
 INSERT INTO wide SELECT g, repeat('x', 100) FROM generate_series(1, 50000) g;
 ANALYZE wide;
+SELECT pg_stat_force_next_flush();
+BEGIN;
 SELECT microbatch.run_batch('wide') IS NOT NULL AS ran;
+SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'wide';
+COMMIT;
 INSERT INTO wide SELECT g, 'new' FROM generate_series(1, 5) g;
 SELECT pg_stat_force_next_flush();
 BEGIN;

@@ -22,8 +22,8 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "catalog/pg_type.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -119,9 +119,11 @@ mb_source_qualified(const MbPipeline *pipeline)
  * the bitmap scan is the only scan it is offered.
  */
 static bool
-mb_window_query(const MbPipeline *pipeline, MbWindow *window, SPIPlanPtr plan,
-				Datum *args, Datum *result)
+mb_window_query(const MbPipeline *pipeline, MbWindow *window, MbPlanKind kind,
+				const char *sql, int nargs, Oid *argtypes, Datum *args,
+				Datum *result)
 {
+	SPIPlanPtr	plan;
 	Oid			saved_user;
 	int			saved_sec_context;
 	int			nest_level;
@@ -135,6 +137,8 @@ mb_window_query(const MbPipeline *pipeline, MbWindow *window, SPIPlanPtr plan,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_indexonlyscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	plan = mb_batch_plan(mb_batch_plan_slot(kind, pipeline->id), sql, nargs,
+						 argtypes, -1);
 	mb_window_activate(window);
 	PG_TRY();
 	{
@@ -164,14 +168,11 @@ static int64
 mb_window_count(const MbPipeline *pipeline, MbWindow *window)
 {
 	Datum		count;
-	MbBatchPlan *plan = mb_batch_plan_slot(MB_PLAN_WINDOW_COUNT, pipeline->id);
 
-	mb_window_query(pipeline, window,
-					mb_batch_plan(plan,
-								  psprintf("SELECT pg_catalog.count(*) FROM %s",
-										   mb_batch_view_qualified(pipeline)),
-								  0, NULL, -1),
-					NULL, &count);
+	mb_window_query(pipeline, window, MB_PLAN_WINDOW_COUNT,
+					psprintf("SELECT pg_catalog.count(*) FROM %s",
+							 mb_batch_view_qualified(pipeline)),
+					0, NULL, NULL, &count);
 	return DatumGetInt64(count);
 }
 
@@ -185,17 +186,14 @@ mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
 	Datum		xid;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1] = {Int64GetDatum(n)};
-	MbBatchPlan *plan = mb_batch_plan_slot(MB_PLAN_WINDOW_NTH_XID, pipeline->id);
 
-	if (!mb_window_query(pipeline, window,
-						 mb_batch_plan(plan,
-									   psprintf("SELECT s.%s FROM %s AS s WHERE %s "
-												"ORDER BY 1 OFFSET $1 LIMIT 1",
-												MB_TRACKING_COLUMN,
-												mb_source_qualified(pipeline),
-												mb_window_predicate(pipeline->id, "s")),
-									   1, argtypes, -1),
-						 args, &xid))
+	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_NTH_XID,
+						 psprintf("SELECT s.%s FROM %s AS s WHERE %s "
+								  "ORDER BY 1 OFFSET $1 LIMIT 1",
+								  MB_TRACKING_COLUMN,
+								  mb_source_qualified(pipeline),
+								  mb_window_predicate(pipeline->id, "s")),
+						 1, argtypes, args, &xid))
 		return 0;
 	return U64FromFullTransactionId(DatumGetFullTransactionId(xid));
 }
@@ -377,10 +375,14 @@ mb_run_batch(const char *pipeline_name, Oid caller)
 	pipeline = mb_pipeline_lock(pipeline_name, caller);
 	mb_pipeline_check_relations(pipeline);
 
-	/* Rows swept by a batch without transforms would be lost to them */
+	/*
+	 * Rows swept by a batch without transforms would be lost to them.  The
+	 * rows committed so far wait for a transform, not for another run.
+	 */
 	transforms = mb_transform_list(pipeline->id);
 	if (transforms == NIL)
 	{
+		mb_worker_note_snapshot();
 		ereport(NOTICE,
 				(errmsg("pipeline \"%s\" has no transforms, so no batch was run",
 						pipeline->name),

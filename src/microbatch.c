@@ -24,15 +24,21 @@ int			mb_naptime = 5000;
 int			mb_max_retries = 5;
 int			mb_max_retry_delay = 300000;
 int			mb_max_pipelines = 1024;
-int			mb_synchronous_commit = SYNCHRONOUS_COMMIT_OFF;
+static int	mb_synchronous_commit = SYNCHRONOUS_COMMIT_OFF;
 
-/* The values of synchronous_commit, spelt as it spells them */
+/* The values synchronous_commit takes, hidden aliases included */
 static const struct config_enum_entry mb_synchronous_commit_options[] = {
 	{"local", SYNCHRONOUS_COMMIT_LOCAL_FLUSH, false},
 	{"remote_write", SYNCHRONOUS_COMMIT_REMOTE_WRITE, false},
 	{"remote_apply", SYNCHRONOUS_COMMIT_REMOTE_APPLY, false},
 	{"on", SYNCHRONOUS_COMMIT_ON, false},
 	{"off", SYNCHRONOUS_COMMIT_OFF, false},
+	{"true", SYNCHRONOUS_COMMIT_ON, true},
+	{"false", SYNCHRONOUS_COMMIT_OFF, true},
+	{"yes", SYNCHRONOUS_COMMIT_ON, true},
+	{"no", SYNCHRONOUS_COMMIT_OFF, true},
+	{"1", SYNCHRONOUS_COMMIT_ON, true},
+	{"0", SYNCHRONOUS_COMMIT_OFF, true},
 	{NULL, 0, false}
 };
 

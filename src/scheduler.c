@@ -54,7 +54,8 @@ typedef struct MbScheduled
 	bool		enabled;
 	TimestampTz next_run;
 	int			slotno;			/* batch worker running it, or -1 */
-	bool		woken;			/* a source commit came since its last batch */
+	bool		woken;			/* a source commit came that its last batch's
+								 * snapshot may have missed */
 	bool		last_empty;		/* its last batch found nothing */
 	bool		backing_off;	/* its last batch failed: wait for next_run */
 	TimestampTz last_dispatch;
@@ -107,6 +108,7 @@ mb_scheduler_attach(Oid dboid)
 		free_slot->latch = MyLatch;
 		free_slot->since = GetCurrentTimestamp();
 		pg_atomic_write_u32(&free_slot->reload_requested, 0);
+		pg_atomic_write_u32(&free_slot->wants_source_commits, 0);
 	}
 	LWLockRelease(mb_shared->lock);
 	if (free_slot == NULL)
@@ -210,16 +212,16 @@ mb_scheduler_reload(void)
 			p->last_dispatch = known->last_dispatch;
 			p->next_run = known->next_run;
 			/*
-			 * A resumed pipeline runs now; a new interval applies from now,
-			 * also to a continuous pipeline that was waiting a naptime for
-			 * its next commit.
+			 * A resumed pipeline runs now; a new interval applies from now
+			 * (also to a continuous pipeline that was waiting a naptime for
+			 * its next commit), except to a retry's backoff.
 			 */
 			if (p->enabled && !known->enabled)
 			{
 				p->next_run = now;
 				p->backing_off = false;
 			}
-			else if (p->interval_ms != known->interval_ms)
+			else if (p->interval_ms != known->interval_ms && !p->backing_off)
 				p->next_run = Min(p->next_run,
 								  TimestampTzPlusMilliseconds(now, p->interval_ms));
 		}

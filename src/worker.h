@@ -92,7 +92,6 @@ extern int	mb_naptime;
 extern int	mb_max_retries;
 extern int	mb_max_retry_delay;
 extern int	mb_max_pipelines;
-extern int	mb_synchronous_commit;
 
 /* shmem.c */
 extern MbShared *mb_shared;

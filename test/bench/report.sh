@@ -372,7 +372,10 @@ of the batches equal \`pgbench_history\`'s
 | pipeline, batch_interval 0 | ${TPCB_RUNS[0]} | ${TPCB_TPS[0]} | **$tpcb0** ($tpcb0_range) | $(tpcb_ledger 0) |
 
 The last three columns come from the ledger (\`microbatch.batches\`) over each
-run, averaged over the rounds.
+run, averaged over the rounds.  At batch_interval 0 a batch starts as soon as
+the previous one ends while commits keep coming: hundreds of batches of a few
+rows a second, each a transaction of its own, on the two cores the clients
+use.  An interval of 100 ms gathers them into ten a second.
 EOF
     else
         echo "Not run."
@@ -447,9 +450,11 @@ loaded into the pipeline's table is counted as waiting for it: **$INGEST_WAITING
 During the INSERT runs, the database's microbatch scheduler was woken
 ${INGEST_WAKES[plain]} times a second (${INGEST_SCHED_CPU[plain]}% of a core) while the
 table without a pipeline was loaded, and ${INGEST_WAKES[piped]} times a second
-(${INGEST_SCHED_CPU[piped]}% of a core) while the table with the paused pipeline was:
-its statement trigger wakes the scheduler at every inserting commit
-(voluntary context switches and utime + stime of the scheduler, from /proc).
+(${INGEST_SCHED_CPU[piped]}% of a core) while the table with the paused pipeline was
+(voluntary context switches and utime + stime of the scheduler, from /proc): its
+statement trigger counts every inserting commit, but the commit sets the
+scheduler's latch only while a continuous pipeline of the database waits for
+rows.
 EOF
     else
         echo "Not run."

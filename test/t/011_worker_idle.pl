@@ -106,5 +106,28 @@ SKIP:
 		'once resumed, the pipeline processes the rows those commits left');
 }
 
+# A continuous pipeline without transforms runs no batch: its rows wait for
+# a transform, not for the next commit or a naptime.
+$node->safe_psql('postgres', q{
+	CREATE TABLE src_bare (id int);
+	CREATE TABLE dst_bare (id int);
+	SELECT microbatch.create_pipeline('bare', 'src_bare', '0');
+	INSERT INTO src_bare VALUES (1);
+});
+sleep(1);
+$before = commits();
+sleep(2);
+$after = commits();
+cmp_ok($after - $before, '<', 30,
+	'a continuous pipeline without transforms does not run batch after batch');
+$node->safe_psql('postgres', q{
+	SELECT microbatch.add_transform('bare', 'copy', 'bronze',
+		'INSERT INTO dst_bare SELECT id FROM microbatch.bare_batch');
+	INSERT INTO src_bare VALUES (2);
+});
+ok( $node->poll_query_until('postgres',
+		'SELECT count(*) = 2 FROM dst_bare', 't'),
+	'once it has a transform, it processes the rows that waited');
+
 $node->stop;
 done_testing();
