@@ -44,9 +44,9 @@ if [ -z "$QUICK" ]; then
     TP_SPECS="1000:60 10000:20 100000:4"   # batch rows:batches; ~1 s of work at least each
     LAT_SECONDS=12                         # per latency run: ~1,200 loader transactions
     LAT_MAX_RATES="20000 30000"            # rows/s tried beyond the two targets
-    INGEST_COPY_ROWS=500000 INGEST_COPY_ROUNDS=5   # rows per COPY; COPYs per table
+    INGEST_COPY_ROWS=500000 INGEST_COPY_ROUNDS=9   # rows per COPY; COPYs per table
     INGEST_SECONDS=8 INGEST_INSERT_ROUNDS=3        # per INSERT run; runs per table
-    TPCB_SCALE=10 TPCB_CLIENTS=4 TPCB_SECONDS=12 TPCB_ROUNDS=4
+    TPCB_SCALE=10 TPCB_CLIENTS=4 TPCB_SECONDS=12 TPCB_ROUNDS=6
     CRON_MIN_SECONDS=30                    # load spans at least one pg_cron run
     IDLE_SECONDS=60 IDLE0_SECONDS=30
     SWEEP_ROWS=10000000 SWEEP_LOAD_BUDGET=110 SWEEP_BATCHES=4
