@@ -63,17 +63,20 @@ write_report() {
     commit=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
     # The summary's figures; empty when a section did not run.
-    local tp10k="" lat99="" sweep_ratio="" tpcb1="" tpcb100="" tpcb0="" copy_ratio="" insert_ratio="" mb_lost="" wm_line=""
+    local tp10k="" lat99="" sweep_ratio="" copy_ratio="" insert_ratio="" mb_lost="" wm_line=""
     [ -n "${TP_ROWS+x}" ] && tp10k=$(tp_ratio_at 10000)
     [ -n "${LAT_ROWS+x}" ] && lat99=$(lat_field 0 10000 10)
     [ -n "${SWEEP_FULL_MS:-}" ] && sweep_ratio=$(calc %.2f "$SWEEP_FULL_MS / $SWEEP_EMPTY_MS")
     # Ratios: the median of the ratios of runs made side by side (see
     # paired_ratio), with their range.
-    local tpcb1_range="" tpcb100_range="" tpcb0_range="" copy_range="" insert_range="" lo hi
+    local copy_range="" insert_range="" lo hi variant
+    local tpcb_variants=('1 s' '100 ms' '0')
+    declare -A TPCB_RATIO=() TPCB_RANGE=()
     if declare -p TPCB_TPS >/dev/null 2>&1; then
-        read -r tpcb1 lo hi < <(paired_ratio "${TPCB_RUNS[1 s]}" "${TPCB_RUNS[plain]}"); tpcb1_range="$lo-$hi"
-        read -r tpcb100 lo hi < <(paired_ratio "${TPCB_RUNS[100 ms]}" "${TPCB_RUNS[plain]}"); tpcb100_range="$lo-$hi"
-        read -r tpcb0 lo hi < <(paired_ratio "${TPCB_RUNS[0]}" "${TPCB_RUNS[plain]}"); tpcb0_range="$lo-$hi"
+        for variant in "${tpcb_variants[@]}"; do
+            read -r "TPCB_RATIO[$variant]" lo hi < <(paired_ratio "${TPCB_RUNS[$variant]}" "${TPCB_RUNS[plain]}")
+            TPCB_RANGE[$variant]="$lo-$hi"
+        done
     fi
     if [ -n "${INGEST_COPY_PLAIN:-}" ]; then
         read -r copy_ratio lo hi < <(paired_ratio "${COPY_RUNS[piped]}" "${COPY_RUNS[plain]}"); copy_range="$lo-$hi"
@@ -119,14 +122,18 @@ EOF
     else
         echo "| [3](#3-sweep-scaling) sweep scaling | ≤ 1.20× | not run | |"
     fi
-    if [ -n "$tpcb1" ]; then
-        echo "| [4](#4-ingest-overhead-pgbench-tpc-b) pgbench TPC-B tps with a pipeline on pgbench_history (batch_interval 1 s) | ≥ 0.90× | ${tpcb1}× (rounds ${tpcb1_range}) | $(verdict "$(cmp "$tpcb1" '>=' 0.9)") |"
-        echo "| [4](#4-ingest-overhead-pgbench-tpc-b) the same, batch_interval 100 ms | ≥ 0.90× | ${tpcb100}× (rounds ${tpcb100_range}) | $(verdict "$(cmp "$tpcb100" '>=' 0.9)") |"
-        echo "| [4](#4-ingest-overhead-pgbench-tpc-b) the same, batch_interval 0 | ≥ 0.90× | ${tpcb0}× (rounds ${tpcb0_range}) | $(verdict "$(cmp "$tpcb0" '>=' 0.9)") |"
+    if [ ${#TPCB_RATIO[@]} -gt 0 ]; then
+        local what
+        for variant in "${tpcb_variants[@]}"; do
+            what="the same, batch_interval $variant"
+            [ "$variant" = "${tpcb_variants[0]}" ] &&
+                what="pgbench TPC-B tps with a pipeline on pgbench_history (batch_interval $variant)"
+            echo "| [4](#4-ingest-overhead-pgbench-tpc-b) $what | ≥ 0.90× | ${TPCB_RATIO[$variant]}× (rounds ${TPCB_RANGE[$variant]}) | $(verdict "$(cmp "${TPCB_RATIO[$variant]}" '>=' 0.9)") |"
+        done
     else
         echo "| [4](#4-ingest-overhead-pgbench-tpc-b) pgbench TPC-B | ≥ 0.90× | not run | |"
     fi
-    if [ -n "${IDLE[interval1s.wal]:-}" ]; then
+    if declare -p IDLE >/dev/null 2>&1; then
         echo "| [5](#5-idle-cost) WAL of 100 idle pipelines (batch_interval 1 s; 0) | 0 bytes | ${IDLE[interval1s.wal]}; ${IDLE[interval0.wal]} bytes/min | $(verdict "$(cmp "${IDLE[interval1s.wal]} + ${IDLE[interval0.wal]}" == 0)") |"
     else
         echo "| [5](#5-idle-cost) idle WAL | 0 bytes | not run | |"
@@ -343,7 +350,7 @@ EOF
     echo
     echo "## 4. Ingest overhead: pgbench TPC-B"
     echo
-    if [ -n "$tpcb1" ]; then
+    if [ ${#TPCB_RATIO[@]} -gt 0 ]; then
         cat <<EOF
 **Method.** Two databases initialised alike (\`pgbench -i -s $TPCB_SCALE\`);
 one has a pipeline on \`pgbench_history\` ([history.sql](../test/bench/history.sql):
@@ -367,9 +374,9 @@ of the batches equal \`pgbench_history\`'s
 | variant | tps, each round | tps, median | ratio: median of the rounds' (range) | batches/s | rows per batch | share of the run a batch was running |
 |---|---|---|---|---|---|---|
 | no pipeline | ${TPCB_RUNS[plain]} | ${TPCB_TPS[plain]} | 1 | | | |
-| pipeline, batch_interval 1 s | ${TPCB_RUNS[1 s]} | ${TPCB_TPS[1 s]} | **$tpcb1** ($tpcb1_range) | $(tpcb_ledger '1 s') |
-| pipeline, batch_interval 100 ms | ${TPCB_RUNS[100 ms]} | ${TPCB_TPS[100 ms]} | **$tpcb100** ($tpcb100_range) | $(tpcb_ledger '100 ms') |
-| pipeline, batch_interval 0 | ${TPCB_RUNS[0]} | ${TPCB_TPS[0]} | **$tpcb0** ($tpcb0_range) | $(tpcb_ledger 0) |
+$(for variant in "${tpcb_variants[@]}"; do
+    echo "| pipeline, batch_interval $variant | ${TPCB_RUNS[$variant]} | ${TPCB_TPS[$variant]} | **${TPCB_RATIO[$variant]}** (${TPCB_RANGE[$variant]}) | $(tpcb_ledger "$variant") |"
+done)
 
 The last three columns come from the ledger (\`microbatch.batches\`) over each
 run, averaged over the rounds.  At batch_interval 0 a batch starts as soon as
@@ -385,7 +392,7 @@ EOF
     echo
     echo "## 5. Idle cost"
     echo
-    if [ -n "${IDLE[interval1s.wal]:-}" ]; then
+    if declare -p IDLE >/dev/null 2>&1; then
         cat <<EOF
 **Method.** Database \`idle\` with 100 pipelines ([idle.sql](../test/bench/idle.sql)),
 each with one transform; each processed one row ($IDLE_BATCHES batches), then
