@@ -5,12 +5,16 @@ OBJS = \
 	src/api.o \
 	src/batch.o \
 	src/catalog.o \
+	src/ddl.o \
 	src/launcher.o \
 	src/microbatch.o \
 	src/scheduler.o \
 	src/shmem.o \
 	src/source.o \
+	src/status.o \
 	src/transform.o \
+	src/usercode.o \
+	src/wakeup.o \
 	src/window.o \
 	src/worker.o
 EXTENSION = microbatch
@@ -19,7 +23,7 @@ PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
 
 # Every suite starts its own throwaway cluster with the library preloaded.
 MB_TEMP_CONFIG = $(srcdir)/test/microbatch.conf
-REGRESS = setup pipeline transform batch window security replay failure
+REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(MB_TEMP_CONFIG)
 ISOLATION = concurrent_batches
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \

@@ -10,6 +10,9 @@ COMMENT ON SCHEMA microbatch IS 'micro-batch pipelines: catalog, ledger and API'
  * as the extension's owner, after checking the caller's rights, under the
  * pipeline's lock.  There are no foreign keys between them: pg_restore -j
  * loads extension configuration tables in parallel, in any order.
+ *
+ * The views below are parsed here, with search_path set to pg_catalog by
+ * CREATE EXTENSION, so their operators are bound to pg_catalog's for good.
  */
 CREATE TABLE microbatch.pipeline (
     pipeline_id     serial PRIMARY KEY,
@@ -19,10 +22,16 @@ CREATE TABLE microbatch.pipeline (
     owner_role      regrole NOT NULL,
     batch_interval  interval NOT NULL CHECK (batch_interval >= interval '0'),
     max_batch_rows  bigint CHECK (max_batch_rows > 0),
+    batch_timeout   interval CHECK (batch_timeout > interval '0'),
     state           text NOT NULL DEFAULT 'enabled'
                     CHECK (state IN ('enabled', 'paused', 'failed')),
     consecutive_failures integer NOT NULL DEFAULT 0,
     failure_alerted boolean NOT NULL DEFAULT false,
+    -- the cluster whose transaction ids the ledger's snapshots refer to
+    system_identifier bigint NOT NULL,
+    -- the skipped batch of the last rebind_pipeline(): the batches before
+    -- it were recorded in another cluster and cannot be replayed
+    rebind_batch_id bigint,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
@@ -41,18 +50,26 @@ CREATE TABLE microbatch.transform (
  * The ledger: one row per batch attempt.  A committed row is written in the
  * same transaction as the batch's transforms, so it exists exactly when the
  * batch's effects do.  The window of source rows a batch covers is the pair
- * of snapshots plus, when max_batch_rows split a window, an xid range.
+ * of snapshots plus, when max_batch_rows split a window, an xid range;
+ * rows_digest fingerprints the content of those rows, for replays.
+ *
+ * A skipped row marks a window deliberately left unprocessed: the rows
+ * already in the source when a pipeline was created with start_from 'now',
+ * or the history left behind by rebind_pipeline().  A failed row without
+ * snapshots is a failure before the batch's window was known.
  */
 CREATE TABLE microbatch.batch (
     pipeline_id      integer NOT NULL,
     batch_id         bigint NOT NULL CHECK (batch_id > 0),
     attempt          integer NOT NULL CHECK (attempt > 0),
-    status           text NOT NULL CHECK (status IN ('committed', 'failed')),
-    lower_snapshot   pg_snapshot NOT NULL,
-    upper_snapshot   pg_snapshot NOT NULL,
+    status           text NOT NULL
+                     CHECK (status IN ('committed', 'failed', 'skipped')),
+    lower_snapshot   pg_snapshot,
+    upper_snapshot   pg_snapshot,
     xid_from         xid8,
     xid_to           xid8,
-    rows_in          bigint NOT NULL,
+    rows_in          bigint,
+    rows_digest      bigint,
     started_at       timestamptz NOT NULL,
     finished_at      timestamptz NOT NULL,
     replays          integer NOT NULL DEFAULT 0,
@@ -60,13 +77,17 @@ CREATE TABLE microbatch.batch (
     sqlstate         text,
     error            text,
     error_context    text,
-    PRIMARY KEY (pipeline_id, batch_id, attempt)
+    note             text,
+    PRIMARY KEY (pipeline_id, batch_id, attempt),
+    CHECK (status = 'failed' OR
+           (lower_snapshot IS NOT NULL AND upper_snapshot IS NOT NULL)),
+    CHECK (status <> 'committed' OR rows_in IS NOT NULL)
 );
 
--- At most one committed attempt per batch id: the last line of defence
--- against two sessions committing the same batch.
-CREATE UNIQUE INDEX batch_committed_key
-    ON microbatch.batch (pipeline_id, batch_id) WHERE status = 'committed';
+-- At most one committed or skipped attempt per batch id: the last line of
+-- defence against two sessions committing the same batch.
+CREATE UNIQUE INDEX batch_position_key
+    ON microbatch.batch (pipeline_id, batch_id) WHERE status <> 'failed';
 
 SELECT pg_catalog.pg_extension_config_dump('microbatch.pipeline', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.pipeline_pipeline_id_seq', '');
@@ -84,12 +105,14 @@ GRANT USAGE ON SCHEMA microbatch TO PUBLIC;
 CREATE FUNCTION microbatch.create_pipeline(pipeline name,
                                            source regclass,
                                            batch_interval interval DEFAULT '1 second',
-                                           max_batch_rows bigint DEFAULT NULL)
+                                           max_batch_rows bigint DEFAULT NULL,
+                                           start_from text DEFAULT 'beginning',
+                                           batch_timeout interval DEFAULT NULL)
 RETURNS void
 LANGUAGE C CALLED ON NULL INPUT VOLATILE
 AS 'MODULE_PATHNAME', 'microbatch_create_pipeline';
 
-COMMENT ON FUNCTION microbatch.create_pipeline(name, regclass, interval, bigint)
+COMMENT ON FUNCTION microbatch.create_pipeline(name, regclass, interval, bigint, text, interval)
     IS 'register a pipeline that processes the rows committed to a staging table in micro-batches';
 
 CREATE FUNCTION microbatch.drop_pipeline(pipeline name)
@@ -106,17 +129,26 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE
 AS 'MODULE_PATHNAME', 'microbatch_refresh_pipeline';
 
 COMMENT ON FUNCTION microbatch.refresh_pipeline(name)
-    IS 'rebuild the batch view of a pipeline after columns of its source changed';
+    IS 'rebuild the batch view of a pipeline after columns of its source changed, and guard new partitions';
 
 CREATE FUNCTION microbatch.alter_pipeline(pipeline name,
                                           batch_interval interval DEFAULT NULL,
-                                          max_batch_rows bigint DEFAULT NULL)
+                                          max_batch_rows bigint DEFAULT NULL,
+                                          batch_timeout interval DEFAULT NULL)
 RETURNS void
 LANGUAGE C CALLED ON NULL INPUT VOLATILE
 AS 'MODULE_PATHNAME', 'microbatch_alter_pipeline';
 
-COMMENT ON FUNCTION microbatch.alter_pipeline(name, interval, bigint)
-    IS 'change the batch interval or the row cap of a pipeline; NULL keeps a setting, max_batch_rows 0 removes the cap';
+COMMENT ON FUNCTION microbatch.alter_pipeline(name, interval, bigint, interval)
+    IS 'change the batch interval, the row cap or the batch timeout of a pipeline; NULL keeps a setting, 0 returns the cap or the timeout to its default';
+
+CREATE FUNCTION microbatch.alter_pipeline_owner(pipeline name, new_owner regrole)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_alter_pipeline_owner';
+
+COMMENT ON FUNCTION microbatch.alter_pipeline_owner(name, regrole)
+    IS 'give a pipeline, its batch view and its transforms to another role';
 
 CREATE FUNCTION microbatch.pause_pipeline(pipeline name)
 RETURNS void
@@ -133,6 +165,14 @@ AS 'MODULE_PATHNAME', 'microbatch_resume_pipeline';
 
 COMMENT ON FUNCTION microbatch.resume_pipeline(name)
     IS 'schedule batches for a paused or failed pipeline again';
+
+CREATE FUNCTION microbatch.rebind_pipeline(pipeline name)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_rebind_pipeline';
+
+COMMENT ON FUNCTION microbatch.rebind_pipeline(name)
+    IS 'after a restore into another cluster, start the pipelines of a source again from the rows they had not processed';
 
 CREATE FUNCTION microbatch.add_transform(pipeline name,
                                          transform name,
@@ -214,8 +254,34 @@ LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
 AS 'MODULE_PATHNAME', 'microbatch_batch_contains';
 
 /*
- * Background workers.
+ * Fingerprint of a set of rows, whatever their order: the ledger keeps one
+ * per batch, and a replay refuses to run over rows that changed since.
  */
+CREATE FUNCTION microbatch.rows_digest_accum(state bigint, row_value record)
+RETURNS bigint
+LANGUAGE C STRICT STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'microbatch_rows_digest_accum';
+
+CREATE AGGREGATE microbatch.rows_digest(record) (
+    SFUNC = microbatch.rows_digest_accum,
+    STYPE = bigint,
+    INITCOND = '0'
+);
+
+/*
+ * Sources.  Every row a source holds must carry the id of the transaction
+ * that inserted it; a constraint on the tables that hold the rows calls this
+ * function, which also knows the cluster those ids belong to.
+ */
+CREATE FUNCTION microbatch.tracking_xid_ok(xid xid8, source regclass,
+                                           system_identifier bigint)
+RETURNS boolean
+LANGUAGE C CALLED ON NULL INPUT STABLE
+AS 'MODULE_PATHNAME', 'microbatch_tracking_xid_ok';
+
+COMMENT ON FUNCTION microbatch.tracking_xid_ok(xid8, regclass, bigint)
+    IS 'check constraint of sources: the row carries the id of the transaction writing it';
+
 CREATE FUNCTION microbatch.source_changed()
 RETURNS trigger
 LANGUAGE C
@@ -224,6 +290,47 @@ AS 'MODULE_PATHNAME', 'microbatch_source_changed';
 COMMENT ON FUNCTION microbatch.source_changed()
     IS 'statement trigger on sources: wakes the scheduler when the inserting transaction commits';
 
+CREATE FUNCTION microbatch.source_truncated()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'microbatch_source_truncated';
+
+COMMENT ON FUNCTION microbatch.source_truncated()
+    IS 'statement trigger on sources: refuses a TRUNCATE of rows that a pipeline has not processed';
+
+CREATE FUNCTION microbatch.source_replicated()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'microbatch_source_replicated';
+
+COMMENT ON FUNCTION microbatch.source_replicated()
+    IS 'row trigger on sources, fired in replica mode only: gives replicated rows the id of the applying transaction';
+
+/*
+ * DDL on sources and batch views: see src/ddl.c.  ENABLE ALWAYS, so that
+ * session_replication_role does not turn them off.
+ */
+CREATE FUNCTION microbatch.ddl_guard()
+RETURNS event_trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'microbatch_ddl_guard';
+
+CREATE EVENT TRIGGER microbatch_ddl_start ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'DROP TABLE')
+    EXECUTE FUNCTION microbatch.ddl_guard();
+CREATE EVENT TRIGGER microbatch_ddl_end ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'CREATE TABLE')
+    EXECUTE FUNCTION microbatch.ddl_guard();
+CREATE EVENT TRIGGER microbatch_sql_drop ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP VIEW', 'DROP OWNED', 'DROP SCHEMA')
+    EXECUTE FUNCTION microbatch.ddl_guard();
+ALTER EVENT TRIGGER microbatch_ddl_start ENABLE ALWAYS;
+ALTER EVENT TRIGGER microbatch_ddl_end ENABLE ALWAYS;
+ALTER EVENT TRIGGER microbatch_sql_drop ENABLE ALWAYS;
+
+/*
+ * Background workers.
+ */
 CREATE FUNCTION microbatch.next_run_at(pipeline_id integer)
 RETURNS timestamptz
 LANGUAGE C STRICT VOLATILE
@@ -244,14 +351,18 @@ SELECT w.pid, d.datname AS database, w.kind, w.state, w.pipeline, w.batch_id, w.
 
 /*
  * Monitoring views.  Each role sees the pipelines whose owner's privileges
- * it has, as with the rows and statements they show.
+ * it has, as with the rows and statements they show.  They are security
+ * barriers: a function in a caller's WHERE clause never sees rows the filter
+ * hides.
  */
-CREATE VIEW microbatch.pipelines AS
+CREATE VIEW microbatch.pipelines WITH (security_barrier) AS
 SELECT p.pipeline_name AS pipeline,
+       p.pipeline_id,
        p.source_table AS source,
        p.owner_role AS owner,
        p.batch_interval,
        p.max_batch_rows,
+       p.batch_timeout,
        p.state,
        last.batch_id AS last_batch_id,
        last.finished_at AS last_batch_at,
@@ -275,7 +386,7 @@ SELECT p.pipeline_name AS pipeline,
          LIMIT 1) failure ON true
  WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
 
-CREATE VIEW microbatch.transforms AS
+CREATE VIEW microbatch.transforms WITH (security_barrier) AS
 SELECT p.pipeline_name AS pipeline,
        t.transform_name AS transform,
        t.layer,
@@ -291,7 +402,7 @@ SELECT p.pipeline_name AS pipeline,
   JOIN microbatch.pipeline p USING (pipeline_id)
  WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
 
-CREATE VIEW microbatch.batches AS
+CREATE VIEW microbatch.batches WITH (security_barrier) AS
 SELECT p.pipeline_name AS pipeline,
        b.batch_id,
        b.attempt,
@@ -304,7 +415,8 @@ SELECT p.pipeline_name AS pipeline,
        b.last_replayed_at,
        b.sqlstate,
        b.error,
-       b.error_context
+       b.error_context,
+       b.note
   FROM microbatch.batch b
   JOIN microbatch.pipeline p USING (pipeline_id)
  WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
@@ -312,9 +424,14 @@ SELECT p.pipeline_name AS pipeline,
 GRANT SELECT ON microbatch.pipelines, microbatch.transforms, microbatch.batches,
     microbatch.workers TO PUBLIC;
 
-/* Start this database's scheduler once the extension is committed */
+/*
+ * Start this database's scheduler once the extension is committed.  Only
+ * this script may call it: each call makes the launcher look at every
+ * database.
+ */
 CREATE FUNCTION microbatch.extension_created()
 RETURNS void
 LANGUAGE C
 AS 'MODULE_PATHNAME', 'microbatch_extension_created';
+REVOKE ALL ON FUNCTION microbatch.extension_created() FROM PUBLIC;
 SELECT microbatch.extension_created();

@@ -9,8 +9,21 @@ CREATE TABLE clicks_seen (batch_id bigint, id bigint);
 SELECT microbatch.add_transform('clicks', 'seen', 'bronze',
     $$INSERT INTO clicks_seen SELECT microbatch.current_batch_id(), id FROM microbatch.clicks_batch$$);
 
--- The tracking column and its index
-\d clicks
+-- The tracking column, its index, the constraint that keeps other values
+-- out, and the triggers (the system identifier varies from cluster to
+-- cluster, so it is masked)
+SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull,
+       pg_get_expr(d.adbin, d.adrelid) AS default
+  FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = 'clicks'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum;
+SELECT indexrelid::regclass AS index, pg_get_indexdef(indexrelid) AS definition
+  FROM pg_index WHERE indrelid = 'clicks'::regclass ORDER BY 1;
+SELECT conname, convalidated, connoinherit,
+       regexp_replace(pg_get_constraintdef(oid), '''-?[0-9]+''::bigint', '''<system identifier>''::bigint') AS definition
+  FROM pg_constraint WHERE conrelid = 'clicks'::regclass AND contype = 'c';
+SELECT tgname, tgenabled FROM pg_trigger
+ WHERE tgrelid = 'clicks'::regclass AND NOT tgisinternal ORDER BY 1;
 -- The batch view has the source's columns, without the tracking column
 \d microbatch.clicks_batch
 -- Outside a batch it is empty
@@ -125,11 +138,10 @@ SELECT viewname FROM pg_views WHERE schemaname = 'microbatch' ORDER BY 1;
 SELECT attname FROM pg_attribute
  WHERE attrelid = 'clicks'::regclass AND attname = 'microbatch_xid';
 
--- With CASCADE the source goes, and the pipeline says so
+-- With CASCADE the source goes, and its pipelines with it
 DROP TABLE clicks CASCADE;
 SELECT microbatch.run_batch('clicks');
 \echo :SQLSTATE
-SELECT pipeline, rows_waiting FROM microbatch.pipelines;
-SELECT microbatch.drop_pipeline('clicks');
 SELECT count(*) FROM microbatch.pipelines;
+SELECT count(*) FROM microbatch.batches;
 DROP TABLE squatter, "Odd ""Table""", clicks_seen;

@@ -18,13 +18,16 @@ SELECT microbatch.create_pipeline('bob_payments', 'alice_app.payments');
 \echo :SQLSTATE
 RESET ROLE;
 
--- carol may read it, but the first pipeline changes the table: owner only
+-- carol may read it, but a pipeline changes the table: owner only, as
+-- CREATE PUBLICATION
 GRANT USAGE ON SCHEMA alice_app TO mb_carol;
 GRANT SELECT ON alice_app.payments TO mb_carol;
 SET ROLE mb_carol;
 SELECT microbatch.create_pipeline('carol_payments', 'alice_app.payments');
 \echo :SQLSTATE
 RESET ROLE;
+SELECT count(*) AS tracking_columns FROM pg_attribute
+ WHERE attrelid = 'alice_app.payments'::regclass AND attname = 'microbatch_xid';
 
 -- alice creates it, under her own search_path
 SET ROLE mb_alice;
@@ -37,10 +40,13 @@ RESET ROLE;
 SELECT pipeline, owner FROM microbatch.pipelines;
 SELECT viewowner FROM pg_views WHERE viewname = 'payments_batch';
 
--- then carol can add one of her own: the column and index exist
-SET ROLE mb_carol;
+-- alice can make one and give it to carol, who may read the table
+SET ROLE mb_alice;
 SELECT microbatch.create_pipeline('carol_payments', 'alice_app.payments');
 RESET ROLE;
+SELECT microbatch.alter_pipeline_owner('carol_payments', 'mb_carol');
+SELECT pipeline, owner FROM microbatch.pipelines ORDER BY 1;
+SELECT viewowner FROM pg_views WHERE viewname = 'carol_payments_batch';
 
 -- bob can neither run, change nor drop alice's pipeline
 SET ROLE mb_bob;
@@ -122,6 +128,8 @@ SELECT batch_id, attempt, status, sqlstate, error FROM microbatch.batches
 SET ROLE mb_alice;
 SELECT microbatch.drop_pipeline('payments');
 RESET ROLE;
+-- carol does not own the table: her drop of its last pipeline leaves the
+-- guards, and says so
 SET ROLE mb_carol;
 SELECT microbatch.drop_pipeline('carol_payments');
 RESET ROLE;

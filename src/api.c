@@ -12,8 +12,14 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "microbatch.h"
@@ -22,8 +28,10 @@ PG_FUNCTION_INFO_V1(microbatch_create_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_drop_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_refresh_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_alter_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_alter_pipeline_owner);
 PG_FUNCTION_INFO_V1(microbatch_pause_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_resume_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_rebind_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_add_transform);
 PG_FUNCTION_INFO_V1(microbatch_remove_transform);
 PG_FUNCTION_INFO_V1(microbatch_run_batch);
@@ -31,6 +39,10 @@ PG_FUNCTION_INFO_V1(microbatch_replay_batch);
 PG_FUNCTION_INFO_V1(microbatch_rows_waiting);
 
 static const char *const layers[] = {"bronze", "silver", "gold"};
+
+/* Longest batch interval: batches less often than yearly need no stream */
+#define MB_MAX_INTERVAL_USECS (INT64CONST(366) * USECS_PER_DAY)
+#define MB_USECS_PER_MSEC INT64CONST(1000)
 
 static void
 mb_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
@@ -41,14 +53,20 @@ mb_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 				 errmsg("%s must not be null", argname)));
 }
 
-/* A transform must not change the pipeline whose batch it is part of */
+/*
+ * Functions that change pipelines: not inside a transform (which must not
+ * change the pipeline whose batch it is part of), not in a read-only
+ * transaction, not during recovery.
+ */
 static void
-mb_check_not_in_batch(void)
+mb_check_may_change(const char *function)
 {
 	if (mb_window_is_active())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot change pipelines inside a transform")));
+	PreventCommandIfReadOnly(function);
+	PreventCommandDuringRecovery(function);
 }
 
 static char *
@@ -65,17 +83,97 @@ mb_name_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 	return name;
 }
 
-static void
-mb_check_interval(Interval *batch_interval)
+/*
+ * An interval as microseconds, months counted as 30 days and days as 24
+ * hours, as interval comparison does.  Intervals that mix signs ('1 mon
+ * -30 days' is zero) say something other than their length, and are
+ * refused.
+ */
+static int64
+mb_interval_usecs(Interval *value, const char *argname)
 {
-	Interval   *zero = palloc0(sizeof(Interval));
+	int64		usecs;
 
-	if (DatumGetBool(DirectFunctionCall2(interval_lt,
-										 IntervalPGetDatum(batch_interval),
-										 IntervalPGetDatum(zero))))
+	if ((value->month < 0 || value->day < 0 || value->time < 0) &&
+		(value->month > 0 || value->day > 0 || value->time > 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("batch_interval must not be negative")));
+				 errmsg("%s must not mix positive and negative parts", argname)));
+	if (value->month < 0 || value->day < 0 || value->time < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", argname)));
+	if (value->month > MB_MAX_INTERVAL_USECS / (DAYS_PER_MONTH * USECS_PER_DAY) ||
+		value->day > MB_MAX_INTERVAL_USECS / USECS_PER_DAY ||
+		value->time > MB_MAX_INTERVAL_USECS)
+		return MB_MAX_INTERVAL_USECS + 1;
+	usecs = ((int64) value->month * DAYS_PER_MONTH + value->day) * USECS_PER_DAY +
+		value->time;
+	return usecs;
+}
+
+/* 0 (continuous), or between a millisecond and a year */
+static void
+mb_check_batch_interval(Interval *value)
+{
+	int64		usecs = mb_interval_usecs(value, "batch_interval");
+
+	if (usecs > MB_MAX_INTERVAL_USECS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_interval must be at most 366 days")));
+	if (usecs > 0 && usecs < MB_USECS_PER_MSEC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_interval must be 0 or at least 1 millisecond"),
+				 errhint("Batch interval 0 runs a batch as soon as rows commit.")));
+}
+
+/*
+ * A batch timeout of a millisecond up to the longest timeout PostgreSQL's
+ * settings take (INT_MAX ms).  Background workers end a batch that runs
+ * longer as a failure; a pipeline's own timeout may exceed the server's
+ * microbatch.batch_timeout only when a superuser sets it.  Returns it in
+ * milliseconds; 0 means "back to the default".
+ */
+static int64
+mb_check_batch_timeout(Interval *value, bool zero_ok)
+{
+	int64		usecs = mb_interval_usecs(value, "batch_timeout");
+	int64		msecs = usecs / MB_USECS_PER_MSEC;
+
+	if (usecs == 0 && zero_ok)
+		return 0;
+	if (msecs < 1 || msecs > INT_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_timeout must be between 1 millisecond and %d milliseconds",
+						INT_MAX),
+				 zero_ok ? errhint("Pass 0 to return the pipeline to microbatch.batch_timeout.") : 0));
+	if (mb_batch_timeout > 0 && msecs > mb_batch_timeout && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser can give a pipeline a batch_timeout above microbatch.batch_timeout (%d ms)",
+						mb_batch_timeout)));
+	return msecs;
+}
+
+static int64
+mb_max_batch_rows_arg(FunctionCallInfo fcinfo, int argno, bool zero_ok)
+{
+	int64		value = PG_GETARG_INT64(argno);
+
+	if (value < 0 && zero_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_batch_rows must not be negative"),
+				 errhint("Pass 0 to remove the cap.")));
+	if (value <= 0 && !zero_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_batch_rows must be positive"),
+				 errhint("Pass NULL for batches of any size.")));
+	return value;
 }
 
 Datum
@@ -84,7 +182,7 @@ microbatch_create_pipeline(PG_FUNCTION_ARGS)
 	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
 	Oid			source;
 	Interval   *batch_interval;
-	int64		max_batch_rows = 0;
+	char	   *start_from = "beginning";
 	MbPipeline	pipeline;
 	MbPipeline	existing;
 	MbCall		call;
@@ -94,6 +192,7 @@ microbatch_create_pipeline(PG_FUNCTION_ARGS)
 	source = PG_GETARG_OID(1);
 	batch_interval = PG_GETARG_INTERVAL_P(2);
 
+	memset(&pipeline, 0, sizeof(pipeline));
 	if (strlen(name) + strlen(MB_BATCH_VIEW_SUFFIX) >= NAMEDATALEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
@@ -101,35 +200,40 @@ microbatch_create_pipeline(PG_FUNCTION_ARGS)
 				 errdetail("Pipeline names have at most %d bytes, so that the name of the batch view, %s.<pipeline>%s, fits.",
 						   (int) (NAMEDATALEN - 1 - strlen(MB_BATCH_VIEW_SUFFIX)),
 						   MB_SCHEMA, MB_BATCH_VIEW_SUFFIX)));
-	mb_check_interval(batch_interval);
+	mb_check_batch_interval(batch_interval);
 	if (!PG_ARGISNULL(3))
-	{
-		max_batch_rows = PG_GETARG_INT64(3);
-		if (max_batch_rows <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("max_batch_rows must be positive"),
-					 errhint("Pass NULL for batches of any size.")));
-	}
+		pipeline.max_batch_rows = mb_max_batch_rows_arg(fcinfo, 3, false);
+	if (!PG_ARGISNULL(4))
+		start_from = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (strcmp(start_from, "beginning") != 0 && strcmp(start_from, "now") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid start_from \"%s\"", start_from),
+				 errhint("start_from is 'beginning' (every row in the table) or 'now' (rows committed from now on).")));
+	if (!PG_ARGISNULL(5))
+		(void) mb_check_batch_timeout(PG_GETARG_INTERVAL_P(5), false);
 
-	mb_check_not_in_batch();
+	mb_check_may_change("create_pipeline()");
 	mb_call_begin(&call);
 	if (mb_pipeline_by_name(name, &existing))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("pipeline \"%s\" already exists", name)));
 	mb_source_check_usable(source, call.caller);
-	mb_source_prepare(source, call.caller);
+	mb_check_role_may_run(call.caller, name);
+	mb_source_prepare(source, call.caller, strcmp(start_from, "now") == 0);
 
-	memset(&pipeline, 0, sizeof(pipeline));
 	pipeline.id = mb_pipeline_next_id();
 	pipeline.name = name;
 	pipeline.source = source;
 	pipeline.owner = call.caller;
+	pipeline.system_identifier = GetSystemIdentifier();
 	pipeline.batch_view = mb_batch_view_create(&pipeline);
-	mb_pipeline_insert(pipeline.id, name, source, pipeline.batch_view,
-					   pipeline.owner, IntervalPGetDatum(batch_interval),
-					   max_batch_rows);
+	mb_pipeline_insert(&pipeline, IntervalPGetDatum(batch_interval),
+					   PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
+					   PG_ARGISNULL(5));
+	if (strcmp(start_from, "now") == 0)
+		mb_skip_existing_rows(&pipeline);
 	mb_call_end(&call);
 	mb_wake_scheduler_at_commit();
 	mb_warn_if_no_workers();
@@ -144,32 +248,39 @@ microbatch_drop_pipeline(PG_FUNCTION_ARGS)
 	MbPipeline *pipeline;
 	MbCall		call;
 
-	mb_check_not_in_batch();
+	mb_check_may_change("drop_pipeline()");
 	mb_call_begin(&call);
 	/* waits for a running batch of the pipeline to end */
 	pipeline = mb_pipeline_lock(name, call.caller);
-	mb_batch_view_drop(pipeline);
-	mb_source_release(pipeline);
 	mb_pipeline_delete(pipeline->id);
+	mb_batch_view_drop(pipeline);
+	mb_source_release(pipeline, call.caller);
 	mb_call_end(&call);
 	mb_wake_scheduler_at_commit();
 
 	PG_RETURN_VOID();
 }
 
-/* Rebuild the batch view after columns of the source changed */
+/*
+ * Rebuild the batch view after columns of the source changed, and give the
+ * source's tables the guards they lack (new partitions, for instance).
+ */
 Datum
 microbatch_refresh_pipeline(PG_FUNCTION_ARGS)
 {
 	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
 	MbPipeline *pipeline;
 	MbCall		call;
+	AclResult	acl;
 
-	mb_check_not_in_batch();
+	mb_check_may_change("refresh_pipeline()");
 	mb_call_begin(&call);
 	pipeline = mb_pipeline_lock(name, call.caller);
 	mb_pipeline_check_source_exists(pipeline);
-	mb_source_check_usable(pipeline->source, pipeline->owner);
+	acl = pg_class_aclcheck(pipeline->source, pipeline->owner, ACL_SELECT);
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_TABLE, get_rel_name(pipeline->source));
+	mb_source_guard(pipeline->source, call.caller, false);
 	mb_batch_view_drop(pipeline);
 	mb_pipeline_set_batch_view(pipeline->id, mb_batch_view_create(pipeline));
 	mb_call_end(&call);
@@ -177,44 +288,93 @@ microbatch_refresh_pipeline(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* NULL keeps a setting; max_batch_rows 0 removes the cap */
+/* NULL keeps a setting; max_batch_rows or batch_timeout 0 returns it to its default */
 Datum
 microbatch_alter_pipeline(PG_FUNCTION_ARGS)
 {
 	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
 	MbPipeline *pipeline;
 	MbCall		call;
+	NullableDatum batch_interval = {PG_GETARG_DATUM(1), PG_ARGISNULL(1)};
+	NullableDatum max_batch_rows = {PG_GETARG_DATUM(2), PG_ARGISNULL(2)};
+	NullableDatum batch_timeout = {PG_GETARG_DATUM(3), PG_ARGISNULL(3)};
 
-	if (!PG_ARGISNULL(1))
-		mb_check_interval(PG_GETARG_INTERVAL_P(1));
-	if (!PG_ARGISNULL(2) && PG_GETARG_INT64(2) < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_batch_rows must not be negative"),
-				 errhint("Pass 0 to remove the cap.")));
+	if (!batch_interval.isnull)
+		mb_check_batch_interval(PG_GETARG_INTERVAL_P(1));
+	if (!max_batch_rows.isnull)
+		(void) mb_max_batch_rows_arg(fcinfo, 2, true);
+	if (!batch_timeout.isnull)
+		(void) mb_check_batch_timeout(PG_GETARG_INTERVAL_P(3), true);
 
-	mb_check_not_in_batch();
+	mb_check_may_change("alter_pipeline()");
 	mb_call_begin(&call);
 	pipeline = mb_pipeline_lock(name, call.caller);
-	mb_pipeline_alter(pipeline->id,
-					  PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
-					  PG_ARGISNULL(1),
-					  PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
-					  PG_ARGISNULL(2));
+	mb_pipeline_alter(pipeline->id, batch_interval, max_batch_rows, batch_timeout);
+	mb_call_end(&call);
+	mb_wake_scheduler_at_commit();
+	mb_warn_if_no_workers();
+
+	PG_RETURN_VOID();
+}
+
+/*
+ * Give a pipeline to another role, as ALTER ... OWNER TO does: the caller
+ * has the current owner's privileges and may become the new owner, who must
+ * be able to run the pipeline (log in, read the source, run every
+ * transform: each is validated again as the new owner).
+ */
+Datum
+microbatch_alter_pipeline_owner(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	Oid			new_owner;
+	MbPipeline *pipeline;
+	MbCall		call;
+	AclResult	acl;
+	ListCell   *lc;
+
+	mb_require_arg(fcinfo, 1, "new_owner");
+	new_owner = PG_GETARG_OID(1);
+
+	mb_check_may_change("alter_pipeline_owner()");
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_lock(name, call.caller);
+	check_is_member_of_role(call.caller, new_owner);
+	mb_check_role_may_run(new_owner, name);
+	mb_pipeline_check_source_exists(pipeline);
+	acl = pg_class_aclcheck(pipeline->source, new_owner, ACL_SELECT);
+	if (acl != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("new owner \"%s\" of pipeline \"%s\" may not read its source %s",
+						GetUserNameFromId(new_owner, false), name,
+						get_rel_name(pipeline->source))));
+	foreach(lc, mb_transform_list(pipeline->id))
+	{
+		MbTransform *transform = lfirst(lc);
+
+		mb_transform_validate(transform->command, new_owner, transform->search_path);
+	}
+	mb_batch_view_set_owner(pipeline, new_owner);
+	mb_pipeline_set_owner(pipeline->id, new_owner);
 	mb_call_end(&call);
 	mb_wake_scheduler_at_commit();
 
 	PG_RETURN_VOID();
 }
 
+/*
+ * Without waiting for a running batch, which counts its outcome against
+ * the row as this leaves it (see mb_account_outcome()).
+ */
 static void
-mb_set_state(FunctionCallInfo fcinfo, const char *state)
+mb_set_state(FunctionCallInfo fcinfo, const char *state, const char *function)
 {
 	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
 	MbPipeline *pipeline;
 	MbCall		call;
 
-	mb_check_not_in_batch();
+	mb_check_may_change(function);
 	mb_call_begin(&call);
 	pipeline = mb_pipeline_get(name);
 	mb_pipeline_check_owner(pipeline, call.caller);
@@ -226,14 +386,30 @@ mb_set_state(FunctionCallInfo fcinfo, const char *state)
 Datum
 microbatch_pause_pipeline(PG_FUNCTION_ARGS)
 {
-	mb_set_state(fcinfo, "paused");
+	mb_set_state(fcinfo, "paused", "pause_pipeline()");
 	PG_RETURN_VOID();
 }
 
 Datum
 microbatch_resume_pipeline(PG_FUNCTION_ARGS)
 {
-	mb_set_state(fcinfo, "enabled");
+	mb_set_state(fcinfo, "enabled", "resume_pipeline()");
+	mb_warn_if_no_workers();
+	PG_RETURN_VOID();
+}
+
+Datum
+microbatch_rebind_pipeline(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	MbCall		call;
+
+	mb_check_may_change("rebind_pipeline()");
+	mb_call_begin(&call);
+	mb_rebind_pipeline(name, call.caller);
+	mb_call_end(&call);
+	mb_wake_scheduler_at_commit();
+
 	PG_RETURN_VOID();
 }
 
@@ -267,7 +443,7 @@ microbatch_add_transform(PG_FUNCTION_ARGS)
 	mb_require_arg(fcinfo, 3, "command");
 	command = text_to_cstring(PG_GETARG_TEXT_PP(3));
 
-	mb_check_not_in_batch();
+	mb_check_may_change("add_transform()");
 	mb_call_begin(&call);
 	pipeline = mb_pipeline_lock(name, call.caller);
 	if (mb_transform_exists(pipeline->id, transform))
@@ -292,7 +468,7 @@ microbatch_remove_transform(PG_FUNCTION_ARGS)
 	MbPipeline *pipeline;
 	MbCall		call;
 
-	mb_check_not_in_batch();
+	mb_check_may_change("remove_transform()");
 	mb_call_begin(&call);
 	pipeline = mb_pipeline_lock(name, call.caller);
 	if (!mb_transform_delete(pipeline->id, transform))
@@ -319,7 +495,7 @@ microbatch_run_batch(PG_FUNCTION_ARGS)
 	MbCall		call;
 
 	mb_call_begin(&call);
-	result = mb_run_batch(name, call.caller);
+	result = mb_run_batch(name, call.caller, true, NULL);
 	/* before mb_call_end(), which frees the error with SPI's memory */
 	if (result.status == MB_BATCH_FAILED)
 		ereport(WARNING,

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * batch.c
- *	  The batch engine: run a batch, replay a batch, count rows waiting.
+ *	  The batch engine: run a batch, replay a batch, count rows waiting,
+ *	  rebind a pipeline restored into another cluster.
  *
  * A batch is one transaction: the sweep, every transform and the ledger row
  * that records the batch commit together or not at all.  Its window starts
@@ -14,7 +15,11 @@
  *
  * The transforms run in a subtransaction, so that a failed batch rolls back
  * alone and its failure is recorded in the ledger; the next run retries the
- * same batch id.
+ * same batch id.  The ledger keeps a fingerprint of each batch's rows, and a
+ * replay runs only over the same rows.
+ *
+ * The engine knows nothing of background workers: a worker passes an
+ * observer to hear when a batch takes its snapshot and starts.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,36 +27,34 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
 #include "microbatch.h"
-#include "worker.h"
 
 static void
-mb_check_can_run(void)
+mb_check_can_run(const char *what)
 {
 	if (mb_window_is_active())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot run a batch inside a transform")));
+				 errmsg("cannot %s inside a transform", what)));
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot run a batch during recovery")));
+				 errmsg("cannot %s during recovery", what)));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot %s in a read-only transaction", what)));
 
 	/*
 	 * Under a transaction snapshot we could miss a batch committed after our
@@ -60,214 +63,49 @@ mb_check_can_run(void)
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot run a batch in a transaction with a transaction snapshot"),
+				 errmsg("cannot %s in a transaction with a transaction snapshot", what),
 				 errdetail("The transaction isolation level is %s.",
 						   IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
 				 errhint("Run it in a READ COMMITTED transaction.")));
 }
 
 /*
- * A snapshot taken now, as a pg_snapshot, in which our own transaction, if it
- * has an id, is still running.
+ * The ledger's snapshots hold transaction ids of the cluster the pipeline
+ * was created in; in any other they mean nothing.
  */
-static Datum
-mb_current_snapshot(void)
+static void
+mb_check_same_cluster(const MbPipeline *pipeline)
 {
-	Datum		snapshot;
-
-	mb_worker_note_snapshot();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	snapshot = OidFunctionCall0(F_PG_CURRENT_SNAPSHOT);
-	PopActiveSnapshot();
-	return mb_snapshot_add_running(snapshot, GetTopFullTransactionIdIfAny());
-}
-
-/* Batch statements are short and planned for small inputs: JIT never pays */
-static int
-mb_batch_settings(void)
-{
-	int			nest_level = NewGUCNestLevel();
-
-	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	return nest_level;
-}
-
-static char *
-mb_batch_view_qualified(const MbPipeline *pipeline)
-{
-	return quote_qualified_identifier(MB_SCHEMA, get_rel_name(pipeline->batch_view));
-}
-
-static char *
-mb_source_qualified(const MbPipeline *pipeline)
-{
-	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(pipeline->source)),
-									  get_rel_name(pipeline->source));
-}
-
-/*
- * Run a query over the window as the pipeline's owner.  Returns false when it
- * yields no row or a null; otherwise the first column of its first row.
- *
- * These queries read only the window.  A bitmap scan of the tracking index,
- * with the window's bounds as index conditions, costs the window's size
- * whatever it is; a sequential scan, or a full scan of the index with the
- * bounds as a filter, costs the table's.  The planner, estimating with the
- * window it is planned for, would rightly pick one of the latter for a window
- * holding most of the table, and the plan is kept for the batches after; so
- * the bitmap scan is the only scan it is offered.
- */
-static bool
-mb_window_query(const MbPipeline *pipeline, MbWindow *window, MbPlanKind kind,
-				const char *sql, int nargs, Oid *argtypes, Datum *args,
-				Datum *result)
-{
-	SPIPlanPtr	plan;
-	Oid			saved_user;
-	int			saved_sec_context;
-	int			nest_level;
-	volatile bool found = false;
-
-	mb_run_as(pipeline->owner, &saved_user, &saved_sec_context);
-	nest_level = NewGUCNestLevel();
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_indexscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_indexonlyscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	plan = mb_batch_plan(mb_batch_plan_slot(kind, pipeline->id), sql, nargs,
-						 argtypes, -1);
-	mb_window_activate(window);
-	PG_TRY();
-	{
-		if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the window of pipeline \"%s\"",
-				 pipeline->name);
-		if (SPI_processed > 0)
-		{
-			bool		isnull;
-
-			*result = SPI_getbinval(SPI_tuptable->vals[0],
-									SPI_tuptable->tupdesc, 1, &isnull);
-			found = !isnull;
-		}
-	}
-	PG_FINALLY();
-	{
-		mb_window_deactivate();
-	}
-	PG_END_TRY();
-	AtEOXact_GUC(true, nest_level);
-	mb_run_as_end(saved_user, saved_sec_context);
-	return found;
-}
-
-static int64
-mb_window_count(const MbPipeline *pipeline, MbWindow *window)
-{
-	Datum		count;
-
-	mb_window_query(pipeline, window, MB_PLAN_WINDOW_COUNT,
-					psprintf("SELECT pg_catalog.count(*) FROM %s",
-							 mb_batch_view_qualified(pipeline)),
-					0, NULL, NULL, &count);
-	return DatumGetInt64(count);
-}
-
-/*
- * The tracking xid of the n-th row (from 0) of the window in xid order, or
- * 0 if the window has fewer rows.
- */
-static uint64
-mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
-{
-	Datum		xid;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(n)};
-
-	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_NTH_XID,
-						 psprintf("SELECT s.%s FROM %s AS s WHERE %s "
-								  "ORDER BY 1 OFFSET $1 LIMIT 1",
-								  MB_TRACKING_COLUMN,
-								  mb_source_qualified(pipeline),
-								  mb_window_predicate(pipeline->id, "s")),
-						 1, argtypes, args, &xid))
-		return 0;
-	return U64FromFullTransactionId(DatumGetFullTransactionId(xid));
-}
-
-/*
- * Cap the window at max_batch_rows by cutting it at a transaction boundary,
- * in xid order; the rest is left to the following batches.  A single
- * transaction larger than the cap stays whole.  Returns the window's rows.
- */
-static int64
-mb_window_capped_count(const MbPipeline *pipeline, MbWindow *window)
-{
-	if (pipeline->max_batch_rows > 0)
-	{
-		uint64		cut = mb_window_nth_xid(pipeline, window,
-											pipeline->max_batch_rows);
-
-		if (cut != 0)
-		{
-			if (cut == mb_window_nth_xid(pipeline, window, 0))
-				cut++;
-			window->xid_to = cut;
-		}
-	}
-	return mb_window_count(pipeline, window);
-}
-
-/*
- * Find the next batch's window and count its rows.  After a capped batch the
- * rest of its window comes first; then a new window from the previous upper
- * snapshot to now.
- */
-static int64
-mb_next_window(const MbPipeline *pipeline, MbWindow *window)
-{
-	MbLastBatch last;
-	bool		has_last = mb_last_batch(pipeline->id, &last);
-	int64		batch_id = has_last ? last.batch_id + 1 : 1;
-	int64		rows;
-
-	if (has_last && last.xid_to != 0)
-	{
-		mb_window_init(window, pipeline->id, batch_id, last.lower_datum,
-					   last.upper_datum, last.xid_to, 0);
-		rows = mb_window_capped_count(pipeline, window);
-		if (rows > 0)
-			return rows;
-	}
-
-	mb_window_init(window, pipeline->id, batch_id,
-				   has_last ? last.upper_datum : mb_empty_snapshot(),
-				   mb_current_snapshot(), 0, 0);
-
-	/* Transaction ids only grow; the history must come from another cluster */
-	if (window->lower.xmax > window->upper.xmax)
+	if (pipeline->system_identifier != GetSystemIdentifier())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("last batch of pipeline \"%s\" is ahead of this server's transaction ids",
+				 errmsg("pipeline \"%s\" was restored from another cluster",
 						pipeline->name),
-				 errdetail("The batch ended at transaction " UINT64_FORMAT "; this server is at " UINT64_FORMAT ".",
-						   window->lower.xmax, window->upper.xmax),
-				 errhint("Transaction ids cannot be compared across clusters: drop the pipeline and create it again.")));
+				 errdetail("Its history refers to transaction ids of the cluster with system identifier " UINT64_FORMAT "; this one is " UINT64_FORMAT ".",
+						   pipeline->system_identifier, GetSystemIdentifier()),
+				 errhint("Run microbatch.rebind_pipeline(%s) to carry on from the rows it had not processed.",
+						 quote_literal_cstr(pipeline->name))));
+}
 
-	return mb_window_capped_count(pipeline, window);
+/* Everything a batch, a replay or a count of a pipeline needs first */
+static void
+mb_check_pipeline(const MbPipeline *pipeline)
+{
+	mb_check_role_may_run(pipeline->owner, pipeline->name);
+	mb_check_same_cluster(pipeline);
+	mb_pipeline_check_relations(pipeline);
 }
 
 /*
  * Run the transforms in a subtransaction.  Returns NULL on success, or the
- * error after rolling the subtransaction back.  Cancellation is not a batch
- * failure: it propagates.
+ * error after rolling the subtransaction back.  A cancel is not a batch
+ * failure, and propagates, unless the observer says it was the batch's
+ * timeout.
  */
 static ErrorData *
 mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
-						  MbWindow *window, int64 rows)
+						  MbWindow *window, int64 rows,
+						  const MbBatchObserver *observer)
 {
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -295,7 +133,14 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
 		MemoryContextSwitchTo(context);
 		CurrentResourceOwner = owner;
 		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(error);
+		{
+			const char *reason = observer && observer->timeout_reason ?
+			observer->timeout_reason(observer->arg) : NULL;
+
+			if (reason == NULL)
+				ReThrowError(error);
+			error->message = pstrdup(reason);
+		}
 	}
 	PG_END_TRY();
 
@@ -306,15 +151,18 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
  * Count a batch's outcome.  After max_retries failed batches in a row the
  * pipeline is marked failed, once, with a WARNING and an alert; the first
  * success after failures, resumed or not, sends a recovery alert.  Returns
- * the failures in a row.
+ * the failures in a row.  The counts are read again, their row locked, as
+ * pause and resume may have changed them while the batch ran.
  */
 static int32
-mb_account_outcome(const MbPipeline *pipeline, int64 batch_id,
-				   const ErrorData *error)
+mb_account_outcome(MbPipeline *pipeline, int64 batch_id, const ErrorData *error)
 {
-	int32		failures = error ? pipeline->consecutive_failures + 1 : 0;
+	int32		failures;
 	bool		now_failed;
 
+	if (!mb_pipeline_failures_for_update(pipeline))
+		return 0;
+	failures = error ? pipeline->consecutive_failures + 1 : 0;
 	if (error == NULL && pipeline->consecutive_failures == 0 &&
 		!pipeline->failure_alerted)
 		return 0;
@@ -330,50 +178,103 @@ mb_account_outcome(const MbPipeline *pipeline, int64 batch_id,
 						pipeline->name, failures),
 				 errdetail("Last error: %s (SQLSTATE %s).", error->message,
 						   unpack_sql_state(error->sqlerrcode)),
-				 errhint("Background workers no longer run it. Fix the cause, then run microbatch.resume_pipeline('%s').",
-						 pipeline->name)));
-		mb_notify_alert("failed", pipeline->name, batch_id, error, failures);
+				 errhint("Background workers no longer run it. Fix the cause, then run microbatch.resume_pipeline(%s).",
+						 quote_literal_cstr(pipeline->name))));
+		mb_notify_alert("failed", pipeline->id, batch_id, error, failures);
 	}
 	else if (error == NULL)
-		mb_notify_alert("recovered", pipeline->name, batch_id, NULL, 0);
+		mb_notify_alert("recovered", pipeline->id, batch_id, NULL, 0);
 	return failures;
 }
 
 /*
- * Count an error that happened outside the transforms of a batch, in a
- * transaction of its own: the caller's was rolled back.  For batch workers.
+ * Record an error that happened outside the transforms of a background
+ * batch, in a transaction of its own (the batch's was rolled back): a
+ * failed ledger row for the next batch id, counted toward max_retries and
+ * alerted like any failure.  If even this fails, say so in the log and
+ * carry on: the worker must not die of it.  Returns the failures in a row,
+ * or 0 when nothing could be recorded.
  */
-MbBatchResult
-mb_record_failure(const char *pipeline_name, const ErrorData *error)
+int32
+mb_record_failure(const char *pipeline_name, const ErrorData *error,
+				  TimestampTz started_at)
 {
-	MbBatchResult result = {MB_BATCH_FAILED, 0, 0, 0, 0, false, NULL};
-	MbPipeline	pipeline;
-	MbCall		call;
+	MemoryContext context = CurrentMemoryContext;
+	volatile int32 failures = 0;
 
-	StartTransactionCommand();
-	mb_call_begin(&call);
-	if (mb_pipeline_by_name(pipeline_name, &pipeline))
-		result.failures = mb_account_outcome(&pipeline, 0, error);
-	mb_call_end(&call);
-	CommitTransactionCommand();
-	return result;
+	PG_TRY();
+	{
+		MbCall		call;
+		MbPipeline *pipeline;
+
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		mb_call_begin(&call);
+		pipeline = mb_pipeline_try_lock(pipeline_name, call.caller);
+		if (pipeline != NULL)
+		{
+			MbLedgerBatch position;
+			MbLedgerEntry entry;
+
+			memset(&entry, 0, sizeof(entry));
+			entry.pipeline_id = pipeline->id;
+			entry.batch_id = mb_ledger_position(pipeline->id, &position) ?
+				position.batch_id + 1 : 1;
+			entry.status = "failed";
+			entry.rows_in = -1;
+			entry.started_at = started_at;
+			entry.finished_at = GetCurrentTimestamp();
+			entry.error = error;
+			mb_ledger_insert(&entry);
+			failures = mb_account_outcome(pipeline, 0, error);
+		}
+		mb_call_end(&call);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *again;
+
+		MemoryContextSwitchTo(context);
+		again = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("microbatch could not record the failure of pipeline \"%s\": %s",
+						pipeline_name, again->message)));
+		FreeErrorData(again);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(context);
+	return failures;
 }
 
 /*
- * Process the next batch of a pipeline.  Expects mb_call_begin().
+ * Process the next batch of a pipeline.  Expects mb_call_begin().  With
+ * wait false, a pipeline whose lock another transaction holds is left
+ * alone (MB_BATCH_BUSY).
  */
 MbBatchResult
-mb_run_batch(const char *pipeline_name, Oid caller)
+mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
+			 const MbBatchObserver *observer)
 {
 	MbBatchResult result = {MB_BATCH_EMPTY, 0, 0, 0, 0, false, NULL};
 	MbPipeline *pipeline;
 	MbWindow	window;
+	MbWindowContent content;
+	MbLedgerEntry entry;
 	List	   *transforms;
-	int			nest_level;
 
-	mb_check_can_run();
-	pipeline = mb_pipeline_lock(pipeline_name, caller);
-	mb_pipeline_check_relations(pipeline);
+	mb_check_can_run("run a batch");
+	pipeline = wait ? mb_pipeline_lock(pipeline_name, caller) :
+		mb_pipeline_try_lock(pipeline_name, caller);
+	if (pipeline == NULL)
+	{
+		result.status = MB_BATCH_BUSY;
+		return result;
+	}
+	mb_check_pipeline(pipeline);
 
 	/*
 	 * Rows swept by a batch without transforms would be lost to them.  The
@@ -382,7 +283,8 @@ mb_run_batch(const char *pipeline_name, Oid caller)
 	transforms = mb_transform_list(pipeline->id);
 	if (transforms == NIL)
 	{
-		mb_worker_note_snapshot();
+		if (observer != NULL && observer->before_snapshot != NULL)
+			observer->before_snapshot(observer->arg, pipeline);
 		ereport(NOTICE,
 				(errmsg("pipeline \"%s\" has no transforms, so no batch was run",
 						pipeline->name),
@@ -390,27 +292,32 @@ mb_run_batch(const char *pipeline_name, Oid caller)
 		return result;
 	}
 
-	nest_level = mb_batch_settings();
 	result.started_at = GetCurrentTimestamp();
-
-	result.rows_in = mb_next_window(pipeline, &window);
-	if (result.rows_in == 0)
-	{
-		AtEOXact_GUC(true, nest_level);
+	content = mb_next_window(pipeline, &window, observer);
+	result.rows_in = content.rows;
+	if (content.rows == 0)
 		return result;
-	}
 
 	result.batch_id = window.batch_id;
-	mb_worker_report_batch(pipeline->name, window.batch_id);
+	if (observer != NULL && observer->batch_started != NULL)
+		observer->batch_started(observer->arg, pipeline, window.batch_id);
 	result.error = mb_transforms_run_guarded(pipeline, transforms, &window,
-											 result.rows_in);
+											 content.rows, observer);
 	result.status = result.error ? MB_BATCH_FAILED : MB_BATCH_COMMITTED;
 	result.capped = window.xid_to != 0;
 
-	mb_ledger_insert(&window, result.error == NULL, result.rows_in,
-					 result.started_at, GetCurrentTimestamp(), result.error);
+	memset(&entry, 0, sizeof(entry));
+	entry.pipeline_id = pipeline->id;
+	entry.batch_id = window.batch_id;
+	entry.status = result.error ? "failed" : "committed";
+	entry.window = &window;
+	entry.rows_in = content.rows;
+	entry.rows_digest = content.digest;
+	entry.started_at = result.started_at;
+	entry.finished_at = GetCurrentTimestamp();
+	entry.error = result.error;
+	mb_ledger_insert(&entry);
 	result.failures = mb_account_outcome(pipeline, window.batch_id, result.error);
-	AtEOXact_GUC(true, nest_level);
 	return result;
 }
 
@@ -423,42 +330,58 @@ int64
 mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 {
 	MbPipeline *pipeline;
-	MbLastBatch batch;
+	MbLedgerBatch batch;
 	MbWindow	window;
-	int64		rows;
+	MbWindowContent content;
 	List	   *transforms;
-	int			nest_level;
 
-	mb_check_can_run();
+	mb_check_can_run("replay a batch");
 	pipeline = mb_pipeline_lock(pipeline_name, caller);
-	mb_pipeline_check_relations(pipeline);
-	if (!mb_committed_batch(pipeline->id, batch_id, &batch))
+	mb_check_pipeline(pipeline);
+	if (!mb_ledger_batch(pipeline->id, batch_id, &batch))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("pipeline \"%s\" has no committed batch " INT64_FORMAT,
 						pipeline->name, batch_id),
 				 errhint("The view microbatch.batches lists the batches of each pipeline.")));
-
-	nest_level = mb_batch_settings();
-	mb_window_init(&window, pipeline->id, batch_id, batch.lower_datum,
-				   batch.upper_datum, batch.xid_from, batch.xid_to);
-
-	/* New rows never enter an old window, so equal counts mean equal rows */
-	rows = mb_window_count(pipeline, &window);
-	if (rows != batch.rows_in)
+	if (batch.skipped)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot replay batch " INT64_FORMAT " of pipeline \"%s\": some of its source rows are gone",
+				 errmsg("batch " INT64_FORMAT " of pipeline \"%s\" was skipped, not processed",
 						batch_id, pipeline->name),
-				 errdetail("The batch processed " INT64_FORMAT " rows; " INT64_FORMAT " of them are still in the source table.",
-						   batch.rows_in, rows),
-				 errhint("A batch can be replayed as long as its rows are kept in the source table.")));
+				 errdetail("It stands for rows left unprocessed on purpose; see its note in microbatch.batches.")));
+	if (batch_id < pipeline->rebind_batch_id)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batch " INT64_FORMAT " of pipeline \"%s\" was recorded in another cluster",
+						batch_id, pipeline->name),
+				 errdetail("The pipeline was rebound at batch " INT64_FORMAT "; earlier windows no longer match its rows.",
+						   pipeline->rebind_batch_id)));
+
+	mb_window_init(&window, pipeline->id, batch_id, batch.lower_datum,
+				   batch.upper_datum, batch.xid_from, batch.xid_to);
+	content = mb_window_content(pipeline, &window);
+	if (content.rows != batch.rows_in ||
+		(batch.has_digest && content.digest != batch.rows_digest))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot replay batch " INT64_FORMAT " of pipeline \"%s\": its source rows changed",
+						batch_id, pipeline->name),
+				 content.rows == batch.rows_in ?
+				 errdetail_plural("The window still holds " INT64_FORMAT " row, but its content differs from what the batch processed.",
+								  "The window still holds " INT64_FORMAT " rows, but their content differs from what the batch processed.",
+								  (unsigned long) content.rows, content.rows) :
+				 errdetail_plural("The batch processed " INT64_FORMAT " row; its window now holds " INT64_FORMAT ".",
+								  "The batch processed " INT64_FORMAT " rows; its window now holds " INT64_FORMAT ".",
+								  (unsigned long) batch.rows_in, batch.rows_in, content.rows),
+				 errhint("A batch can be replayed as long as its rows are kept in the source table unchanged: rows updated, deleted or re-inserted since, or a column added with a default, prevent it.")));
 
 	transforms = mb_transform_list(pipeline->id);
+	window.replay = true;
 	mb_window_activate(&window);
 	PG_TRY();
 	{
-		mb_transforms_run(pipeline, transforms, batch_id, rows);
+		mb_transforms_run(pipeline, transforms, batch_id, content.rows);
 	}
 	PG_FINALLY();
 	{
@@ -467,44 +390,189 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 	PG_END_TRY();
 
 	mb_ledger_record_replay(pipeline->id, batch_id, GetCurrentTimestamp());
-	AtEOXact_GUC(true, nest_level);
-	return rows;
+	return content.rows;
 }
 
 /*
  * Count the committed source rows that no committed batch has processed.
- * Returns false when that cannot be known (inside a transform, or the
- * pipeline is broken) or is not the caller's to know (the count reads the
- * source with the owner's rights), so that monitoring views never fail.  Expects
- * mb_call_begin().
+ * Returns false when that cannot be known (inside a transform, the pipeline
+ * is broken, the count failed) or is not the caller's to know (the count
+ * reads the source with the owner's rights), so that monitoring views
+ * never fail.  The count runs in a subtransaction for that; a cancel still
+ * propagates.  Expects mb_call_begin().
  */
 bool
 mb_rows_waiting(const char *pipeline_name, Oid caller, int64 *rows)
 {
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
 	MbPipeline	pipeline;
-	MbLastBatch last;
-	MbWindow	window;
-	bool		has_last;
+	volatile bool known = false;
 
 	if (mb_window_is_active() ||
 		!mb_pipeline_by_name(pipeline_name, &pipeline) ||
-		!has_privs_of_role(caller, pipeline.owner) ||
-		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline.source)) ||
-		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline.batch_view)) ||
-		pg_class_aclcheck(pipeline.source, pipeline.owner, ACL_SELECT) != ACLCHECK_OK)
+		!has_privs_of_role(caller, pipeline.owner))
 		return false;
 
-	*rows = 0;
-	has_last = mb_last_batch(pipeline.id, &last);
-	if (has_last && last.xid_to != 0)
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
 	{
-		mb_window_init(&window, pipeline.id, 0, last.lower_datum,
-					   last.upper_datum, last.xid_to, 0);
-		*rows += mb_window_count(&pipeline, &window);
+		mb_check_pipeline(&pipeline);
+		*rows = mb_window_rows_waiting(&pipeline);
+		known = true;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
 	}
-	mb_window_init(&window, pipeline.id, 0,
-				   has_last ? last.upper_datum : mb_empty_snapshot(),
-				   mb_current_snapshot(), 0, 0);
-	*rows += mb_window_count(&pipeline, &window);
-	return true;
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(error);
+		FreeErrorData(error);
+	}
+	PG_END_TRY();
+	return known;
+}
+
+/*
+ * A boolean SQL expression over s.microbatch_xid: whether a pipeline's
+ * position covers a row (visible in its upper snapshot, and not in the part of a cut window still to come), with the position's
+ * snapshots as constants.
+ */
+static char *
+mb_covered_sql(const MbLedgerBatch *position, bool has_position)
+{
+	char	   *upper;
+
+	if (!has_position)
+		return "false";
+	upper = psprintf("pg_catalog.pg_visible_in_snapshot(s.%s, %s::pg_catalog.pg_snapshot)",
+					 MB_TRACKING_COLUMN,
+					 quote_literal_cstr(DatumGetCString(DirectFunctionCall1(pg_snapshot_out,
+																			position->upper_datum))));
+	if (position->xid_to == 0)
+		return upper;
+	return psprintf("(%s AND NOT (s.%s OPERATOR(pg_catalog.>=) '" UINT64_FORMAT "'::pg_catalog.xid8 "
+					"AND NOT pg_catalog.pg_visible_in_snapshot(s.%s, %s::pg_catalog.pg_snapshot)))",
+					upper, MB_TRACKING_COLUMN, position->xid_to, MB_TRACKING_COLUMN,
+					quote_literal_cstr(DatumGetCString(DirectFunctionCall1(pg_snapshot_out,
+																		   position->lower_datum))));
+}
+
+/*
+ * Carry on in this cluster with pipelines restored from another.  All the
+ * pipelines of the source are rebound together, since they share the rows'
+ * tracking values: the rows that every one of them had processed stay
+ * processed, the others get this transaction's id and are processed by
+ * each pipeline's next batch (again, by those that had).  Each pipeline's
+ * history gets a skipped batch marking where the new one starts; older
+ * batches cannot be replayed.  Expects mb_call_begin().
+ */
+void
+mb_rebind_pipeline(const char *pipeline_name, Oid caller)
+{
+	MbPipeline *named;
+	List	   *pipelines;
+	StringInfoData covered;
+	ListCell   *lc;
+	int64		again;
+	uint64		old_system_identifier;
+	char	   *note;
+	Datum		upper;
+
+	mb_check_can_run("rebind a pipeline");
+	named = mb_pipeline_get(pipeline_name);
+	mb_pipeline_check_owner(named, caller);
+	if (named->system_identifier == GetSystemIdentifier())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pipeline \"%s\" belongs to this cluster already", named->name),
+				 errhint("rebind_pipeline() is for pipelines restored from another cluster.")));
+	mb_pipeline_check_source_exists(named);
+	mb_source_check_usable(named->source, caller);
+	old_system_identifier = named->system_identifier;
+
+	pipelines = mb_pipelines_on_sources(list_make1_oid(named->source));
+	initStringInfo(&covered);
+	appendStringInfoString(&covered, "true");
+	foreach(lc, pipelines)
+	{
+		MbPipeline *pipeline = lfirst(lc);
+		MbLedgerBatch position;
+		bool		has_position;
+
+		mb_pipeline_check_owner(pipeline, caller);
+		mb_pipeline_lock_known(pipeline);
+		has_position = mb_ledger_position(pipeline->id, &position);
+		appendStringInfo(&covered, " AND %s", mb_covered_sql(&position, has_position));
+	}
+
+	mb_source_guard(named->source, caller, true);
+	again = mb_source_retag(named->source, covered.data);
+
+	/* rows given our id belong to the first window after our commit */
+	upper = mb_current_snapshot(true);
+	note = psprintf("rebound: earlier batches were recorded in the cluster with system identifier " UINT64_FORMAT,
+					old_system_identifier);
+	foreach(lc, pipelines)
+	{
+		MbPipeline *pipeline = lfirst(lc);
+		MbLedgerBatch position;
+		MbLedgerEntry entry;
+		MbWindow	window;
+
+		memset(&entry, 0, sizeof(entry));
+		entry.pipeline_id = pipeline->id;
+		entry.batch_id = mb_ledger_position(pipeline->id, &position) ?
+			position.batch_id + 1 : 1;
+		entry.status = "skipped";
+		mb_window_init(&window, pipeline->id, entry.batch_id, upper, upper, 0, 0);
+		entry.window = &window;
+		entry.rows_in = -1;
+		entry.started_at = entry.finished_at = GetCurrentTimestamp();
+		entry.note = note;
+		mb_ledger_insert(&entry);
+		mb_pipeline_set_rebound(pipeline->id, GetSystemIdentifier(), entry.batch_id);
+	}
+	ereport(NOTICE,
+			(errmsg_plural("rebound %d pipeline of table \"%s\"",
+						   "rebound %d pipelines of table \"%s\"",
+						   list_length(pipelines), list_length(pipelines),
+						   get_rel_name(named->source)),
+			 errdetail_plural(INT64_FORMAT " row that not all of them had processed is processed by the next batch of each.",
+							  INT64_FORMAT " rows that not all of them had processed are processed by the next batch of each.",
+							  (unsigned long) again, again)));
+}
+
+/*
+ * The ledger row that makes a new pipeline start from now: a skipped batch
+ * over every row committed before this transaction.  The rows this
+ * transaction writes are not committed yet: they go to the first batch.
+ */
+void
+mb_skip_existing_rows(const MbPipeline *pipeline)
+{
+	MbLedgerEntry entry;
+	MbWindow	window;
+
+	memset(&entry, 0, sizeof(entry));
+	entry.pipeline_id = pipeline->id;
+	entry.batch_id = 1;
+	entry.status = "skipped";
+	mb_window_init(&window, pipeline->id, 1, mb_empty_snapshot(),
+				   mb_current_snapshot(false), 0, 0);
+	entry.window = &window;
+	entry.rows_in = -1;
+	entry.started_at = entry.finished_at = GetCurrentTimestamp();
+	entry.note = "start_from 'now': rows committed before the pipeline was created";
+	mb_ledger_insert(&entry);
 }

@@ -1,18 +1,20 @@
 /*-------------------------------------------------------------------------
  *
  * catalog.c
- *	  Access to the microbatch.* catalog tables.
+ *	  Access to the microbatch.* catalog tables, and the pipeline lock.
  *
  * Users get no privileges on the catalog tables.  The API functions check
  * the caller's rights, then read and write the catalog through SPI as the
- * role that owns it, with search_path pinned to pg_catalog so that no object
- * a user creates can capture a name in our queries.  The queries are
- * prepared once per backend.
+ * role that owns it, with search_path pinned to pg_catalog and every
+ * operator and function in our queries schema-qualified, so that no object a
+ * user creates can capture a name in them.  The queries are prepared once
+ * per backend.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -21,6 +23,7 @@
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -29,7 +32,7 @@
 
 #include "microbatch.h"
 
-#define MB_MAX_QUERY_ARGS 14
+#define MB_MAX_QUERY_ARGS 16
 
 typedef struct MbQuery
 {
@@ -39,90 +42,126 @@ typedef struct MbQuery
 	SPIPlanPtr	plan;			/* prepared on first use, kept for the backend */
 } MbQuery;
 
+#define EQ " OPERATOR(pg_catalog.=) "
+
 #define PIPELINE_COLUMNS \
 	"SELECT pipeline_id, pipeline_name, source_table::pg_catalog.oid, " \
 	"batch_view::pg_catalog.oid, owner_role::pg_catalog.oid, " \
-	"max_batch_rows, state, consecutive_failures, failure_alerted " \
+	"max_batch_rows, state, consecutive_failures, failure_alerted, " \
+	"system_identifier, rebind_batch_id " \
 	"FROM microbatch.pipeline "
 
 static MbQuery q_pipeline_by_name = {
-	PIPELINE_COLUMNS "WHERE pipeline_name = $1", 1, {NAMEOID}
+	PIPELINE_COLUMNS "WHERE pipeline_name" EQ "$1", 1, {NAMEOID}
 };
 
 static MbQuery q_pipeline_by_id = {
-	PIPELINE_COLUMNS "WHERE pipeline_id = $1", 1, {INT4OID}
+	PIPELINE_COLUMNS "WHERE pipeline_id" EQ "$1", 1, {INT4OID}
+};
+
+static MbQuery q_pipelines_by_source = {
+	PIPELINE_COLUMNS "WHERE source_table::pg_catalog.oid" EQ "ANY ($1) "
+	"ORDER BY pipeline_id", 1, {OIDARRAYOID}
+};
+
+static MbQuery q_pipelines_by_view = {
+	PIPELINE_COLUMNS "WHERE batch_view::pg_catalog.oid" EQ "ANY ($1) "
+	"ORDER BY pipeline_id", 1, {OIDARRAYOID}
 };
 
 static MbQuery q_pipeline_next_id = {
-	"SELECT pg_catalog.nextval('microbatch.pipeline_pipeline_id_seq')::pg_catalog.int4",
+	"SELECT pg_catalog.nextval('microbatch.pipeline_pipeline_id_seq'::pg_catalog.regclass)::pg_catalog.int4",
 	0, {InvalidOid}
 };
 
 static MbQuery q_pipeline_insert = {
 	"INSERT INTO microbatch.pipeline (pipeline_id, pipeline_name, source_table, "
-	"batch_view, owner_role, batch_interval, max_batch_rows) "
-	"VALUES ($1, $2, $3, $4, $5, $6, $7)",
-	7, {INT4OID, NAMEOID, REGCLASSOID, REGCLASSOID, REGROLEOID, INTERVALOID, INT8OID}
+	"batch_view, owner_role, batch_interval, max_batch_rows, batch_timeout, "
+	"system_identifier) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+	9, {INT4OID, NAMEOID, REGCLASSOID, REGCLASSOID, REGROLEOID, INTERVALOID,
+	INT8OID, INTERVALOID, INT8OID}
 };
 
 static MbQuery q_pipeline_delete = {
-	"WITH transforms AS (DELETE FROM microbatch.transform WHERE pipeline_id = $1), "
-	"batches AS (DELETE FROM microbatch.batch WHERE pipeline_id = $1) "
-	"DELETE FROM microbatch.pipeline WHERE pipeline_id = $1",
+	"WITH transforms AS (DELETE FROM microbatch.transform WHERE pipeline_id" EQ "$1), "
+	"batches AS (DELETE FROM microbatch.batch WHERE pipeline_id" EQ "$1) "
+	"DELETE FROM microbatch.pipeline WHERE pipeline_id" EQ "$1",
 	1, {INT4OID}
 };
 
 static MbQuery q_pipeline_set_state = {
 	"UPDATE microbatch.pipeline SET state = $2, consecutive_failures = 0 "
-	"WHERE pipeline_id = $1",
+	"WHERE pipeline_id" EQ "$1",
 	2, {INT4OID, TEXTOID}
+};
+
+/* The failure counts as they are now, the row locked until commit */
+static MbQuery q_pipeline_failures_for_update = {
+	"SELECT consecutive_failures, state, failure_alerted FROM microbatch.pipeline "
+	"WHERE pipeline_id" EQ "$1 FOR UPDATE",
+	1, {INT4OID}
 };
 
 static MbQuery q_pipeline_set_failures = {
 	"UPDATE microbatch.pipeline SET consecutive_failures = $2, "
 	"state = CASE WHEN $3 THEN 'failed' ELSE state END, "
-	"failure_alerted = $4 WHERE pipeline_id = $1",
+	"failure_alerted = $4 WHERE pipeline_id" EQ "$1",
 	4, {INT4OID, INT4OID, BOOLOID, BOOLOID}
 };
 
+/* NULL keeps a setting; a zero cap or timeout returns it to its default */
 static MbQuery q_pipeline_alter = {
 	"UPDATE microbatch.pipeline SET "
 	"batch_interval = COALESCE($2, batch_interval), "
 	"max_batch_rows = CASE WHEN $3 IS NULL THEN max_batch_rows "
-	"WHEN $3 = 0 THEN NULL ELSE $3 END WHERE pipeline_id = $1",
-	3, {INT4OID, INTERVALOID, INT8OID}
+	"WHEN $3" EQ "0::pg_catalog.int8 THEN NULL ELSE $3 END, "
+	"batch_timeout = CASE WHEN $4 IS NULL THEN batch_timeout "
+	"WHEN $4" EQ "'0'::pg_catalog.interval THEN NULL ELSE $4 END "
+	"WHERE pipeline_id" EQ "$1",
+	4, {INT4OID, INTERVALOID, INT8OID, INTERVALOID}
+};
+
+static MbQuery q_pipeline_set_view = {
+	"UPDATE microbatch.pipeline SET batch_view = $2 WHERE pipeline_id" EQ "$1",
+	2, {INT4OID, REGCLASSOID}
+};
+
+static MbQuery q_pipeline_set_owner = {
+	"UPDATE microbatch.pipeline SET owner_role = $2 WHERE pipeline_id" EQ "$1",
+	2, {INT4OID, REGROLEOID}
+};
+
+static MbQuery q_pipelines_reassign = {
+	"UPDATE microbatch.pipeline SET owner_role = $2 "
+	"WHERE owner_role::pg_catalog.oid" EQ "ANY ($1)",
+	2, {OIDARRAYOID, REGROLEOID}
+};
+
+static MbQuery q_pipeline_set_rebound = {
+	"UPDATE microbatch.pipeline SET system_identifier = $2, "
+	"rebind_batch_id = $3 WHERE pipeline_id" EQ "$1",
+	3, {INT4OID, INT8OID, INT8OID}
 };
 
 static MbQuery q_alert = {
 	"SELECT pg_catalog.pg_notify('microbatch_alerts', pg_catalog.json_build_object("
-	"'event', $1, 'database', pg_catalog.current_database(), 'pipeline', $2, "
-	"'batch_id', $3, 'sqlstate', $4, 'message', $5, "
-	"'consecutive_failures', $6)::pg_catalog.text)",
-	6, {TEXTOID, NAMEOID, INT8OID, TEXTOID, TEXTOID, INT4OID}
-};
-
-static MbQuery q_pipeline_set_view = {
-	"UPDATE microbatch.pipeline SET batch_view = $2 WHERE pipeline_id = $1",
-	2, {INT4OID, REGCLASSOID}
-};
-
-static MbQuery q_source_users = {
-	"SELECT pg_catalog.count(*)::pg_catalog.int4 FROM microbatch.pipeline "
-	"WHERE source_table = $1 AND pipeline_id <> $2",
-	2, {REGCLASSOID, INT4OID}
+	"'event', $1, 'database', pg_catalog.current_database(), 'pipeline_id', $2, "
+	"'batch_id', $3, 'sqlstate', $4, 'consecutive_failures', $5)::pg_catalog.text)",
+	5, {TEXTOID, INT4OID, INT8OID, TEXTOID, INT4OID}
 };
 
 static MbQuery q_transform_list = {
 	"SELECT transform_id, transform_name, layer, command, search_path "
-	"FROM microbatch.transform WHERE pipeline_id = $1 "
-	"ORDER BY CASE layer WHEN 'bronze' THEN 1 WHEN 'silver' THEN 2 ELSE 3 END, "
-	"transform_id",
+	"FROM microbatch.transform WHERE pipeline_id" EQ "$1 "
+	"ORDER BY CASE WHEN layer" EQ "'bronze' THEN 1 "
+	"WHEN layer" EQ "'silver' THEN 2 ELSE 3 END, transform_id",
 	1, {INT4OID}
 };
 
 static MbQuery q_transform_exists = {
 	"SELECT 1 FROM microbatch.transform "
-	"WHERE pipeline_id = $1 AND transform_name = $2",
+	"WHERE pipeline_id" EQ "$1 AND transform_name" EQ "$2",
 	2, {INT4OID, NAMEOID}
 };
 
@@ -135,43 +174,47 @@ static MbQuery q_transform_insert = {
 
 static MbQuery q_transform_delete = {
 	"DELETE FROM microbatch.transform "
-	"WHERE pipeline_id = $1 AND transform_name = $2",
+	"WHERE pipeline_id" EQ "$1 AND transform_name" EQ "$2",
 	2, {INT4OID, NAMEOID}
 };
 
-#define BATCH_WINDOW_COLUMNS \
-	"SELECT batch_id, lower_snapshot, upper_snapshot, xid_from, xid_to, " \
-	"rows_in FROM microbatch.batch "
+#define BATCH_COLUMNS \
+	"SELECT batch_id, status" EQ "'skipped', lower_snapshot, upper_snapshot, " \
+	"xid_from, xid_to, rows_in, rows_digest FROM microbatch.batch "
 
-static MbQuery q_last_batch = {
-	BATCH_WINDOW_COLUMNS
-	"WHERE pipeline_id = $1 AND status = 'committed' "
+/* Where the next batch starts: the last committed or skipped window */
+static MbQuery q_position = {
+	BATCH_COLUMNS
+	"WHERE pipeline_id" EQ "$1 AND status OPERATOR(pg_catalog.<>) 'failed' "
 	"ORDER BY batch_id DESC LIMIT 1",
 	1, {INT4OID}
 };
 
-static MbQuery q_committed_batch = {
-	BATCH_WINDOW_COLUMNS
-	"WHERE pipeline_id = $1 AND batch_id = $2 AND status = 'committed'",
+static MbQuery q_batch_by_id = {
+	BATCH_COLUMNS
+	"WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2 "
+	"AND status OPERATOR(pg_catalog.<>) 'failed'",
 	2, {INT4OID, INT8OID}
 };
 
 /* The attempt is numbered after the earlier attempts at the same batch id */
 static MbQuery q_ledger_insert = {
 	"INSERT INTO microbatch.batch (pipeline_id, batch_id, attempt, status, "
-	"lower_snapshot, upper_snapshot, xid_from, xid_to, rows_in, "
-	"started_at, finished_at, sqlstate, error, error_context) "
-	"SELECT $1, $2, pg_catalog.count(*)::pg_catalog.int4 + 1, $3, $4, $5, "
-	"$6, $7, $8, $9, $10, $11, $12, $13 FROM microbatch.batch "
-	"WHERE pipeline_id = $1 AND batch_id = $2",
-	13, {INT4OID, INT8OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
-		XID8OID, XID8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID,
-	TEXTOID, TEXTOID}
+	"lower_snapshot, upper_snapshot, xid_from, xid_to, rows_in, rows_digest, "
+	"started_at, finished_at, sqlstate, error, error_context, note) "
+	"SELECT $1, $2, pg_catalog.count(*)::pg_catalog.int4 OPERATOR(pg_catalog.+) 1, "
+	"$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 "
+	"FROM microbatch.batch "
+	"WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2",
+	15, {INT4OID, INT8OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
+		XID8OID, XID8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID}
 };
 
 static MbQuery q_ledger_replay = {
-	"UPDATE microbatch.batch SET replays = replays + 1, last_replayed_at = $3 "
-	"WHERE pipeline_id = $1 AND batch_id = $2 AND status = 'committed'",
+	"UPDATE microbatch.batch SET replays = replays OPERATOR(pg_catalog.+) 1, "
+	"last_replayed_at = $3 "
+	"WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2 AND status" EQ "'committed'",
 	3, {INT4OID, INT8OID, TIMESTAMPTZOID}
 };
 
@@ -214,17 +257,30 @@ mb_name_datum(const char *str)
 }
 
 static Datum
-mb_column(int column, bool *isnull)
+mb_oid_array_datum(List *oids)
 {
-	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(oids), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, oids)
+		elems[n++] = ObjectIdGetDatum(lfirst_oid(lc));
+	return PointerGetDatum(construct_array(elems, n, OIDOID, sizeof(Oid),
+										   true, TYPALIGN_INT));
+}
+
+static Datum
+mb_column_of(uint64 row, int column, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
 						 column, isnull);
 }
 
 static Datum
-mb_column_notnull(int column)
+mb_column_notnull_of(uint64 row, int column)
 {
 	bool		isnull;
-	Datum		value = mb_column(column, &isnull);
+	Datum		value = mb_column_of(row, column, &isnull);
 
 	if (isnull)
 		elog(ERROR, "unexpected null in column %d of a microbatch catalog row",
@@ -239,8 +295,9 @@ mb_column_notnull(int column)
 static Oid
 mb_catalog_owner(void)
 {
-	Oid			namespace = get_namespace_oid(MB_SCHEMA, false);
-	Oid			relid = get_relname_relid("pipeline", namespace);
+	Oid			namespace = get_namespace_oid(MB_SCHEMA, true);
+	Oid			relid = OidIsValid(namespace) ?
+		get_relname_relid("pipeline", namespace) : InvalidOid;
 	HeapTuple	tuple;
 	Oid			owner;
 
@@ -279,51 +336,50 @@ mb_call_begin(MbCall *call)
 						   call->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 }
 
+/* Nothing set during the call outlives it */
 void
 mb_call_end(MbCall *call)
 {
 	SetUserIdAndSecContext(call->saved_user, call->saved_sec_context);
-	AtEOXact_GUC(true, call->guc_nest_level);
+	AtEOXact_GUC(false, call->guc_nest_level);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 }
 
-/*
- * Run user code (transforms, reads of a source) as the given role, in a
- * security-restricted operation, as PostgreSQL does for index expressions
- * and maintenance commands.
- */
-void
-mb_run_as(Oid role, Oid *saved_user, int *saved_sec_context)
-{
-	GetUserIdAndSecContext(saved_user, saved_sec_context);
-	SetUserIdAndSecContext(role, *saved_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-}
-
-void
-mb_run_as_end(Oid saved_user, int saved_sec_context)
-{
-	SetUserIdAndSecContext(saved_user, saved_sec_context);
-}
-
 static void
-mb_pipeline_from_tuple(MbPipeline *pipeline)
+mb_pipeline_from_row(uint64 row, MbPipeline *pipeline)
 {
 	bool		isnull;
-	Datum		max_rows;
+	Datum		value;
 
-	pipeline->id = DatumGetInt32(mb_column_notnull(1));
-	pipeline->name = pstrdup(NameStr(*DatumGetName(mb_column_notnull(2))));
-	pipeline->source = DatumGetObjectId(mb_column_notnull(3));
-	pipeline->batch_view = DatumGetObjectId(mb_column_notnull(4));
-	pipeline->owner = DatumGetObjectId(mb_column_notnull(5));
-	max_rows = mb_column(6, &isnull);
-	pipeline->max_batch_rows = isnull ? 0 : DatumGetInt64(max_rows);
-	pipeline->state = TextDatumGetCString(mb_column_notnull(7));
-	pipeline->consecutive_failures = DatumGetInt32(mb_column_notnull(8));
-	pipeline->failure_alerted = DatumGetBool(mb_column_notnull(9));
+	pipeline->id = DatumGetInt32(mb_column_notnull_of(row, 1));
+	pipeline->name = pstrdup(NameStr(*DatumGetName(mb_column_notnull_of(row, 2))));
+	pipeline->source = DatumGetObjectId(mb_column_notnull_of(row, 3));
+	pipeline->batch_view = DatumGetObjectId(mb_column_notnull_of(row, 4));
+	pipeline->owner = DatumGetObjectId(mb_column_notnull_of(row, 5));
+	value = mb_column_of(row, 6, &isnull);
+	pipeline->max_batch_rows = isnull ? 0 : DatumGetInt64(value);
+	pipeline->state = TextDatumGetCString(mb_column_notnull_of(row, 7));
+	pipeline->consecutive_failures = DatumGetInt32(mb_column_notnull_of(row, 8));
+	pipeline->failure_alerted = DatumGetBool(mb_column_notnull_of(row, 9));
+	pipeline->system_identifier = (uint64) DatumGetInt64(mb_column_notnull_of(row, 10));
+	value = mb_column_of(row, 11, &isnull);
+	pipeline->rebind_batch_id = isnull ? 0 : DatumGetInt64(value);
+}
+
+static List *
+mb_pipelines_from_rows(uint64 n)
+{
+	List	   *pipelines = NIL;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		MbPipeline *pipeline = palloc0(sizeof(MbPipeline));
+
+		mb_pipeline_from_row(i, pipeline);
+		pipelines = lappend(pipelines, pipeline);
+	}
+	return pipelines;
 }
 
 bool
@@ -334,7 +390,7 @@ mb_pipeline_by_name(const char *name, MbPipeline *pipeline)
 	values[0] = mb_name_datum(name);
 	if (mb_query(&q_pipeline_by_name, values, NULL, 1) == 0)
 		return false;
-	mb_pipeline_from_tuple(pipeline);
+	mb_pipeline_from_row(0, pipeline);
 	return true;
 }
 
@@ -360,8 +416,32 @@ mb_pipeline_by_id(int32 id, MbPipeline *pipeline)
 	values[0] = Int32GetDatum(id);
 	if (mb_query(&q_pipeline_by_id, values, NULL, 1) == 0)
 		return false;
-	mb_pipeline_from_tuple(pipeline);
+	mb_pipeline_from_row(0, pipeline);
 	return true;
+}
+
+/* The pipelines reading any of the given tables, by id */
+List *
+mb_pipelines_on_sources(List *relids)
+{
+	Datum		values[1];
+
+	if (relids == NIL)
+		return NIL;
+	values[0] = mb_oid_array_datum(relids);
+	return mb_pipelines_from_rows(mb_query(&q_pipelines_by_source, values, NULL, 0));
+}
+
+/* The pipelines whose batch view is any of the given views, by id */
+List *
+mb_pipelines_with_views(List *relids)
+{
+	Datum		values[1];
+
+	if (relids == NIL)
+		return NIL;
+	values[0] = mb_oid_array_datum(relids);
+	return mb_pipelines_from_rows(mb_query(&q_pipelines_by_view, values, NULL, 0));
 }
 
 /* Keeps our advisory locks apart from the int8 (1) and int4 (2) user keys */
@@ -370,22 +450,36 @@ mb_pipeline_by_id(int32 id, MbPipeline *pipeline)
 /*
  * Serialise batches, replays and changes of a pipeline until the end of the
  * transaction.  Waiting is interruptible and seen by the deadlock detector,
- * like any heavyweight lock; it assigns no transaction id.
+ * like any heavyweight lock; it assigns no transaction id.  With wait false,
+ * returns false at once if another transaction holds the lock.
  */
-static void
-mb_lock_pipeline(int32 pipeline_id)
+static bool
+mb_lock_pipeline(int32 pipeline_id, bool wait)
 {
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) pipeline_id, 0,
 						 MB_LOCKTAG_PIPELINE);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Take a pipeline's lock and read it again under the lock: it may have been
+ * dropped, or changed, while we waited.
+ */
+static void
+mb_pipeline_reread(MbPipeline *pipeline, const char *name)
+{
+	if (!mb_pipeline_by_id(pipeline->id, pipeline))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pipeline \"%s\" was dropped while waiting for its lock",
+						name)));
 }
 
 /*
  * Look a pipeline up, check the caller may change or run it, and take its
- * lock.  It is read again under the lock: it may have been dropped, or
- * changed, while we waited.
+ * lock, waiting for it.
  */
 MbPipeline *
 mb_pipeline_lock(const char *name, Oid caller)
@@ -393,13 +487,35 @@ mb_pipeline_lock(const char *name, Oid caller)
 	MbPipeline *pipeline = mb_pipeline_get(name);
 
 	mb_pipeline_check_owner(pipeline, caller);
-	mb_lock_pipeline(pipeline->id);
-	if (!mb_pipeline_by_id(pipeline->id, pipeline))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("pipeline \"%s\" was dropped while waiting for its lock",
-						name)));
+	(void) mb_lock_pipeline(pipeline->id, true);
+	mb_pipeline_reread(pipeline, name);
 	return pipeline;
+}
+
+/*
+ * The same without waiting, for background workers: NULL when another
+ * transaction holds the lock (a batch or a change by hand).
+ */
+MbPipeline *
+mb_pipeline_try_lock(const char *name, Oid caller)
+{
+	MbPipeline *pipeline = mb_pipeline_get(name);
+
+	mb_pipeline_check_owner(pipeline, caller);
+	if (!mb_lock_pipeline(pipeline->id, false))
+		return NULL;
+	mb_pipeline_reread(pipeline, name);
+	return pipeline;
+}
+
+/* Lock a pipeline already looked up, whose rights the caller has */
+void
+mb_pipeline_lock_known(MbPipeline *pipeline)
+{
+	char	   *name = pstrdup(pipeline->name);
+
+	(void) mb_lock_pipeline(pipeline->id, true);
+	mb_pipeline_reread(pipeline, name);
 }
 
 /* Changing or running a pipeline takes the privileges of its owner */
@@ -407,37 +523,45 @@ void
 mb_pipeline_check_owner(const MbPipeline *pipeline, Oid role)
 {
 	if (!has_privs_of_role(role, pipeline->owner))
+	{
+		char	   *owner = GetUserNameFromId(pipeline->owner, true);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of pipeline \"%s\"", pipeline->name),
-				 errdetail("The pipeline is owned by role \"%s\".",
-						   GetUserNameFromId(pipeline->owner, true) ?
-						   GetUserNameFromId(pipeline->owner, true) : "(dropped)")));
+				 owner ? errdetail("The pipeline is owned by role \"%s\".", owner) :
+				 errdetail("The pipeline's owner no longer exists.")));
+	}
 }
 
 int32
 mb_pipeline_next_id(void)
 {
 	mb_query(&q_pipeline_next_id, NULL, NULL, 1);
-	return DatumGetInt32(mb_column_notnull(1));
+	return DatumGetInt32(mb_column_notnull_of(0, 1));
 }
 
 void
-mb_pipeline_insert(int32 id, const char *name, Oid source, Oid batch_view,
-				   Oid owner, Datum batch_interval, int64 max_batch_rows)
+mb_pipeline_insert(const MbPipeline *pipeline, Datum batch_interval,
+				   Datum batch_timeout, bool timeout_null)
 {
-	Datum		values[7];
-	char		nulls[7] = "       ";
+	Datum		values[9];
+	char		nulls[9];
 
-	values[0] = Int32GetDatum(id);
-	values[1] = mb_name_datum(name);
-	values[2] = ObjectIdGetDatum(source);
-	values[3] = ObjectIdGetDatum(batch_view);
-	values[4] = ObjectIdGetDatum(owner);
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(pipeline->id);
+	values[1] = mb_name_datum(pipeline->name);
+	values[2] = ObjectIdGetDatum(pipeline->source);
+	values[3] = ObjectIdGetDatum(pipeline->batch_view);
+	values[4] = ObjectIdGetDatum(pipeline->owner);
 	values[5] = batch_interval;
-	values[6] = Int64GetDatum(max_batch_rows);
-	if (max_batch_rows == 0)
+	values[6] = Int64GetDatum(pipeline->max_batch_rows);
+	if (pipeline->max_batch_rows == 0)
 		nulls[6] = 'n';
+	values[7] = batch_timeout;
+	if (timeout_null)
+		nulls[7] = 'n';
+	values[8] = Int64GetDatum((int64) pipeline->system_identifier);
 	mb_query(&q_pipeline_insert, values, nulls, 0);
 }
 
@@ -461,6 +585,24 @@ mb_pipeline_set_state(int32 id, const char *state)
 }
 
 /*
+ * Read a pipeline's failure counts and state, locking its row: pause and
+ * resume, which do not wait for a running batch, change them too.
+ */
+bool
+mb_pipeline_failures_for_update(MbPipeline *pipeline)
+{
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(pipeline->id);
+	if (mb_query(&q_pipeline_failures_for_update, values, NULL, 1) == 0)
+		return false;
+	pipeline->consecutive_failures = DatumGetInt32(mb_column_notnull_of(0, 1));
+	pipeline->state = TextDatumGetCString(mb_column_notnull_of(0, 2));
+	pipeline->failure_alerted = DatumGetBool(mb_column_notnull_of(0, 3));
+	return true;
+}
+
+/*
  * Record the count of consecutive failed batches, whether the pipeline is
  * now failed, and whether a failure alert awaits its recovery alert
  */
@@ -476,46 +618,25 @@ mb_pipeline_set_failures(int32 id, int32 failures, bool failed, bool alerted)
 	mb_query(&q_pipeline_set_failures, values, NULL, 0);
 }
 
-/* NULL arguments keep the setting; max_batch_rows 0 removes the cap */
+/* A null Datum keeps a setting; see q_pipeline_alter */
 void
-mb_pipeline_alter(int32 id, Datum batch_interval, bool interval_null,
-				  int64 max_batch_rows, bool max_rows_null)
+mb_pipeline_alter(int32 id, NullableDatum batch_interval,
+				  NullableDatum max_batch_rows, NullableDatum batch_timeout)
 {
-	Datum		values[3];
-	char		nulls[3] = "   ";
+	Datum		values[4];
+	char		nulls[4] = "    ";
 
 	values[0] = Int32GetDatum(id);
-	values[1] = batch_interval;
-	values[2] = Int64GetDatum(max_batch_rows);
-	if (interval_null)
+	values[1] = batch_interval.value;
+	values[2] = max_batch_rows.value;
+	values[3] = batch_timeout.value;
+	if (batch_interval.isnull)
 		nulls[1] = 'n';
-	if (max_rows_null)
+	if (max_batch_rows.isnull)
 		nulls[2] = 'n';
+	if (batch_timeout.isnull)
+		nulls[3] = 'n';
 	mb_query(&q_pipeline_alter, values, nulls, 0);
-}
-
-/* NOTIFY microbatch_alerts, with a JSON payload; delivered at commit */
-void
-mb_notify_alert(const char *event, const char *pipeline_name, int64 batch_id,
-				const ErrorData *error, int32 failures)
-{
-	Datum		values[6];
-	char		nulls[6] = "      ";
-
-	values[0] = CStringGetTextDatum(event);
-	values[1] = mb_name_datum(pipeline_name);
-	values[2] = Int64GetDatum(batch_id);
-	if (batch_id == 0)
-		nulls[2] = 'n';
-	if (error != NULL)
-	{
-		values[3] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
-		values[4] = CStringGetTextDatum(error->message ? error->message : "");
-	}
-	else
-		nulls[3] = nulls[4] = 'n';
-	values[5] = Int32GetDatum(failures);
-	mb_query(&q_alert, values, nulls, 1);
 }
 
 void
@@ -528,16 +649,62 @@ mb_pipeline_set_batch_view(int32 id, Oid batch_view)
 	mb_query(&q_pipeline_set_view, values, NULL, 0);
 }
 
-/* How many pipelines other than this one read a source */
-int32
-mb_source_other_pipelines(Oid source, int32 pipeline_id)
+void
+mb_pipeline_set_owner(int32 id, Oid owner)
 {
 	Datum		values[2];
 
-	values[0] = ObjectIdGetDatum(source);
+	values[0] = Int32GetDatum(id);
+	values[1] = ObjectIdGetDatum(owner);
+	mb_query(&q_pipeline_set_owner, values, NULL, 0);
+}
+
+/* REASSIGN OWNED moved the batch views; the pipelines follow them */
+void
+mb_pipelines_reassign(List *old_roles, Oid new_role)
+{
+	Datum		values[2];
+
+	values[0] = mb_oid_array_datum(old_roles);
+	values[1] = ObjectIdGetDatum(new_role);
+	mb_query(&q_pipelines_reassign, values, NULL, 0);
+}
+
+/* The pipeline's history now counts from batch_id, in this cluster */
+void
+mb_pipeline_set_rebound(int32 id, uint64 system_identifier, int64 batch_id)
+{
+	Datum		values[3];
+
+	values[0] = Int32GetDatum(id);
+	values[1] = Int64GetDatum((int64) system_identifier);
+	values[2] = Int64GetDatum(batch_id);
+	mb_query(&q_pipeline_set_rebound, values, NULL, 0);
+}
+
+/*
+ * NOTIFY microbatch_alerts, delivered at commit.  Any role may listen, so the
+ * payload names the pipeline by id and carries no error text: the views,
+ * which show a role only what it may see, have the rest.
+ */
+void
+mb_notify_alert(const char *event, int32 pipeline_id, int64 batch_id,
+				const ErrorData *error, int32 failures)
+{
+	Datum		values[5];
+	char		nulls[5] = "     ";
+
+	values[0] = CStringGetTextDatum(event);
 	values[1] = Int32GetDatum(pipeline_id);
-	mb_query(&q_source_users, values, NULL, 1);
-	return DatumGetInt32(mb_column_notnull(1));
+	values[2] = Int64GetDatum(batch_id);
+	if (batch_id == 0)
+		nulls[2] = 'n';
+	if (error != NULL)
+		values[3] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
+	else
+		nulls[3] = 'n';
+	values[4] = Int32GetDatum(failures);
+	mb_query(&q_alert, values, nulls, 1);
 }
 
 /* The transforms of a pipeline in run order: bronze, silver, gold */
@@ -555,9 +722,8 @@ mb_transform_list(int32 pipeline_id)
 		HeapTuple	tuple = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		MbTransform *transform = palloc(sizeof(MbTransform));
-		bool		isnull;
 
-		transform->id = DatumGetInt32(SPI_getbinval(tuple, desc, 1, &isnull));
+		transform->id = DatumGetInt32(mb_column_notnull_of(i, 1));
 		transform->name = SPI_getvalue(tuple, desc, 2);
 		transform->layer = SPI_getvalue(tuple, desc, 3);
 		transform->command = SPI_getvalue(tuple, desc, 4);
@@ -605,86 +771,107 @@ static uint64
 mb_optional_xid(int column)
 {
 	bool		isnull;
-	Datum		value = mb_column(column, &isnull);
+	Datum		value = mb_column_of(0, column, &isnull);
 
 	return isnull ? 0 : U64FromFullTransactionId(DatumGetFullTransactionId(value));
 }
 
 static void
-mb_batch_from_tuple(MbLastBatch *batch)
+mb_batch_from_row(MbLedgerBatch *batch)
 {
-	batch->batch_id = DatumGetInt64(mb_column_notnull(1));
-	batch->lower_datum = mb_column_notnull(2);
-	batch->upper_datum = mb_column_notnull(3);
-	batch->xid_from = mb_optional_xid(4);
-	batch->xid_to = mb_optional_xid(5);
-	batch->rows_in = DatumGetInt64(mb_column_notnull(6));
+	bool		isnull;
+	Datum		value;
+
+	batch->batch_id = DatumGetInt64(mb_column_notnull_of(0, 1));
+	batch->skipped = DatumGetBool(mb_column_notnull_of(0, 2));
+	batch->lower_datum = mb_column_notnull_of(0, 3);
+	batch->upper_datum = mb_column_notnull_of(0, 4);
+	batch->xid_from = mb_optional_xid(5);
+	batch->xid_to = mb_optional_xid(6);
+	value = mb_column_of(0, 7, &isnull);
+	batch->rows_in = isnull ? -1 : DatumGetInt64(value);
+	value = mb_column_of(0, 8, &isnull);
+	batch->has_digest = !isnull;
+	batch->rows_digest = isnull ? 0 : DatumGetInt64(value);
 }
 
+/* The window the next batch starts from; false before the first batch */
 bool
-mb_last_batch(int32 pipeline_id, MbLastBatch *last)
+mb_ledger_position(int32 pipeline_id, MbLedgerBatch *position)
 {
 	Datum		values[1];
 
 	values[0] = Int32GetDatum(pipeline_id);
-	if (mb_query(&q_last_batch, values, NULL, 1) == 0)
+	if (mb_query(&q_position, values, NULL, 1) == 0)
 		return false;
-	mb_batch_from_tuple(last);
+	mb_batch_from_row(position);
 	return true;
 }
 
+/* A committed or skipped batch by id */
 bool
-mb_committed_batch(int32 pipeline_id, int64 batch_id, MbLastBatch *batch)
+mb_ledger_batch(int32 pipeline_id, int64 batch_id, MbLedgerBatch *batch)
 {
 	Datum		values[2];
 
 	values[0] = Int32GetDatum(pipeline_id);
 	values[1] = Int64GetDatum(batch_id);
-	if (mb_query(&q_committed_batch, values, NULL, 1) == 0)
+	if (mb_query(&q_batch_by_id, values, NULL, 1) == 0)
 		return false;
-	mb_batch_from_tuple(batch);
+	mb_batch_from_row(batch);
 	return true;
 }
 
-void
-mb_ledger_insert(const MbWindow *window, bool committed,
-				 int64 rows_in, TimestampTz started_at,
-				 TimestampTz finished_at, const ErrorData *error)
+static Datum
+mb_text_or_null(const char *str, char *null)
 {
-	Datum		values[13];
-	char		nulls[13];
+	if (str == NULL)
+	{
+		*null = 'n';
+		return (Datum) 0;
+	}
+	return CStringGetTextDatum(str);
+}
+
+void
+mb_ledger_insert(const MbLedgerEntry *entry)
+{
+	Datum		values[15];
+	char		nulls[15];
+	const MbWindow *window = entry->window;
 
 	memset(nulls, ' ', sizeof(nulls));
-	values[0] = Int32GetDatum(window->pipeline_id);
-	values[1] = Int64GetDatum(window->batch_id);
-	values[2] = CStringGetTextDatum(committed ? "committed" : "failed");
-	values[3] = window->lower_datum;
-	values[4] = window->upper_datum;
-	values[5] = UInt64GetDatum(window->xid_from);
-	if (window->xid_from == 0)
-		nulls[5] = 'n';
-	values[6] = UInt64GetDatum(window->xid_to);
-	if (window->xid_to == 0)
-		nulls[6] = 'n';
-	values[7] = Int64GetDatum(rows_in);
-	values[8] = TimestampTzGetDatum(started_at);
-	values[9] = TimestampTzGetDatum(finished_at);
-	nulls[10] = nulls[11] = nulls[12] = 'n';
-	if (error != NULL)
+	values[0] = Int32GetDatum(entry->pipeline_id);
+	values[1] = Int64GetDatum(entry->batch_id);
+	values[2] = CStringGetTextDatum(entry->status);
+	if (window != NULL)
 	{
-		values[10] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
-		nulls[10] = ' ';
-		if (error->message)
-		{
-			values[11] = CStringGetTextDatum(error->message);
-			nulls[11] = ' ';
-		}
-		if (error->context)
-		{
-			values[12] = CStringGetTextDatum(error->context);
-			nulls[12] = ' ';
-		}
+		values[3] = window->lower_datum;
+		values[4] = window->upper_datum;
+		values[5] = FullTransactionIdGetDatum(FullTransactionIdFromU64(window->xid_from));
+		values[6] = FullTransactionIdGetDatum(FullTransactionIdFromU64(window->xid_to));
+		if (window->xid_from == 0)
+			nulls[5] = 'n';
+		if (window->xid_to == 0)
+			nulls[6] = 'n';
 	}
+	else
+		nulls[3] = nulls[4] = nulls[5] = nulls[6] = 'n';
+	values[7] = Int64GetDatum(entry->rows_in);
+	values[8] = Int64GetDatum(entry->rows_digest);
+	if (entry->rows_in < 0)
+		nulls[7] = nulls[8] = 'n';
+	values[9] = TimestampTzGetDatum(entry->started_at);
+	values[10] = TimestampTzGetDatum(entry->finished_at);
+	if (entry->error != NULL)
+	{
+		values[11] = CStringGetTextDatum(unpack_sql_state(entry->error->sqlerrcode));
+		values[12] = mb_text_or_null(entry->error->message, &nulls[12]);
+		values[13] = mb_text_or_null(entry->error->context, &nulls[13]);
+	}
+	else
+		nulls[11] = nulls[12] = nulls[13] = 'n';
+	values[14] = mb_text_or_null(entry->note, &nulls[14]);
 	mb_query(&q_ledger_insert, values, nulls, 0);
 }
 

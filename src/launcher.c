@@ -13,9 +13,9 @@
  * standby until it is promoted.
  *
  * DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE
- * need a database without connections: the utility hook asks our processes
- * in it to leave first.  The launcher starts them again later where the
- * database still exists.
+ * need a database without connections: the utility hook (src/ddl.c) asks
+ * our processes in it to leave first, through mb_release_database().  The
+ * launcher starts them again later where the database still exists.
  *
  *-------------------------------------------------------------------------
  */
@@ -35,9 +35,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "commands/dbcommands.h"
-#include "commands/defrem.h"
 #include "tcop/tcopprot.h"
-#include "tcop/utility.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -59,10 +57,8 @@ typedef struct MbDatabase
 	bool		seen;
 } MbDatabase;
 
-static ProcessUtility_hook_type prev_process_utility = NULL;
-
-/* Ask our schedulers and batch workers connected to a database to exit */
-static void
+/* Ask our schedulers and batch workers connected to a database to leave */
+void
 mb_release_database(const char *dbname)
 {
 	Oid			dboid = get_database_oid(dbname, true);
@@ -84,47 +80,6 @@ mb_release_database(const char *dbname)
 		ereport(DEBUG1,
 				(errmsg("asked %d microbatch processes to leave database \"%s\"",
 						signalled, dbname)));
-}
-
-static void
-mb_process_utility(PlannedStmt *pstmt, const char *queryString,
-				   bool readOnlyTree, ProcessUtilityContext context,
-				   ParamListInfo params, QueryEnvironment *queryEnv,
-				   DestReceiver *dest, QueryCompletion *qc)
-{
-	Node	   *stmt = pstmt->utilityStmt;
-
-	if (IsA(stmt, DropdbStmt))
-		mb_release_database(((DropdbStmt *) stmt)->dbname);
-	else if (IsA(stmt, RenameStmt) &&
-			 ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
-		mb_release_database(((RenameStmt *) stmt)->subname);
-	else if (IsA(stmt, CreatedbStmt))
-	{
-		ListCell   *lc;
-
-		foreach(lc, ((CreatedbStmt *) stmt)->options)
-		{
-			DefElem    *option = lfirst_node(DefElem, lc);
-
-			if (strcmp(option->defname, "template") == 0 && option->arg != NULL)
-				mb_release_database(defGetString(option));
-		}
-	}
-
-	if (prev_process_utility)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context,
-							 params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
-}
-
-void
-mb_utility_hook_install(void)
-{
-	prev_process_utility = ProcessUtility_hook;
-	ProcessUtility_hook = mb_process_utility;
 }
 
 void
@@ -253,8 +208,10 @@ mb_launcher_step(HTAB *databases)
 				last_warning = now;
 			}
 			db->next_start_at = TimestampTzPlusMilliseconds(now, mb_naptime);
+			mb_database_report(db->dboid, true, true);
 			continue;
 		}
+		mb_database_report(db->dboid, true, false);
 		db->started_at = now;
 		db->extensions_created_at_start = extensions_created;
 	}

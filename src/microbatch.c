@@ -24,6 +24,7 @@ int			mb_naptime = 5000;
 int			mb_max_retries = 5;
 int			mb_max_retry_delay = 300000;
 int			mb_max_pipelines = 1024;
+int			mb_batch_timeout = 60 * 60 * 1000;
 static int	mb_synchronous_commit = SYNCHRONOUS_COMMIT_OFF;
 
 /* The values synchronous_commit takes, hidden aliases included */
@@ -69,6 +70,12 @@ _PG_init(void)
 							"Longest wait before a failed batch is retried.",
 							"Retries back off exponentially from one second, with jitter, up to this delay.",
 							&mb_max_retry_delay, 300000, 1000, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("microbatch.batch_timeout",
+							"Longest a background batch may run, waiting for locks included; 0 means no limit.",
+							"A batch that runs longer is cancelled and counted as a failed batch. Pipelines can have a timeout of their own.",
+							&mb_batch_timeout, 60 * 60 * 1000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	/*

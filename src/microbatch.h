@@ -3,12 +3,16 @@
  * microbatch.h
  *	  Declarations shared by the microbatch extension's source files.
  *
+ * src/api.c		the SQL-callable functions
  * src/catalog.c	the microbatch.* tables, through SPI, as their owner
- * src/source.c		the tracking column on source tables and the batch views
+ * src/usercode.c	where user code runs, and with what rights
+ * src/source.c		sources: tracking column, guards, batch views
+ * src/ddl.c		what DDL may do to sources and batch views
  * src/window.c		batch windows: which source rows a batch covers
  * src/transform.c	validating and running the transforms
- * src/batch.c		the batch engine: run, replay, rows waiting
- * src/api.c		the SQL-callable functions
+ * src/batch.c		the batch engine: run, replay, rows waiting, rebind
+ *
+ * The background processes are declared in worker.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,11 +25,15 @@
 #include "nodes/pg_list.h"
 #include "utils/elog.h"
 
-/* Column that create_pipeline adds to a source: the inserting top-level xid */
-#define MB_TRACKING_COLUMN	"microbatch_xid"
 #define MB_SCHEMA			"microbatch"
 #define MB_BATCH_VIEW_SUFFIX "_batch"
-#define MB_WAKEUP_TRIGGER	"microbatch_source_changed"
+
+/* What create_pipeline adds to a source (source.c) */
+#define MB_TRACKING_COLUMN	"microbatch_xid"
+#define MB_TRACKING_CONSTRAINT "microbatch_xid_current"
+#define MB_TRIGGER_CHANGED	"microbatch_source_changed"
+#define MB_TRIGGER_TRUNCATED "microbatch_source_truncated"
+#define MB_TRIGGER_REPLICATED "microbatch_source_replicated"
 
 /* A row of microbatch.pipeline */
 typedef struct MbPipeline
@@ -39,6 +47,8 @@ typedef struct MbPipeline
 	char	   *state;
 	int32		consecutive_failures;
 	bool		failure_alerted;	/* a failed alert awaits its recovery alert */
+	uint64		system_identifier;	/* of the cluster of its history */
+	int64		rebind_batch_id;	/* 0 if never rebound */
 } MbPipeline;
 
 /* A row of microbatch.transform */
@@ -67,6 +77,7 @@ typedef struct MbBatchPlan
 typedef enum MbPlanKind
 {
 	MB_PLAN_TRANSFORM,			/* by transform id */
+	MB_PLAN_WINDOW_CONTENT,		/* by pipeline id */
 	MB_PLAN_WINDOW_COUNT,		/* by pipeline id */
 	MB_PLAN_WINDOW_NTH_XID		/* by pipeline id */
 } MbPlanKind;
@@ -90,6 +101,7 @@ typedef struct MbWindow
 {
 	int32		pipeline_id;
 	int64		batch_id;
+	bool		replay;			/* a replay, which must not feed pipelines */
 	Datum		lower_datum;	/* pg_snapshot, as stored in the ledger */
 	Datum		upper_datum;
 	MbSnapshot	lower;
@@ -98,22 +110,48 @@ typedef struct MbWindow
 	uint64		xid_to;
 } MbWindow;
 
-/* The last committed batch of a pipeline, from the ledger */
-typedef struct MbLastBatch
+/* How many rows a window holds, and their fingerprint */
+typedef struct MbWindowContent
+{
+	int64		rows;
+	int64		digest;
+} MbWindowContent;
+
+/* A committed or skipped batch of the ledger */
+typedef struct MbLedgerBatch
 {
 	int64		batch_id;
+	bool		skipped;
 	Datum		lower_datum;
 	Datum		upper_datum;
 	uint64		xid_from;
 	uint64		xid_to;
-	int64		rows_in;
-} MbLastBatch;
+	int64		rows_in;		/* -1 for a skipped batch */
+	bool		has_digest;
+	int64		rows_digest;
+} MbLedgerBatch;
+
+/* A row to write into the ledger */
+typedef struct MbLedgerEntry
+{
+	int32		pipeline_id;
+	int64		batch_id;
+	const char *status;			/* committed, failed or skipped */
+	const MbWindow *window;		/* NULL: failed before the window was known */
+	int64		rows_in;		/* -1: not known */
+	int64		rows_digest;
+	TimestampTz started_at;
+	TimestampTz finished_at;
+	const ErrorData *error;
+	const char *note;
+} MbLedgerEntry;
 
 typedef enum MbBatchStatus
 {
 	MB_BATCH_EMPTY,				/* nothing new: nothing was written */
 	MB_BATCH_COMMITTED,
-	MB_BATCH_FAILED				/* rolled back; the attempt is in the ledger */
+	MB_BATCH_FAILED,			/* rolled back; the attempt is in the ledger */
+	MB_BATCH_BUSY				/* another transaction held the pipeline */
 } MbBatchStatus;
 
 typedef struct MbBatchResult
@@ -128,6 +166,20 @@ typedef struct MbBatchResult
 } MbBatchResult;
 
 /*
+ * What a background worker hears of the batches it runs; any callback may
+ * be NULL.  timeout_reason says why a cancel happened if it was the batch's
+ * timeout, or returns NULL.
+ */
+typedef struct MbBatchObserver
+{
+	void	   *arg;
+	void		(*before_snapshot) (void *arg, const MbPipeline *pipeline);
+	void		(*batch_started) (void *arg, const MbPipeline *pipeline,
+								  int64 batch_id);
+	const char *(*timeout_reason) (void *arg);
+} MbBatchObserver;
+
+/*
  * Identity of an API call.  Catalog work runs as the catalog's owner with a
  * pinned search_path; user code runs as the pipeline's owner.
  */
@@ -140,68 +192,109 @@ typedef struct MbCall
 	int			guc_nest_level;
 } MbCall;
 
+/* User code in progress (usercode.c) */
+typedef struct MbUserCode
+{
+	Oid			saved_user;
+	int			saved_sec_context;
+	int			guc_nest_level;
+} MbUserCode;
+
+/* Settings (microbatch.c) */
+extern int	mb_batch_timeout;
+extern int	mb_max_retries;
+
+/* usercode.c */
+extern void mb_user_code_begin(MbUserCode *uc, Oid role, const char *search_path);
+extern void mb_user_code_set(MbUserCode *uc, const char *name, const char *value);
+extern void mb_user_code_end(MbUserCode *uc);
+extern void mb_check_role_may_run(Oid role, const char *pipeline_name);
+
 /* catalog.c */
 extern void mb_call_begin(MbCall *call);
 extern void mb_call_end(MbCall *call);
-extern void mb_run_as(Oid role, Oid *saved_user, int *saved_sec_context);
-extern void mb_run_as_end(Oid saved_user, int saved_sec_context);
 extern bool mb_pipeline_by_name(const char *name, MbPipeline *pipeline);
 extern MbPipeline *mb_pipeline_get(const char *name);
-extern MbPipeline *mb_pipeline_lock(const char *name, Oid caller);
 extern bool mb_pipeline_by_id(int32 id, MbPipeline *pipeline);
+extern List *mb_pipelines_on_sources(List *relids);
+extern List *mb_pipelines_with_views(List *relids);
+extern MbPipeline *mb_pipeline_lock(const char *name, Oid caller);
+extern MbPipeline *mb_pipeline_try_lock(const char *name, Oid caller);
+extern void mb_pipeline_lock_known(MbPipeline *pipeline);
 extern void mb_pipeline_check_owner(const MbPipeline *pipeline, Oid role);
 extern int32 mb_pipeline_next_id(void);
-extern void mb_pipeline_insert(int32 id, const char *name, Oid source,
-							   Oid batch_view, Oid owner, Datum batch_interval,
-							   int64 max_batch_rows);
+extern void mb_pipeline_insert(const MbPipeline *pipeline, Datum batch_interval,
+							   Datum batch_timeout, bool timeout_null);
 extern void mb_pipeline_delete(int32 id);
 extern void mb_pipeline_set_state(int32 id, const char *state);
-extern void mb_pipeline_set_batch_view(int32 id, Oid batch_view);
+extern bool mb_pipeline_failures_for_update(MbPipeline *pipeline);
 extern void mb_pipeline_set_failures(int32 id, int32 failures, bool failed,
 									 bool alerted);
-extern void mb_pipeline_alter(int32 id, Datum batch_interval, bool interval_null,
-							  int64 max_batch_rows, bool max_rows_null);
-extern void mb_notify_alert(const char *event, const char *pipeline_name,
+extern void mb_pipeline_alter(int32 id, NullableDatum batch_interval,
+							  NullableDatum max_batch_rows,
+							  NullableDatum batch_timeout);
+extern void mb_pipeline_set_batch_view(int32 id, Oid batch_view);
+extern void mb_pipeline_set_owner(int32 id, Oid owner);
+extern void mb_pipelines_reassign(List *old_roles, Oid new_role);
+extern void mb_pipeline_set_rebound(int32 id, uint64 system_identifier,
+									int64 batch_id);
+extern void mb_notify_alert(const char *event, int32 pipeline_id,
 							int64 batch_id, const ErrorData *error,
 							int32 failures);
-extern int32 mb_source_other_pipelines(Oid source, int32 pipeline_id);
 extern List *mb_transform_list(int32 pipeline_id);
 extern bool mb_transform_exists(int32 pipeline_id, const char *name);
 extern void mb_transform_insert(int32 pipeline_id, const char *name,
 								const char *layer, const char *command,
 								const char *search_path);
 extern bool mb_transform_delete(int32 pipeline_id, const char *name);
-extern bool mb_last_batch(int32 pipeline_id, MbLastBatch *last);
-extern bool mb_committed_batch(int32 pipeline_id, int64 batch_id,
-							   MbLastBatch *batch);
-extern void mb_ledger_insert(const MbWindow *window, bool committed,
-							 int64 rows_in,
-							 TimestampTz started_at, TimestampTz finished_at,
-							 const ErrorData *error);
+extern bool mb_ledger_position(int32 pipeline_id, MbLedgerBatch *position);
+extern bool mb_ledger_batch(int32 pipeline_id, int64 batch_id,
+							MbLedgerBatch *batch);
+extern void mb_ledger_insert(const MbLedgerEntry *entry);
 extern void mb_ledger_record_replay(int32 pipeline_id, int64 batch_id,
 									TimestampTz replayed_at);
 
 /* source.c */
 extern void mb_source_check_usable(Oid source, Oid caller);
-extern void mb_source_prepare(Oid source, Oid caller);
+extern void mb_source_prepare(Oid source, Oid caller, bool skip_existing);
+extern void mb_source_guard(Oid relid, Oid role, bool rebind);
+extern void mb_source_check_guarded(const MbPipeline *pipeline);
+extern bool mb_trigger_state_allowed(const char *name, char enabled);
+extern void mb_source_release(const MbPipeline *pipeline, Oid caller);
+extern void mb_source_table_left(Oid relid, Oid caller);
+extern int64 mb_source_retag(Oid source, const char *covered_sql);
+extern List *mb_table_and_ancestors(Oid relid);
+extern List *mb_hierarchy_roots(Oid relid);
 extern Oid	mb_batch_view_create(const MbPipeline *pipeline);
 extern void mb_batch_view_drop(const MbPipeline *pipeline);
-extern void mb_source_release(const MbPipeline *pipeline);
+extern void mb_batch_view_set_owner(const MbPipeline *pipeline, Oid owner);
 extern void mb_pipeline_check_source_exists(const MbPipeline *pipeline);
 extern void mb_pipeline_check_relations(const MbPipeline *pipeline);
-extern char *mb_window_predicate(int32 pipeline_id, const char *alias);
+
+/* ddl.c */
+extern void mb_ddl_own_begin(void);
+extern void mb_ddl_own_end(void);
+extern void mb_utility_hook_install(void);
 
 /* window.c */
 extern Datum mb_empty_snapshot(void);
-extern Datum mb_snapshot_add_running(Datum snapshot, FullTransactionId xid);
-extern void mb_snapshot_unpack(Datum snapshot, MbSnapshot *unpacked);
-extern bool mb_snapshot_visible(const MbSnapshot *snapshot, uint64 xid);
+extern Datum mb_current_snapshot(bool own_running);
 extern void mb_window_init(MbWindow *window, int32 pipeline_id,
 						   int64 batch_id, Datum lower, Datum upper,
 						   uint64 xid_from, uint64 xid_to);
 extern void mb_window_activate(MbWindow *window);
 extern void mb_window_deactivate(void);
 extern bool mb_window_is_active(void);
+extern bool mb_window_is_replay(void);
+extern char *mb_window_predicate(int32 pipeline_id, const char *alias);
+extern MbWindowContent mb_window_content(const MbPipeline *pipeline,
+										 MbWindow *window);
+extern MbWindowContent mb_next_window(const MbPipeline *pipeline,
+									  MbWindow *window,
+									  const MbBatchObserver *observer);
+extern int64 mb_window_rows_waiting(const MbPipeline *pipeline);
+extern int64 mb_window_pending_in(const MbPipeline *pipeline, Oid relid,
+								  int64 *total);
 
 /* transform.c */
 extern MbBatchPlan *mb_batch_plan_slot(MbPlanKind kind, int32 id);
@@ -212,19 +305,22 @@ extern void mb_transform_validate(const char *command, Oid owner,
 extern void mb_transforms_run(const MbPipeline *pipeline, List *transforms,
 							  int64 batch_id, int64 rows);
 
-/* shmem.c, worker.c */
-extern void mb_wake_scheduler_at_commit(void);
-extern void mb_warn_if_no_workers(void);
-extern void mb_worker_report_batch(const char *pipeline_name, int64 batch_id);
-extern void mb_worker_note_snapshot(void);
-
 /* batch.c */
-extern MbBatchResult mb_run_batch(const char *pipeline_name, Oid caller);
+extern MbBatchResult mb_run_batch(const char *pipeline_name, Oid caller,
+								  bool wait, const MbBatchObserver *observer);
 extern int64 mb_replay_batch(const char *pipeline_name, int64 batch_id,
 							 Oid caller);
 extern bool mb_rows_waiting(const char *pipeline_name, Oid caller,
 							int64 *rows);
-extern MbBatchResult mb_record_failure(const char *pipeline_name,
-									   const ErrorData *error);
+extern int32 mb_record_failure(const char *pipeline_name,
+							   const ErrorData *error, TimestampTz started_at);
+extern void mb_rebind_pipeline(const char *pipeline_name, Oid caller);
+extern void mb_skip_existing_rows(const MbPipeline *pipeline);
+
+/* wakeup.c, status.c, launcher.c: what the SQL side asks of workers */
+extern void mb_wake_for_source(Oid relid);
+extern void mb_wake_scheduler_at_commit(void);
+extern void mb_warn_if_no_workers(void);
+extern void mb_release_database(const char *dbname);
 
 #endif							/* MICROBATCH_H */

@@ -6,19 +6,26 @@
  * Each enabled pipeline runs every batch_interval, measured from the start
  * of its previous batch; a batch that overruns makes the next one start at
  * once, never several.  A pipeline with batch_interval 0 runs when a
- * transaction that inserted into a source commits (the commit sets our
+ * transaction that wrote into its source commits (the commit sets our
  * latch, while we wait for one), and again at once after each batch if
  * commits came that its snapshot may have missed, or if max_batch_rows cut
  * its window short.  A failed batch is retried after an exponential backoff
  * from one second, with jitter, capped at microbatch.max_retry_delay; source
- * commits do not bring the retry forward.
+ * commits do not bring the retry forward.  A pipeline whose lock another
+ * transaction held is tried again after its interval.
  *
- * Due pipelines are handed, most overdue first, to idle batch workers of
- * this database; more are started while fewer than microbatch.max_workers
- * run in the whole cluster.  One pipeline is never on two workers.
+ * Due pipelines are handed to idle batch workers of this database; more are
+ * started while fewer than microbatch.max_workers run in the whole cluster.
+ * One pipeline is never on two workers.  Worker slots go where work waits:
+ * while another database has pipelines waiting for a worker, this one keeps
+ * at most its share of microbatch.max_workers, and idle workers of other
+ * databases are asked to leave when the cluster has no slot left.  Within
+ * the database, owners take turns: the next pipeline to start is one of the
+ * owner with the fewest batches running, most overdue first.  Every batch
+ * ends within its batch_timeout, so no owner keeps a worker for long.
  *
- * A pipeline whose last batch found nothing is run again only once a source
- * of this database had an insert committed, or a naptime passed.
+ * A pipeline whose last batch found nothing is run again only once its
+ * source had a write committed, or a naptime passed.
  *
  * The scheduler reads the catalog every microbatch.naptime, and at once when
  * a microbatch function changed a pipeline.  It exits when the extension is
@@ -50,10 +57,15 @@ typedef struct MbScheduled
 {
 	int32		id;
 	char		name[NAMEDATALEN];
+	Oid			owner;
 	int64		interval_ms;
+	int			timeout_ms;		/* its own, or microbatch.batch_timeout */
+	bool		own_timeout;
 	bool		enabled;
 	TimestampTz next_run;
 	int			slotno;			/* batch worker running it, or -1 */
+	MbSourceCommits *source_commits;	/* or NULL: count the database's */
+	uint64		commits_seen;
 	bool		woken;			/* a source commit came that its last batch's
 								 * snapshot may have missed */
 	bool		last_empty;		/* its last batch found nothing */
@@ -61,23 +73,47 @@ typedef struct MbScheduled
 	TimestampTz last_dispatch;
 } MbScheduled;
 
+typedef struct MbWorkerHandle
+{
+	BackgroundWorkerHandle *handle;
+	uint64		generation;		/* of the slot when we started it */
+} MbWorkerHandle;
+
 static MbSlot *my_slot = NULL;
 static MbScheduled *pipelines = NULL;
 static int	npipelines = 0;
-static BackgroundWorkerHandle **worker_handles = NULL;
+static MbWorkerHandle *worker_handles = NULL;
 
+/*
+ * Leaving: our workers leave too, once idle (a new scheduler would not know
+ * what they were doing), and what we published goes.
+ */
 static void
 mb_scheduler_detach(int code, Datum arg)
 {
 	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < mb_shared->nslots; i++)
+	{
+		MbSlot	   *slot = &mb_shared->slots[i];
+
+		if (slot->kind == MB_SLOT_WORKER && slot->dboid == MyDatabaseId)
+		{
+			slot->exit_requested = true;
+			if (slot->latch != NULL)
+				SetLatch(slot->latch);
+		}
+	}
 	if (my_slot->pid == MyProcPid)
 	{
 		my_slot->kind = MB_SLOT_UNUSED;
 		my_slot->pid = 0;
 		my_slot->latch = NULL;
+		my_slot->waiting = 0;
+		mb_latch_waiting_schedulers();
 	}
 	LWLockRelease(mb_shared->lock);
 	mb_schedule_forget_database(MyDatabaseId);
+	mb_source_commits_forget_database(MyDatabaseId);
 }
 
 /* Take a slot; exit if this database has a scheduler already */
@@ -107,6 +143,9 @@ mb_scheduler_attach(Oid dboid)
 		free_slot->pid = MyProcPid;
 		free_slot->latch = MyLatch;
 		free_slot->since = GetCurrentTimestamp();
+		free_slot->generation++;
+		free_slot->exit_requested = false;
+		free_slot->waiting = 0;
 		pg_atomic_write_u32(&free_slot->reload_requested, 0);
 		pg_atomic_write_u32(&free_slot->wants_source_commits, 0);
 	}
@@ -141,6 +180,28 @@ mb_find_pipeline(MbScheduled *list, int n, int32 id)
 	return NULL;
 }
 
+/* The commits a pipeline's wake-ups are counted in */
+static uint64
+mb_commits_of(const MbScheduled *p)
+{
+	if (p->source_commits != NULL)
+		return pg_atomic_read_u64(&p->source_commits->commits);
+	return pg_atomic_read_u64(&my_slot->db_commits);
+}
+
+/* Qualified down to the operators, as all the engine's SQL */
+#define MB_SCHEDULER_QUERY \
+	"SELECT p.pipeline_id, p.pipeline_name::pg_catalog.text, " \
+	"p.owner_role::pg_catalog.oid, " \
+	"(pg_catalog.date_part('epoch', p.batch_interval) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8, " \
+	"(pg_catalog.date_part('epoch', p.batch_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8, " \
+	"p.state OPERATOR(pg_catalog.=) 'enabled', p.consecutive_failures, " \
+	"p.source_table::pg_catalog.oid, last.started_at, last.finished_at " \
+	"FROM microbatch.pipeline p " \
+	"LEFT JOIN LATERAL (SELECT b.started_at, b.finished_at " \
+	"FROM microbatch.batch b WHERE b.pipeline_id OPERATOR(pg_catalog.=) p.pipeline_id " \
+	"ORDER BY b.batch_id DESC, b.attempt DESC LIMIT 1) last ON true"
+
 /*
  * Read the pipelines of this database.  Pipelines already known keep their
  * schedule; new ones start from their last batch in the ledger.
@@ -153,6 +214,7 @@ mb_scheduler_reload(void)
 	int			nfresh;
 	TimestampTz now = GetCurrentTimestamp();
 	bool		installed;
+	Oid		   *roots;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -160,25 +222,19 @@ mb_scheduler_reload(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "reading microbatch pipelines");
 
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'microbatch'",
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension "
+					"WHERE extname OPERATOR(pg_catalog.=) 'microbatch'",
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up the microbatch extension");
 	installed = SPI_processed > 0;
-	if (installed &&
-		SPI_execute("SELECT p.pipeline_id, p.pipeline_name::pg_catalog.text, "
-					"(pg_catalog.date_part('epoch', p.batch_interval) * 1000)::pg_catalog.int8, "
-					"p.state = 'enabled', p.consecutive_failures, "
-					"last.started_at, last.finished_at "
-					"FROM microbatch.pipeline p "
-					"LEFT JOIN LATERAL (SELECT b.started_at, b.finished_at "
-					"FROM microbatch.batch b WHERE b.pipeline_id = p.pipeline_id "
-					"ORDER BY b.batch_id DESC, b.attempt DESC LIMIT 1) last ON true",
-					true, 0) != SPI_OK_SELECT)
+	if (installed && SPI_execute(MB_SCHEDULER_QUERY, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read microbatch.pipeline");
 
+	/* outside SPI's memory, which SPI_finish() frees */
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	nfresh = installed ? (int) SPI_processed : 0;
 	fresh = palloc0(sizeof(MbScheduled) * Max(nfresh, 1));
+	roots = palloc0(sizeof(Oid) * Max(nfresh, 1));
 	MemoryContextSwitchTo(oldcxt);
 
 	for (int i = 0; i < nfresh; i++)
@@ -189,18 +245,27 @@ mb_scheduler_reload(void)
 		MbScheduled *known;
 		bool		isnull;
 		int32		failures;
+		Datum		value;
 		Datum		started;
 		bool		started_null;
 		Datum		finished;
 		bool		finished_null;
+		List	   *source_roots;
 
 		p->id = DatumGetInt32(SPI_getbinval(tuple, desc, 1, &isnull));
 		strlcpy(p->name, SPI_getvalue(tuple, desc, 2), NAMEDATALEN);
-		p->interval_ms = DatumGetInt64(SPI_getbinval(tuple, desc, 3, &isnull));
-		p->enabled = DatumGetBool(SPI_getbinval(tuple, desc, 4, &isnull));
-		failures = DatumGetInt32(SPI_getbinval(tuple, desc, 5, &isnull));
-		started = SPI_getbinval(tuple, desc, 6, &started_null);
-		finished = SPI_getbinval(tuple, desc, 7, &finished_null);
+		p->owner = DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull));
+		p->interval_ms = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
+		value = SPI_getbinval(tuple, desc, 5, &isnull);
+		p->own_timeout = !isnull;
+		p->timeout_ms = isnull ? 0 : (int) Min(DatumGetInt64(value), INT_MAX);
+		p->enabled = DatumGetBool(SPI_getbinval(tuple, desc, 6, &isnull));
+		failures = DatumGetInt32(SPI_getbinval(tuple, desc, 7, &isnull));
+		source_roots = mb_hierarchy_roots(DatumGetObjectId(SPI_getbinval(tuple, desc, 8, &isnull)));
+		/* a table dropped under the pipeline has no hierarchy any more */
+		roots[i] = list_length(source_roots) == 1 ? linitial_oid(source_roots) : InvalidOid;
+		started = SPI_getbinval(tuple, desc, 9, &started_null);
+		finished = SPI_getbinval(tuple, desc, 10, &finished_null);
 
 		known = mb_find_pipeline(pipelines, npipelines, p->id);
 		if (known != NULL)
@@ -211,6 +276,9 @@ mb_scheduler_reload(void)
 			p->backing_off = known->backing_off;
 			p->last_dispatch = known->last_dispatch;
 			p->next_run = known->next_run;
+			p->source_commits = known->source_commits;
+			p->commits_seen = known->commits_seen;
+
 			/*
 			 * A resumed pipeline runs now; a new interval applies from now
 			 * (also to a continuous pipeline that was waiting a naptime for
@@ -252,6 +320,23 @@ mb_scheduler_reload(void)
 				(errmsg("microbatch scheduler exiting: the extension is not installed in this database")));
 		proc_exit(0);
 	}
+
+	for (int i = 0; i < nfresh; i++)
+	{
+		MbScheduled *p = &fresh[i];
+		MbSourceCommits *counter = OidIsValid(roots[i]) ?
+		mb_source_commits(MyDatabaseId, roots[i]) : NULL;
+
+		if (!p->own_timeout)
+			p->timeout_ms = mb_batch_timeout;
+		if (counter != p->source_commits ||
+			mb_find_pipeline(pipelines, npipelines, p->id) == NULL)
+		{
+			p->source_commits = counter;
+			p->commits_seen = mb_commits_of(p);
+		}
+	}
+	pfree(roots);
 
 	/* pipelines that are gone or disabled are no longer shown as scheduled */
 	for (int i = 0; i < npipelines; i++)
@@ -319,13 +404,16 @@ mb_scheduler_collect(void)
 		p->last_empty = status == MB_BATCH_EMPTY;
 		p->backing_off = status == MB_BATCH_FAILED;
 		/* only commits its snapshot may have missed call for another batch */
-		p->woken = pg_atomic_read_u64(&my_slot->source_commits) > commits_covered;
+		p->woken = mb_commits_of(p) > commits_covered;
 		if (status == MB_BATCH_FAILED)
 		{
 			if (failures >= mb_max_retries)
 				p->enabled = false; /* the engine marked it failed */
 			p->next_run = TimestampTzPlusMilliseconds(now, mb_retry_delay_ms(failures));
 		}
+		else if (status == MB_BATCH_BUSY)
+			p->next_run = TimestampTzPlusMilliseconds(now,
+													  Min(Max(p->interval_ms, 100), mb_naptime));
 		else if (p->interval_ms == 0)
 			p->next_run = capped || p->woken ? now :
 				TimestampTzPlusMilliseconds(now, mb_naptime);
@@ -341,43 +429,72 @@ mb_scheduler_reap(void)
 {
 	for (int i = 0; i < mb_shared->nslots; i++)
 	{
+		MbSlot	   *slot = &mb_shared->slots[i];
 		pid_t		pid;
 
-		if (worker_handles[i] == NULL ||
-			GetBackgroundWorkerPid(worker_handles[i], &pid) != BGWH_STOPPED)
+		if (worker_handles[i].handle == NULL ||
+			GetBackgroundWorkerPid(worker_handles[i].handle, &pid) != BGWH_STOPPED)
 			continue;
-		pfree(worker_handles[i]);
-		worker_handles[i] = NULL;
+		pfree(worker_handles[i].handle);
+		worker_handles[i].handle = NULL;
 		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
-		if (mb_shared->slots[i].kind == MB_SLOT_WORKER &&
-			mb_shared->slots[i].pid == 0)
-			mb_shared->slots[i].kind = MB_SLOT_UNUSED;
+		/* only if no one claimed the slot again since */
+		if (slot->kind == MB_SLOT_WORKER && slot->pid == 0 &&
+			slot->generation == worker_handles[i].generation)
+		{
+			slot->kind = MB_SLOT_UNUSED;
+			mb_latch_waiting_schedulers();
+		}
 		LWLockRelease(mb_shared->lock);
 	}
 }
 
+/*
+ * How many workers this database may keep while others wait: an equal
+ * share of max_workers among the databases that have workers or wait for
+ * some, this one included.  Caller holds the lock.
+ */
 static int
-mb_compare_next_run(const void *a, const void *b)
+mb_fair_share(bool *others_waiting)
 {
-	const MbScheduled *pa = *(MbScheduled *const *) a;
-	const MbScheduled *pb = *(MbScheduled *const *) b;
+	Oid		   *others = palloc(sizeof(Oid) * mb_shared->nslots);
+	int			nothers = 0;
 
-	if (pa->next_run != pb->next_run)
-		return pa->next_run < pb->next_run ? -1 : 1;
-	return pa->id - pb->id;
+	*others_waiting = false;
+	for (int i = 0; i < mb_shared->nslots; i++)
+	{
+		MbSlot	   *slot = &mb_shared->slots[i];
+		bool		waiting = slot->kind == MB_SLOT_SCHEDULER && slot->waiting > 0;
+		bool		seen = false;
+
+		if (slot->dboid == MyDatabaseId ||
+			(slot->kind != MB_SLOT_WORKER && !waiting))
+			continue;
+		*others_waiting |= waiting;
+		for (int j = 0; j < nothers && !seen; j++)
+			seen = others[j] == slot->dboid;
+		if (!seen)
+			others[nothers++] = slot->dboid;
+	}
+	pfree(others);
+	return Max(1, mb_max_workers / (nothers + 1));
 }
 
 /*
  * Hand one pipeline to an idle worker of this database, or to a new one if
- * the cluster runs fewer than max_workers.  Returns false when no worker can
- * take it.
+ * the cluster runs fewer than max_workers, within this database's share
+ * while others wait.  Returns false when no worker can take it now.
  */
 static bool
 mb_scheduler_assign(MbScheduled *p)
 {
 	int			idle = -1;
 	int			unused = -1;
+	int			other_idle = -1;
 	int			workers = 0;
+	int			mine = 0;
+	int			share;
+	bool		others_waiting;
 	MbSlot	   *slot;
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -387,18 +504,40 @@ mb_scheduler_assign(MbScheduled *p)
 		slot = &mb_shared->slots[i];
 		if (slot->kind == MB_SLOT_WORKER)
 		{
+			bool		is_idle = slot->state == MB_STATE_IDLE &&
+				!slot->result_ready && slot->latch != NULL &&
+				!slot->exit_requested;
+
 			workers++;
-			if (idle < 0 && slot->dboid == MyDatabaseId &&
-				slot->state == MB_STATE_IDLE && !slot->result_ready &&
-				slot->latch != NULL)
-				idle = i;
+			if (slot->dboid == MyDatabaseId)
+			{
+				mine++;
+				if (idle < 0 && is_idle)
+					idle = i;
+			}
+			else if (other_idle < 0 && is_idle)
+				other_idle = i;
 		}
 		else if (slot->kind == MB_SLOT_UNUSED && unused < 0)
 			unused = i;
 	}
+	share = mb_fair_share(&others_waiting);
 
+	if (idle >= 0 && others_waiting && mine > share)
+	{
+		/* give the slot to a database that waits */
+		mb_shared->slots[idle].exit_requested = true;
+		SetLatch(mb_shared->slots[idle].latch);
+		LWLockRelease(mb_shared->lock);
+		return false;
+	}
 	if (idle >= 0)
 		slot = &mb_shared->slots[idle];
+	else if (others_waiting && mine >= share)
+	{
+		LWLockRelease(mb_shared->lock);
+		return false;
+	}
 	else if (workers < mb_max_workers && unused >= 0)
 	{
 		slot = &mb_shared->slots[unused];
@@ -407,9 +546,17 @@ mb_scheduler_assign(MbScheduled *p)
 		slot->pid = 0;
 		slot->latch = NULL;
 		slot->result_ready = false;
+		slot->exit_requested = false;
+		slot->generation++;
 	}
 	else
 	{
+		/* the cluster is full: an idle worker elsewhere makes room */
+		if (other_idle >= 0 && mine < share)
+		{
+			mb_shared->slots[other_idle].exit_requested = true;
+			SetLatch(mb_shared->slots[other_idle].latch);
+		}
 		LWLockRelease(mb_shared->lock);
 		return false;
 	}
@@ -417,6 +564,9 @@ mb_scheduler_assign(MbScheduled *p)
 	slot->state = MB_STATE_ASSIGNED;
 	slot->pipeline_id = p->id;
 	strlcpy(slot->pipeline_name, p->name, NAMEDATALEN);
+	slot->pipeline_owner = p->owner;
+	slot->batch_timeout_ms = p->timeout_ms;
+	slot->source_commits = p->source_commits;
 	slot->batch_id = 0;
 	slot->since = now;
 	if (slot->latch != NULL)
@@ -424,18 +574,21 @@ mb_scheduler_assign(MbScheduled *p)
 	p->slotno = slot - mb_shared->slots;
 	p->woken = false;
 	p->last_dispatch = now;
+	worker_handles[p->slotno].generation = slot->generation;
 	LWLockRelease(mb_shared->lock);
 
 	if (idle < 0 &&
 		!mb_start_dynamic_worker("worker", MyDatabaseId, Int32GetDatum(p->slotno),
-								 &worker_handles[p->slotno]))
+								 &worker_handles[p->slotno].handle))
 	{
 		static TimestampTz last_warning = 0;
 
 		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 		slot->kind = MB_SLOT_UNUSED;
 		LWLockRelease(mb_shared->lock);
+		worker_handles[p->slotno].handle = NULL;
 		p->slotno = -1;
+		mb_database_report(MyDatabaseId, false, true);
 		if (TimestampDifferenceExceeds(last_warning, now, 60 * 1000))
 		{
 			ereport(WARNING,
@@ -445,6 +598,8 @@ mb_scheduler_assign(MbScheduled *p)
 		}
 		return false;
 	}
+	if (idle < 0)
+		mb_database_report(MyDatabaseId, false, false);
 	return true;
 }
 
@@ -458,11 +613,24 @@ mb_runs_on_commit(const MbScheduled *p)
 	return p->enabled && p->slotno < 0 && p->interval_ms == 0 && !p->backing_off;
 }
 
+/* Batches running for an owner, counting those handed out this round */
+static int
+mb_owner_running(Oid owner)
+{
+	int			running = 0;
+
+	for (int i = 0; i < npipelines; i++)
+		if (pipelines[i].slotno >= 0 && pipelines[i].owner == owner)
+			running++;
+	return running;
+}
+
 /*
- * Start the due pipelines, most overdue first, while workers can take them.
- * Returns false if some had to wait for a worker.
+ * Start the due pipelines while workers can take them: each time one of
+ * the owner with the fewest batches running, most overdue first.  Returns
+ * how many had to wait for a worker.
  */
-static bool
+static int
 mb_scheduler_dispatch(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
@@ -479,10 +647,10 @@ mb_scheduler_dispatch(void)
 			continue;
 
 		/*
-		 * Nothing was inserted into a source of this database since the
-		 * pipeline's last batch, which found nothing: skip this run, up to
-		 * a naptime (for rows whose commit wakes nobody, such as those of
-		 * a COMMIT PREPARED).  Idle pipelines cost next to nothing.
+		 * Nothing was written into its source since the pipeline's last
+		 * batch, which found nothing: skip this run, up to a naptime (for
+		 * rows whose commit wakes nobody, such as those of a COMMIT
+		 * PREPARED).  Idle pipelines cost next to nothing.
 		 */
 		if (p->interval_ms > 0 && p->last_empty && !p->woken &&
 			!TimestampDifferenceExceeds(p->last_dispatch, now, mb_naptime))
@@ -494,21 +662,35 @@ mb_scheduler_dispatch(void)
 		}
 		due[ndue++] = p;
 	}
-	qsort(due, ndue, sizeof(MbScheduled *), mb_compare_next_run);
-	for (int i = 0; i < ndue; i++)
-		if (!mb_scheduler_assign(due[i]))
+
+	while (ndue > 0)
+	{
+		int			best = 0;
+		int			best_running = mb_owner_running(due[0]->owner);
+
+		for (int i = 1; i < ndue; i++)
 		{
-			pfree(due);
-			return false;
+			int			running = mb_owner_running(due[i]->owner);
+
+			if (running < best_running ||
+				(running == best_running && due[i]->next_run < due[best]->next_run))
+			{
+				best = i;
+				best_running = running;
+			}
 		}
+		if (!mb_scheduler_assign(due[best]))
+			break;
+		due[best] = due[--ndue];
+	}
 	pfree(due);
-	return true;
+	return ndue;
 }
 
 /*
  * How long to sleep: until the next pipeline is due, or the next reload.
  * While no worker can take more (or batches are disabled), only a finishing
- * worker, a change or the reload wakes us.
+ * worker, a freed slot, a change or the reload wakes us.
  */
 static long
 mb_scheduler_timeout(TimestampTz next_reload, bool can_dispatch)
@@ -534,12 +716,32 @@ mb_scheduler_wants_commits(bool can_dispatch)
 	return false;
 }
 
+/* Mark the pipelines whose source had a write committed since we looked */
+static bool
+mb_scheduler_note_commits(void)
+{
+	bool		any = false;
+
+	for (int i = 0; i < npipelines; i++)
+	{
+		MbScheduled *p = &pipelines[i];
+		uint64		commits = mb_commits_of(p);
+
+		if (commits != p->commits_seen)
+		{
+			p->commits_seen = commits;
+			p->woken = true;
+			any = true;
+		}
+	}
+	return any;
+}
+
 void
 microbatch_scheduler_main(Datum arg)
 {
 	Oid			dboid = DatumGetObjectId(arg);
 	TimestampTz next_reload = 0;
-	uint64		commits_seen;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -547,16 +749,15 @@ microbatch_scheduler_main(Datum arg)
 
 	mb_scheduler_attach(dboid);
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	mb_background_session_defaults();
 	pgstat_report_appname("microbatch scheduler");
 	worker_handles = MemoryContextAllocZero(TopMemoryContext,
-											sizeof(BackgroundWorkerHandle *) * mb_shared->nslots);
-	commits_seen = pg_atomic_read_u64(&my_slot->source_commits);
+											sizeof(MbWorkerHandle) * mb_shared->nslots);
 
 	for (;;)
 	{
-		uint64		commits;
 		bool		can_dispatch;
+		int			waiting = 0;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -572,17 +773,15 @@ microbatch_scheduler_main(Datum arg)
 			next_reload = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), mb_naptime);
 		}
 
-		commits = pg_atomic_read_u64(&my_slot->source_commits);
-		if (commits != commits_seen)
-		{
-			commits_seen = commits;
-			for (int i = 0; i < npipelines; i++)
-				pipelines[i].woken = true;
-		}
-
+		(void) mb_scheduler_note_commits();
 		mb_scheduler_reap();
 		mb_scheduler_collect();
-		can_dispatch = mb_enabled && mb_scheduler_dispatch();
+		if (mb_enabled)
+			waiting = mb_scheduler_dispatch();
+		can_dispatch = mb_enabled && waiting == 0;
+		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+		my_slot->waiting = waiting;
+		LWLockRelease(mb_shared->lock);
 
 		/*
 		 * Ask committing backends to set our latch only while a commit would
@@ -594,7 +793,7 @@ microbatch_scheduler_main(Datum arg)
 		{
 			pg_atomic_write_u32(&my_slot->wants_source_commits, 1);
 			pg_memory_barrier();
-			if (pg_atomic_read_u64(&my_slot->source_commits) != commits_seen)
+			if (mb_scheduler_note_commits())
 				continue;
 		}
 		else

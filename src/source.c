@@ -1,218 +1,976 @@
 /*-------------------------------------------------------------------------
  *
  * source.c
- *	  Source tables and the batch views over them.
+ *	  Source tables: the tracking column, the guards on every table that
+ *	  holds a source's rows, and the batch views over them.
  *
- * A source table gets one tracking column, microbatch_xid, whose default is
+ * A source table has one tracking column, microbatch_xid, whose default is
  * the id of the inserting top-level transaction, and a B-tree index on it.
- * Several pipelines on one source share them.  Rows that already exist when
- * the column is added get the id of the creating transaction as a constant
- * default, which costs no table rewrite and makes them part of each
- * pipeline's first batch.
+ * Rows that already exist when the column is added get the id of the
+ * creating transaction as a constant default, which costs no table rewrite
+ * and makes them part of each pipeline's first batch.
+ *
+ * A row lands in the batch whose window contains its tracking value, so a
+ * row with any other value than its transaction's id (copied from another
+ * table, loaded by COPY with the column, restored from a dump into a live
+ * database) could fall behind every future window and never be processed.
+ * Every table of the source's hierarchy that holds rows (the source itself,
+ * or its partitions and inheritance children) therefore carries:
+ *
+ *	- a NOT VALID check constraint that calls microbatch.tracking_xid_ok(),
+ *	  refusing any row whose value is not the writing transaction's id, and
+ *	  any row at all once the table is restored into another cluster (the
+ *	  constraint holds the system identifier of the cluster it was made in).
+ *	  It is local to each table and NOT VALID, so pg_dump restores it after
+ *	  the data, which keeps its old values;
+ *	- a BEFORE TRUNCATE trigger refusing to truncate rows a pipeline has not
+ *	  processed;
+ *	- a row trigger fired only in replica mode, giving rows applied by
+ *	  logical replication the id of the applying transaction;
+ *	- with every partitioned table of the hierarchy, a statement trigger
+ *	  that wakes the scheduler when the writing transaction commits.
+ *
+ * These guards are added to new members of the hierarchy by the event
+ * trigger (src/ddl.c), checked before every batch, and added again by
+ * refresh_pipeline().  Changes to a table are made as the role calling the
+ * API, who must own the table, through the user-code primitive.
  *
  * Each pipeline has a view microbatch.<pipeline>_batch with the source's
- * columns, restricted to the active batch window (see window.c).  It is an
- * ordinary view, so transforms join, aggregate and use indexes on it as on
- * any relation, and nothing in the catalog changes from batch to batch.  It
+ * columns, restricted to the active batch window (see window.c).  It
  * belongs to the pipeline's owner, so it reads the source with the owner's
  * rights, and its dependency on the source keeps the source from being
- * dropped or altered under the pipeline unnoticed.
+ * dropped or altered under the pipeline unnoticed.  It is found and dropped
+ * by OID, never by name.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
 #include "access/relation.h"
 #include "access/table.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/catalog.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_depend.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/primnodes.h"
+#include "parser/parse_func.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
+#include "utils/xid8.h"
 
 #include "microbatch.h"
 
-static void
-mb_spi_exec(const char *sql, int expected)
-{
-	int			rc = SPI_execute(sql, false, 0);
+PG_FUNCTION_INFO_V1(microbatch_tracking_xid_ok);
+PG_FUNCTION_INFO_V1(microbatch_source_replicated);
 
-	if (rc != expected)
-		elog(ERROR, "unexpected result %s for \"%s\"",
-			 SPI_result_code_string(rc), sql);
-}
+/* Set while rebind_pipeline() rewrites tracking values */
+static bool retagging = false;
 
 static const char *
 mb_qualified_relname(Oid relid)
 {
+	char	   *relname = get_rel_name(relid);
+
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
 	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-									  get_rel_name(relid));
+									  relname);
 }
 
 /*
- * A pipeline can read any permanent table or partitioned table that the
- * caller may SELECT from.
+ * Run one statement of microbatch's own on a table, as the given role, who
+ * must have the rights for it.  The event trigger lets it through.
+ */
+static void
+mb_table_ddl(Oid role, const char *sql)
+{
+	MbUserCode	uc;
+
+	mb_user_code_begin(&uc, role, NULL);
+	mb_ddl_own_begin();
+	PG_TRY();
+	{
+		int			rc = SPI_execute(sql, false, 0);
+
+		if (rc != SPI_OK_UTILITY)
+			elog(ERROR, "unexpected result %s for \"%s\"",
+				 SPI_result_code_string(rc), sql);
+	}
+	PG_FINALLY();
+	{
+		mb_ddl_own_end();
+	}
+	PG_END_TRY();
+	mb_user_code_end(&uc);
+}
+
+/* Tables in these schemas are never sources: system, toast, ours */
+static bool
+mb_is_reserved_namespace(Oid namespace)
+{
+	char	   *name = get_namespace_name(namespace);
+
+	return IsCatalogNamespace(namespace) || IsToastNamespace(namespace) ||
+		isAnyTempNamespace(namespace) ||
+		(name != NULL && (strcmp(name, MB_SCHEMA) == 0 ||
+						  strcmp(name, "information_schema") == 0));
+}
+
+static bool
+mb_is_extension_member(Oid relid)
+{
+	return OidIsValid(getExtensionOfObject(RelationRelationId, relid));
+}
+
+/*
+ * A pipeline can read a permanent table or partitioned table of the
+ * caller's, outside the system's and the extensions' own objects.
+ * Creating one changes the table (see above), so it takes the privileges
+ * of the table's owner, as CREATE PUBLICATION does.
  */
 void
 mb_source_check_usable(Oid source, Oid caller)
 {
 	char		relkind = get_rel_relkind(source);
-	AclResult	acl;
+	char	   *relname = get_rel_name(source);
+	HeapTuple	tuple;
+	Oid			relowner;
 
-	if (relkind == '\0')
+	if (relkind == '\0' || relname == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", source)));
-
 	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", get_rel_name(source)),
+				 errmsg("\"%s\" is not a table", relname),
 				 errdetail("The source of a pipeline must be a table or a partitioned table.")));
 	if (get_rel_persistence(source) == RELPERSISTENCE_TEMP)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("source table \"%s\" is a temporary table", get_rel_name(source)),
+				 errmsg("source table \"%s\" is a temporary table", relname),
 				 errdetail("Batches can run in other sessions, which cannot see temporary tables.")));
+	if (mb_is_reserved_namespace(get_rel_namespace(source)) ||
+		mb_is_extension_member(source))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s\" cannot be the source of a pipeline", relname),
+				 errdetail("System catalogs and tables that belong to an extension cannot be sources.")));
 
-	acl = pg_class_aclcheck(source, caller, ACL_SELECT);
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_TABLE, get_rel_name(source));
-}
-
-static bool
-mb_tracking_index_exists(Oid source, AttrNumber attnum)
-{
-	Datum		values[2];
-	Oid			types[2] = {OIDOID, INT2OID};
-	int			rc;
-
-	values[0] = ObjectIdGetDatum(source);
-	values[1] = Int16GetDatum(attnum);
-	rc = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_index i "
-							   "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
-							   "JOIN pg_catalog.pg_am a ON a.oid = c.relam "
-							   "WHERE i.indrelid = $1 AND i.indkey[0] = $2 "
-							   "AND a.amname = 'btree' AND i.indpred IS NULL",
-							   2, types, values, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not look up indexes of relation %u", source);
-	return SPI_processed > 0;
-}
-
-static bool
-mb_wakeup_trigger_exists(Oid source)
-{
-	Datum		values[2];
-	Oid			types[2] = {OIDOID, TEXTOID};
-
-	values[0] = ObjectIdGetDatum(source);
-	values[1] = CStringGetTextDatum(MB_WAKEUP_TRIGGER);
-	if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger "
-							  "WHERE tgrelid = $1 AND tgname = $2",
-							  2, types, values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up triggers of relation %u", source);
-	return SPI_processed > 0;
-}
-
-static void
-mb_check_source_owner(Oid source, Oid caller)
-{
-	if (!pg_class_ownercheck(source, caller))
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(source));
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", source)));
+	relowner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	if (!has_privs_of_role(caller, relowner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of table %s", get_rel_name(source)),
-				 errdetail("The first pipeline on a table adds a column \"%s\", an index on it and a trigger to the table.",
+				 errmsg("must be owner of table %s", relname),
+				 errdetail("A pipeline adds a column \"%s\", an index, a constraint and triggers to its source, and drops them again.",
 						   MB_TRACKING_COLUMN),
-				 errhint("Ask the table's owner to create the first pipeline on it.")));
+				 errhint("Ask the table's owner to create the pipeline, then to give it to you with microbatch.alter_pipeline_owner().")));
+}
+
+/* The OID of microbatch.tracking_xid_ok(xid8, regclass, bigint) */
+static Oid
+mb_tracking_function(void)
+{
+	Oid			argtypes[3] = {XID8OID, REGCLASSOID, INT8OID};
+
+	return LookupFuncName(list_make2(makeString(MB_SCHEMA),
+									 makeString("tracking_xid_ok")),
+						  3, argtypes, false);
+}
+
+/* Whether an expression is exactly pg_current_xact_id() */
+static bool
+mb_is_current_xact_id(Node *expr)
+{
+	return expr != NULL && IsA(expr, FuncExpr) &&
+		((FuncExpr *) expr)->funcid == F_PG_CURRENT_XACT_ID &&
+		((FuncExpr *) expr)->args == NIL;
 }
 
 /*
- * Make sure the source has the tracking column, its index and the trigger
- * that wakes continuous pipelines, adding what is missing as the caller, who
- * must then own the table.
+ * Whether a check constraint expression is ours, made in this cluster:
+ * microbatch.tracking_xid_ok(microbatch_xid, <table>, <this system id>)
  */
-void
-mb_source_prepare(Oid source, Oid caller)
+static bool
+mb_is_tracking_check(Node *expr, AttrNumber attnum, bool *this_cluster)
 {
-	AttrNumber	attnum = get_attnum(source, MB_TRACKING_COLUMN);
-	const char *relname = mb_qualified_relname(source);
-	bool		has_index;
-	bool		has_trigger = mb_wakeup_trigger_exists(source);
-	Oid			saved_user;
-	int			saved_sec_context;
+	FuncExpr   *call;
+	Node	   *column;
+	Node	   *sysid;
 
-	if (attnum != InvalidAttrNumber &&
-		get_atttype(source, attnum) != XID8OID)
+	if (expr == NULL || !IsA(expr, FuncExpr))
+		return false;
+	call = (FuncExpr *) expr;
+	if (call->funcid != mb_tracking_function() || list_length(call->args) != 3)
+		return false;
+	column = linitial(call->args);
+	sysid = lthird(call->args);
+	if (!IsA(column, Var) || ((Var *) column)->varattno != attnum ||
+		!IsA(sysid, Const) || ((Const *) sysid)->constisnull)
+		return false;
+	*this_cluster = (uint64) DatumGetInt64(((Const *) sysid)->constvalue) ==
+		GetSystemIdentifier();
+	return true;
+}
+
+typedef enum MbGuardState
+{
+	MB_GUARD_MISSING,
+	MB_GUARD_FOREIGN,			/* ours, made in another cluster */
+	MB_GUARD_OK
+} MbGuardState;
+
+/* The state of our check constraint on one table; errors on an impostor */
+static MbGuardState
+mb_tracking_check_state(Relation rel)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), MB_TRACKING_COLUMN);
+
+	for (int i = 0; constr != NULL && i < constr->num_check; i++)
+	{
+		ConstrCheck *check = &constr->check[i];
+		bool		this_cluster;
+
+		if (strcmp(check->ccname, MB_TRACKING_CONSTRAINT) != 0)
+			continue;
+		if (!mb_is_tracking_check(stringToNode(check->ccbin), attnum, &this_cluster))
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("table %s has a constraint \"%s\" that is not microbatch's",
+							RelationGetRelationName(rel), MB_TRACKING_CONSTRAINT),
+					 errhint("Rename or drop that constraint; microbatch needs the name.")));
+		return this_cluster ? MB_GUARD_OK : MB_GUARD_FOREIGN;
+	}
+	return MB_GUARD_MISSING;
+}
+
+/* Whether a table's tracking constraint is a copy inherited from a parent */
+static bool
+mb_tracking_check_inherited(Oid relid)
+{
+	Oid			conoid = get_relation_constraint_oid(relid, MB_TRACKING_CONSTRAINT, true);
+	HeapTuple	tuple;
+	bool		inherited;
+
+	if (!OidIsValid(conoid))
+		return false;
+	tuple = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	inherited = ((Form_pg_constraint) GETSTRUCT(tuple))->coninhcount > 0;
+	ReleaseSysCache(tuple);
+	return inherited;
+}
+
+/* A trigger's firing state (pg_trigger.tgenabled), or 0 if there is none */
+static char
+mb_trigger_state(Relation rel, const char *name)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+
+	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+		if (strcmp(trigdesc->triggers[i].tgname, name) == 0)
+			return trigdesc->triggers[i].tgenabled;
+	return 0;
+}
+
+static bool
+mb_has_trigger(Relation rel, const char *name)
+{
+	return mb_trigger_state(rel, name) != 0;
+}
+
+/*
+ * Our triggers and how they fire: the wake-up always, also for apply
+ * workers; the TRUNCATE guard as any trigger; the replica trigger in
+ * replica mode only.
+ */
+typedef struct MbGuardTrigger
+{
+	const char *name;
+	bool		rows_only;		/* only on tables that hold rows */
+	char		enabled;
+	const char *enable_sql;
+} MbGuardTrigger;
+
+static const MbGuardTrigger guard_triggers[] = {
+	{MB_TRIGGER_CHANGED, false, TRIGGER_FIRES_ALWAYS, "ENABLE ALWAYS"},
+	{MB_TRIGGER_TRUNCATED, true, TRIGGER_FIRES_ON_ORIGIN, "ENABLE"},
+	{MB_TRIGGER_REPLICATED, true, TRIGGER_FIRES_ON_REPLICA, "ENABLE REPLICA"},
+};
+
+/*
+ * Whether setting a trigger's firing state to enabled keeps microbatch's
+ * guards as they must be: true for other triggers, and for ours when it
+ * is their own state (pg_dump sets it so, after creating them).
+ */
+bool
+mb_trigger_state_allowed(const char *name, char enabled)
+{
+	for (int i = 0; i < lengthof(guard_triggers); i++)
+		if (strcmp(name, guard_triggers[i].name) == 0)
+			return enabled == guard_triggers[i].enabled;
+	return true;
+}
+
+/* Whether a table has a B-tree index without predicate led by attnum */
+static bool
+mb_has_tracking_index(Relation rel, AttrNumber attnum)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		found = false;
+
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+
+		if (index->rd_rel->relam == BTREE_AM_OID &&
+			index->rd_index->indnkeyatts > 0 &&
+			index->rd_index->indkey.values[0] == attnum &&
+			heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL) &&
+			heap_attisnull(index->rd_indextuple, Anum_pg_index_indexprs, NULL))
+			found = true;
+		index_close(index, AccessShareLock);
+	}
+	list_free(indexes);
+	return found;
+}
+
+/*
+ * The tracking column must be an xid8 that is NOT NULL and defaults to
+ * pg_current_xact_id(): a row written with any other value may never be
+ * processed.  Returns its number, or InvalidAttrNumber if the table has no
+ * such column and missing_ok.
+ */
+static AttrNumber
+mb_tracking_column_check(Relation rel, bool missing_ok)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	AttrNumber	attnum = InvalidAttrNumber;
+	Form_pg_attribute attr = NULL;
+	Node	   *def = NULL;
+
+	for (int i = 0; i < desc->natts; i++)
+		if (!TupleDescAttr(desc, i)->attisdropped &&
+			strcmp(NameStr(TupleDescAttr(desc, i)->attname), MB_TRACKING_COLUMN) == 0)
+		{
+			attr = TupleDescAttr(desc, i);
+			attnum = attr->attnum;
+		}
+	if (attr == NULL)
+	{
+		if (missing_ok)
+			return InvalidAttrNumber;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("source table %s has no column \"%s\"",
+						RelationGetRelationName(rel), MB_TRACKING_COLUMN),
+				 errhint("Drop the pipeline and create it again.")));
+	}
+	if (attr->atttypid != XID8OID)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_COLUMN),
 				 errmsg("column \"%s\" of table %s is not a microbatch tracking column",
-						MB_TRACKING_COLUMN, get_rel_name(source)),
+						MB_TRACKING_COLUMN, RelationGetRelationName(rel)),
 				 errdetail("A tracking column has type xid8."),
 				 errhint("Rename or drop the column; microbatch needs the name.")));
 
-	has_index = attnum != InvalidAttrNumber &&
-		mb_tracking_index_exists(source, attnum);
-	if (has_index && has_trigger)
-		return;
-
-	mb_check_source_owner(source, caller);
-
-	mb_run_as(caller, &saved_user, &saved_sec_context);
-	if (attnum == InvalidAttrNumber)
-	{
-		FullTransactionId xid = GetTopFullTransactionId();
-
-		mb_spi_exec(psprintf("ALTER TABLE %s ADD COLUMN %s pg_catalog.xid8 "
-							 "NOT NULL DEFAULT '" UINT64_FORMAT "'",
-							 relname, MB_TRACKING_COLUMN,
-							 U64FromFullTransactionId(xid)),
-					SPI_OK_UTILITY);
-		mb_spi_exec(psprintf("ALTER TABLE %s ALTER COLUMN %s "
-							 "SET DEFAULT pg_catalog.pg_current_xact_id()",
-							 relname, MB_TRACKING_COLUMN),
-					SPI_OK_UTILITY);
-		mb_spi_exec(psprintf("COMMENT ON COLUMN %s.%s IS "
-							 "'id of the inserting transaction, set by microbatch: "
-							 "leave it to its default'",
-							 relname, MB_TRACKING_COLUMN),
-					SPI_OK_UTILITY);
-	}
-	if (!has_index)
-		mb_spi_exec(psprintf("CREATE INDEX ON %s (%s)", relname, MB_TRACKING_COLUMN),
-					SPI_OK_UTILITY);
-	if (!has_trigger)
-	{
-		/* ALWAYS: logical replication apply workers insert rows too */
-		mb_spi_exec(psprintf("CREATE TRIGGER %s AFTER INSERT ON %s "
-							 "FOR EACH STATEMENT EXECUTE FUNCTION microbatch.source_changed()",
-							 MB_WAKEUP_TRIGGER, relname),
-					SPI_OK_UTILITY);
-		mb_spi_exec(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s",
-							 relname, MB_WAKEUP_TRIGGER),
-					SPI_OK_UTILITY);
-	}
-	mb_run_as_end(saved_user, saved_sec_context);
+	for (int i = 0; desc->constr != NULL && i < desc->constr->num_defval; i++)
+		if (desc->constr->defval[i].adnum == attnum)
+			def = stringToNode(desc->constr->defval[i].adbin);
+	if (!attr->attnotnull || !mb_is_current_xact_id(def))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("column \"%s\" of table %s must be NOT NULL with the default pg_current_xact_id()",
+						MB_TRACKING_COLUMN, RelationGetRelationName(rel)),
+				 errdetail("Rows written with any other value would fall outside every batch window."),
+				 errhint("Restore them with ALTER TABLE ... ALTER COLUMN %s SET DEFAULT pg_catalog.pg_current_xact_id(), ALTER COLUMN %s SET NOT NULL, or drop the column and create the pipeline again.",
+						 MB_TRACKING_COLUMN, MB_TRACKING_COLUMN)));
+	return attnum;
 }
 
-/* The WHERE clause that restricts a source to the active batch window */
-char *
-mb_window_predicate(int32 pipeline_id, const char *alias)
+/*
+ * The source and every table that inherits from it, each locked in lockmode
+ * until the end of the transaction (partitions, inheritance children).
+ */
+static List *
+mb_hierarchy(Oid relid, LOCKMODE lockmode)
 {
-	return psprintf("(%1$s.%2$s >= microbatch.batch_lower_xid(%3$d) "
-					"AND %1$s.%2$s < microbatch.batch_upper_xid(%3$d) "
-					"OR %1$s.%2$s = ANY (microbatch.batch_lower_running(%3$d))) "
-					"AND microbatch.batch_contains(%3$d, %1$s.%2$s)",
-					alias, MB_TRACKING_COLUMN, pipeline_id);
+	return find_all_inheritors(relid, lockmode, NULL);
+}
+
+static bool
+mb_holds_rows(Oid relid)
+{
+	return get_rel_relkind(relid) == RELKIND_RELATION;
+}
+
+/*
+ * Before every batch: the tracking column is still what it must be, and
+ * every table holding the source's rows still has its constraint, made in
+ * this cluster.  Event triggers keep it so; this catches what they could
+ * not see (disabled, or changes made before the pipeline existed).
+ */
+void
+mb_source_check_guarded(const MbPipeline *pipeline)
+{
+	ListCell   *lc;
+
+	foreach(lc, mb_hierarchy(pipeline->source, AccessShareLock))
+	{
+		Oid			member = lfirst_oid(lc);
+		Relation	rel = table_open(member, NoLock);
+		MbGuardState state;
+
+		if (rel->rd_rel->relkind == RELKIND_FOREIGN_TABLE)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("source table of pipeline \"%s\" has a foreign table %s as a partition",
+							pipeline->name, RelationGetRelationName(rel)),
+					 errdetail("Rows of a foreign table carry no transaction id of this cluster.")));
+		if (member == pipeline->source)
+			(void) mb_tracking_column_check(rel, false);
+		for (int i = 0; i < lengthof(guard_triggers); i++)
+			if ((!guard_triggers[i].rows_only || mb_holds_rows(member)) &&
+				mb_trigger_state(rel, guard_triggers[i].name) != guard_triggers[i].enabled)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("trigger \"%s\" of table %s of the source of pipeline \"%s\" is missing or disabled",
+								guard_triggers[i].name, RelationGetRelationName(rel),
+								pipeline->name),
+						 errhint("Run microbatch.refresh_pipeline(%s) as the table's owner.",
+								 quote_literal_cstr(pipeline->name))));
+		if (!mb_holds_rows(member))
+		{
+			table_close(rel, NoLock);
+			continue;
+		}
+		state = mb_tracking_check_state(rel);
+		if (state == MB_GUARD_FOREIGN)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s of pipeline \"%s\" was restored from another cluster",
+							RelationGetRelationName(rel), pipeline->name),
+					 errhint("Run microbatch.rebind_pipeline(%s).",
+							 quote_literal_cstr(pipeline->name))));
+		if (state == MB_GUARD_MISSING)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table %s of the source of pipeline \"%s\" has no constraint \"%s\"",
+							RelationGetRelationName(rel), pipeline->name,
+							MB_TRACKING_CONSTRAINT),
+					 errdetail("Rows written into it with other tracking values than their transaction's could be lost."),
+					 errhint("Run microbatch.refresh_pipeline(%s) as the table's owner.",
+							 quote_literal_cstr(pipeline->name))));
+		table_close(rel, NoLock);
+	}
+}
+
+/*
+ * Give one table of a hierarchy the guards it lacks, as role.  holds_rows
+ * tables get the constraint, the index (inheritance children do not get it
+ * from their parent), the TRUNCATE guard and the replica trigger; every
+ * table gets the wake-up trigger.  With rebind, a constraint made in
+ * another cluster is made again for this one.
+ */
+static void
+mb_guard_table(Oid relid, Oid role, bool rebind)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	const char *relname = mb_qualified_relname(relid);
+	bool		holds_rows = rel->rd_rel->relkind == RELKIND_RELATION;
+	AttrNumber	attnum = get_attnum(relid, MB_TRACKING_COLUMN);
+	MbGuardState check = holds_rows ? mb_tracking_check_state(rel) : MB_GUARD_OK;
+	bool		partition = rel->rd_rel->relispartition;
+	bool		index = !holds_rows || partition ||
+		mb_has_tracking_index(rel, attnum);
+	char		trigger_states[lengthof(guard_triggers)];
+
+	if (rel->rd_rel->relkind == RELKIND_FOREIGN_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("foreign table %s cannot hold rows of a pipeline source",
+						RelationGetRelationName(rel)),
+				 errdetail("Rows of a foreign table carry no transaction id of this cluster.")));
+	for (int i = 0; i < lengthof(guard_triggers); i++)
+		trigger_states[i] = mb_trigger_state(rel, guard_triggers[i].name);
+	table_close(rel, NoLock);
+
+	/*
+	 * A partition gets a constraint of its own (pg_dump restores a
+	 * partition's inherited constraints before its data); a plain table
+	 * passes it on to its inheritance children, whose copies go with it
+	 * (PostgreSQL's NO INHERIT of a child cannot tell a parent's NO INHERIT
+	 * constraint from one it inherited).
+	 */
+	if (check == MB_GUARD_FOREIGN && rebind && !mb_tracking_check_inherited(relid))
+	{
+		mb_table_ddl(role, psprintf("ALTER TABLE %s%s DROP CONSTRAINT %s",
+									partition ? "ONLY " : "", relname,
+									MB_TRACKING_CONSTRAINT));
+		check = MB_GUARD_MISSING;
+	}
+	if (check == MB_GUARD_MISSING)
+		mb_table_ddl(role, psprintf("ALTER TABLE %s%s ADD CONSTRAINT %s "
+									"CHECK (microbatch.tracking_xid_ok(%s, %s::pg_catalog.regclass, '" INT64_FORMAT "'::pg_catalog.int8)) "
+									"%sNOT VALID",
+									partition ? "ONLY " : "", relname,
+									MB_TRACKING_CONSTRAINT, MB_TRACKING_COLUMN,
+									quote_literal_cstr(relname),
+									(int64) GetSystemIdentifier(),
+									partition ? "NO INHERIT " : ""));
+	if (!index)
+		mb_table_ddl(role, psprintf("CREATE INDEX ON ONLY %s (%s)",
+									relname, MB_TRACKING_COLUMN));
+
+	for (int i = 0; i < lengthof(guard_triggers); i++)
+	{
+		const MbGuardTrigger *trigger = &guard_triggers[i];
+
+		if (trigger->rows_only && !holds_rows)
+			continue;
+		if (trigger_states[i] == 0)
+		{
+			if (strcmp(trigger->name, MB_TRIGGER_CHANGED) == 0)
+				mb_table_ddl(role, psprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE ON %s "
+											"FOR EACH STATEMENT EXECUTE FUNCTION microbatch.source_changed()",
+											trigger->name, relname));
+			else if (strcmp(trigger->name, MB_TRIGGER_TRUNCATED) == 0)
+				mb_table_ddl(role, psprintf("CREATE TRIGGER %s BEFORE TRUNCATE ON %s "
+											"FOR EACH STATEMENT EXECUTE FUNCTION microbatch.source_truncated()",
+											trigger->name, relname));
+			else
+				mb_table_ddl(role, psprintf("CREATE TRIGGER %s BEFORE INSERT OR UPDATE ON %s "
+											"FOR EACH ROW EXECUTE FUNCTION microbatch.source_replicated()",
+											trigger->name, relname));
+		}
+		if (trigger_states[i] != trigger->enabled)
+			mb_table_ddl(role, psprintf("ALTER TABLE ONLY %s %s TRIGGER %s",
+										relname, trigger->enable_sql, trigger->name));
+	}
+}
+
+/*
+ * Guard a table and everything below it in its hierarchy, as role.  Used
+ * when a source gets its first pipeline, when tables join a source's
+ * hierarchy, by refresh_pipeline() and by rebind_pipeline().
+ */
+void
+mb_source_guard(Oid relid, Oid role, bool rebind)
+{
+	ListCell   *lc;
+
+	foreach(lc, mb_hierarchy(relid, NoLock))
+		mb_guard_table(lfirst_oid(lc), role, rebind);
+}
+
+/*
+ * Rows already in a table that gets a tracking column from us have the
+ * creating transaction's id; rows of a column that was there before must
+ * hold ids of this cluster's committed transactions, or they would sit in
+ * a window that never comes (or comes at random, once this cluster's ids
+ * reach theirs).
+ */
+static void
+mb_source_check_existing_values(Oid source)
+{
+	Datum		snapshot = mb_current_snapshot(false);
+	Oid			types[1] = {PG_SNAPSHOTOID};
+	Datum		values[1] = {snapshot};
+	MbUserCode	uc;
+	bool		isnull;
+	int64		foreign;
+
+	mb_user_code_begin(&uc, GetUserId(), NULL);
+	if (SPI_execute_with_args(psprintf("SELECT pg_catalog.count(*) FROM %s AS s "
+									   "WHERE s.%s OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin($1) "
+									   "AND NOT pg_catalog.pg_visible_in_snapshot(s.%s, $1)",
+									   mb_qualified_relname(source),
+									   MB_TRACKING_COLUMN, MB_TRACKING_COLUMN),
+							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the tracking values of relation %u", source);
+	foreign = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	mb_user_code_end(&uc);
+	if (foreign > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg_plural("table %s has " INT64_FORMAT " row whose %s is not a committed transaction of this cluster",
+							   "table %s has " INT64_FORMAT " rows whose %s is not a committed transaction of this cluster",
+							   (unsigned long) foreign,
+							   get_rel_name(source), foreign, MB_TRACKING_COLUMN),
+				 errdetail("They were copied from another table or restored from another cluster; no batch window would hold them."),
+				 errhint("Give them the current transaction's id with UPDATE ... SET %s = DEFAULT, or delete them.",
+						 MB_TRACKING_COLUMN)));
+}
+
+/*
+ * Make sure the source has the tracking column, its index and the guards,
+ * adding what is missing as the caller, who owns the table (checked by
+ * mb_source_check_usable()).  Rows already there when the column is added
+ * get the creating transaction's id, so that they are part of the first
+ * batch; with skip_existing, the smallest normal transaction id, which
+ * every snapshot but the empty one sees as committed.
+ */
+void
+mb_source_prepare(Oid source, Oid caller, bool skip_existing)
+{
+	Relation	rel = table_open(source, AccessShareLock);
+	const char *relname = mb_qualified_relname(source);
+	AttrNumber	attnum = mb_tracking_column_check(rel, true);
+	bool		has_index = attnum != InvalidAttrNumber &&
+		mb_has_tracking_index(rel, attnum);
+
+	table_close(rel, NoLock);
+
+	if (attnum == InvalidAttrNumber)
+	{
+		FullTransactionId xid = skip_existing ? FirstNormalFullTransactionId :
+		GetTopFullTransactionId();
+
+		mb_table_ddl(caller, psprintf("ALTER TABLE %s ADD COLUMN %s pg_catalog.xid8 "
+									  "NOT NULL DEFAULT '" UINT64_FORMAT "'",
+									  relname, MB_TRACKING_COLUMN,
+									  U64FromFullTransactionId(xid)));
+		mb_table_ddl(caller, psprintf("ALTER TABLE %s ALTER COLUMN %s "
+									  "SET DEFAULT pg_catalog.pg_current_xact_id()",
+									  relname, MB_TRACKING_COLUMN));
+		mb_table_ddl(caller, psprintf("COMMENT ON COLUMN %s.%s IS "
+									  "'id of the inserting transaction, set by microbatch: "
+									  "leave it to its default'",
+									  relname, MB_TRACKING_COLUMN));
+	}
+	else
+		mb_source_check_existing_values(source);
+	if (!has_index)
+		mb_table_ddl(caller, psprintf("CREATE INDEX ON %s (%s)", relname,
+									  MB_TRACKING_COLUMN));
+	mb_source_guard(source, caller, false);
+}
+
+/*
+ * A table and every table it inherits from, directly or not: partitioned
+ * tables above a partition, parents of an inheritance child (there may be
+ * several).
+ */
+List *
+mb_table_and_ancestors(Oid relid)
+{
+	List	   *result = list_make1_oid(relid);
+	Relation	inherits = table_open(InheritsRelationId, AccessShareLock);
+
+	for (int i = 0; i < list_length(result); i++)
+	{
+		ScanKeyData key;
+		SysScanDesc scan;
+		HeapTuple	tuple;
+
+		ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber,
+					F_OIDEQ, ObjectIdGetDatum(list_nth_oid(result, i)));
+		scan = systable_beginscan(inherits, InheritsRelidSeqnoIndexId, true,
+								  NULL, 1, &key);
+		while ((tuple = systable_getnext(scan)) != NULL)
+			result = list_append_unique_oid(result,
+											((Form_pg_inherits) GETSTRUCT(tuple))->inhparent);
+		systable_endscan(scan);
+	}
+	table_close(inherits, AccessShareLock);
+	return result;
+}
+
+/* The tables at the top of a table's hierarchies: ancestors without parents */
+List *
+mb_hierarchy_roots(Oid relid)
+{
+	List	   *roots = NIL;
+	ListCell   *lc;
+
+	foreach(lc, mb_table_and_ancestors(relid))
+		if (!has_superclass(lfirst_oid(lc)))
+			roots = lappend_oid(roots, lfirst_oid(lc));
+	return roots;
+}
+
+/*
+ * Whether any pipeline other than exclude reads a table or one of its
+ * ancestors, and so needs the table's guards.
+ */
+static bool
+mb_guards_needed(Oid relid, int32 exclude)
+{
+	ListCell   *lc;
+
+	foreach(lc, mb_pipelines_on_sources(mb_table_and_ancestors(relid)))
+		if (((MbPipeline *) lfirst(lc))->id != exclude)
+			return true;
+	return false;
+}
+
+/*
+ * Drop the guards of a table and of the tables below it that no pipeline
+ * but exclude needs any more, as caller.  The tables' owner only may: other
+ * tables keep them, and *kept says so.
+ */
+static void
+mb_unguard(Oid root, int32 exclude, Oid caller, bool *kept)
+{
+	ListCell   *lc;
+
+	foreach(lc, mb_hierarchy(root, NoLock))
+	{
+		Oid			relid = lfirst_oid(lc);
+		Relation	rel;
+		const char *relname = mb_qualified_relname(relid);
+		bool		drop_check;
+		bool		partition;
+		bool		has_trigger[lengthof(guard_triggers)];
+
+		if (mb_guards_needed(relid, exclude))
+			continue;
+		if (!pg_class_ownercheck(relid, caller))
+		{
+			*kept = true;
+			continue;
+		}
+		/* closed again before ALTER TABLE, which wants it unused */
+		rel = table_open(relid, AccessShareLock);
+		partition = rel->rd_rel->relispartition;
+		drop_check = rel->rd_rel->relkind == RELKIND_RELATION &&
+			mb_tracking_check_state(rel) != MB_GUARD_MISSING &&
+			!mb_tracking_check_inherited(relid);
+		for (int i = 0; i < lengthof(guard_triggers); i++)
+			has_trigger[i] = mb_has_trigger(rel, guard_triggers[i].name);
+		table_close(rel, NoLock);
+
+		if (drop_check)
+			mb_table_ddl(caller, psprintf("ALTER TABLE %s%s DROP CONSTRAINT %s",
+										  partition ? "ONLY " : "", relname,
+										  MB_TRACKING_CONSTRAINT));
+		for (int i = 0; i < lengthof(guard_triggers); i++)
+			if (has_trigger[i])
+				mb_table_ddl(caller, psprintf("DROP TRIGGER %s ON %s",
+											  guard_triggers[i].name, relname));
+	}
+}
+
+static void
+mb_notice_guards_kept(const char *what)
+{
+	ereport(NOTICE,
+			(errmsg("some tables of %s keep microbatch's constraint and triggers", what),
+			 errdetail("Only the owner of a table can drop them."),
+			 errhint("Its owner can drop the constraint \"%s\" and the triggers \"%s\", \"%s\" and \"%s\".",
+					 MB_TRACKING_CONSTRAINT, MB_TRIGGER_CHANGED,
+					 MB_TRIGGER_TRUNCATED, MB_TRIGGER_REPLICATED)));
+}
+
+/*
+ * When the last pipeline on a hierarchy goes, so do the guards, which
+ * depend on the extension.  The column and its index stay: loaders may name
+ * the column, and they do not depend on the extension.
+ */
+void
+mb_source_release(const MbPipeline *pipeline, Oid caller)
+{
+	bool		kept = false;
+
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline->source)))
+		return;
+	mb_unguard(pipeline->source, pipeline->id, caller, &kept);
+	if (kept)
+		mb_notice_guards_kept(psprintf("the source of pipeline \"%s\"", pipeline->name));
+}
+
+/* A table left a source's hierarchy: the guards go if nothing needs them */
+void
+mb_source_table_left(Oid relid, Oid caller)
+{
+	bool		kept = false;
+
+	mb_unguard(relid, 0, caller, &kept);
+	if (kept)
+		mb_notice_guards_kept(psprintf("table \"%s\"", get_rel_name(relid)));
+}
+
+/*
+ * rebind_pipeline(): rewrite the tracking values of a source's rows that
+ * this cluster could mistake, past the constraint.  The table's owner does
+ * it: an UPDATE runs the table's index expressions and ALWAYS triggers.
+ * Its other triggers are not for this bookkeeping, hence replica mode, and
+ * row security must not hide rows from it, hence row_security off, which
+ * makes a policy that would an error.
+ * Rows the old cluster's pipelines had all processed keep their value if
+ * every snapshot of this cluster sees it as committed, or get the smallest
+ * normal transaction id, which every snapshot does; the others get the
+ * current transaction's id, so that every pipeline processes them next.
+ * covered_sql is a boolean expression over "s.microbatch_xid" saying
+ * whether all pipelines of the source had processed a row.  Returns the
+ * number of rows that will be processed again.
+ */
+int64
+mb_source_retag(Oid source, const char *covered_sql)
+{
+	const char *relname = mb_qualified_relname(source);
+	Datum		snapshot = mb_current_snapshot(false);
+	Oid			types[1] = {PG_SNAPSHOTOID};
+	Datum		values[1] = {snapshot};
+	MbUserCode	uc;
+	int64		again;
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(source));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", source);
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+
+	mb_user_code_begin(&uc, owner, NULL);
+	(void) set_config_option("session_replication_role", "replica",
+							 PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	mb_user_code_set(&uc, "row_security", "off");
+	retagging = true;
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(psprintf("UPDATE %s AS s SET %s = '" UINT64_FORMAT "' "
+										   "WHERE (%s) AND s.%s OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin($1)",
+										   relname, MB_TRACKING_COLUMN,
+										   U64FromFullTransactionId(FirstNormalFullTransactionId),
+										   covered_sql, MB_TRACKING_COLUMN),
+								  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not rewrite the tracking values of %s", relname);
+		if (SPI_execute(psprintf("UPDATE %s AS s SET %s = pg_catalog.pg_current_xact_id() "
+								 "WHERE NOT (%s)",
+								 relname, MB_TRACKING_COLUMN, covered_sql),
+						false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not rewrite the tracking values of %s", relname);
+		again = (int64) SPI_processed;
+	}
+	PG_FINALLY();
+	{
+		retagging = false;
+	}
+	PG_END_TRY();
+	mb_user_code_end(&uc);
+	return again;
+}
+
+/*
+ * microbatch.tracking_xid_ok(xid, table, system_identifier): the check
+ * constraint of every table holding a source's rows.  Raises the error
+ * itself, to say what is wrong and how to load rows instead.
+ */
+Datum
+microbatch_tracking_xid_ok(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+	const char *relname = OidIsValid(relid) ? get_rel_name(relid) : NULL;
+	FullTransactionId current;
+
+	if (retagging)
+		PG_RETURN_BOOL(true);
+	if (relname == NULL)
+		relname = "?";
+	if (!PG_ARGISNULL(2) &&
+		(uint64) PG_GETARG_INT64(2) != GetSystemIdentifier())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" was restored from another cluster and takes no rows until its pipelines are rebound",
+						relname),
+				 errdetail("Its rows carry transaction ids of the cluster it came from."),
+				 errhint("Run microbatch.rebind_pipeline() for one of its pipelines.")));
+	if (mb_window_is_replay())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a replay cannot write into table \"%s\", which feeds a pipeline",
+						relname),
+				 errdetail("The pipelines reading it would process the replayed rows as new rows."),
+				 errhint("A transform that feeds other pipelines cannot be replayed: keep it in a pipeline of its own, and replay the pipelines downstream instead.")));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("column \"%s\" of table \"%s\" must not be null",
+						MB_TRACKING_COLUMN, relname)));
+
+	current = GetTopFullTransactionId();
+	if (!FullTransactionIdEquals(PG_GETARG_FULLTRANSACTIONID(0), current))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("%s of a row of table \"%s\" must be the id of the transaction writing the row",
+						MB_TRACKING_COLUMN, relname),
+				 errdetail("The row has " UINT64_FORMAT "; this transaction is " UINT64_FORMAT ". A row with another value could fall outside every batch window and never be processed.",
+						   U64FromFullTransactionId(PG_GETARG_FULLTRANSACTIONID(0)),
+						   U64FromFullTransactionId(current)),
+				 errhint("Leave %s to its default: name the other columns in INSERT and COPY, and write SET %s = DEFAULT in an UPDATE.",
+						 MB_TRACKING_COLUMN, MB_TRACKING_COLUMN)));
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * Row trigger, fired in replica mode only (logical replication apply and
+ * table synchronisation): a replicated row gets the id of the transaction
+ * applying it, as if inserted here, whatever it had on the publisher.
+ */
+Datum
+microbatch_source_replicated(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	tuple;
+	int			attnum;
+	Datum		value;
+	bool		isnull = false;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("microbatch.source_replicated() must be called as a BEFORE ROW trigger")));
+
+	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	attnum = SPI_fnumber(RelationGetDescr(trigdata->tg_relation), MB_TRACKING_COLUMN);
+	if (attnum <= 0 || retagging)
+		return PointerGetDatum(tuple);
+	value = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	mb_wake_for_source(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple,
+													 RelationGetDescr(trigdata->tg_relation),
+													 1, &attnum, &value, &isnull));
 }
 
 static char *
@@ -234,6 +992,7 @@ mb_batch_view_create(const MbPipeline *pipeline)
 	TupleDesc	desc = RelationGetDescr(source);
 	StringInfoData sql;
 	bool		first = true;
+	Oid			view;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "CREATE VIEW %s AS SELECT ", qualified_view);
@@ -251,48 +1010,105 @@ mb_batch_view_create(const MbPipeline *pipeline)
 	appendStringInfo(&sql, " FROM %s AS s WHERE %s",
 					 mb_qualified_relname(pipeline->source),
 					 mb_window_predicate(pipeline->id, "s"));
-	table_close(source, AccessShareLock);
+	table_close(source, NoLock);
 
-	mb_spi_exec(sql.data, SPI_OK_UTILITY);
-	mb_spi_exec(psprintf("ALTER VIEW %s OWNER TO %s", qualified_view,
-						 quote_identifier(GetUserNameFromId(pipeline->owner, false))),
-				SPI_OK_UTILITY);
-	mb_spi_exec(psprintf("COMMENT ON VIEW %s IS %s", qualified_view,
-						 quote_literal_cstr(psprintf("rows of the batch of pipeline %s being processed; empty outside its transforms",
-													 pipeline->name))),
-				SPI_OK_UTILITY);
+	if (get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false)) != InvalidOid)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("relation \"%s.%s\" already exists", MB_SCHEMA, view_name),
+				 errhint("A pipeline's batch view is named after the pipeline; choose another name.")));
 
-	return get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false));
-}
+	mb_ddl_own_begin();
+	PG_TRY();
+	{
+		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not create the batch view of pipeline \"%s\"",
+				 pipeline->name);
+		if (SPI_execute(psprintf("ALTER VIEW %s OWNER TO %s", qualified_view,
+								 quote_identifier(GetUserNameFromId(pipeline->owner, false))),
+						false, 0) != SPI_OK_UTILITY ||
+			SPI_execute(psprintf("COMMENT ON VIEW %s IS %s", qualified_view,
+								 quote_literal_cstr(psprintf("rows of the batch of pipeline %s being processed; empty outside its transforms",
+															 pipeline->name))),
+						false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not set up the batch view of pipeline \"%s\"",
+				 pipeline->name);
+	}
+	PG_FINALLY();
+	{
+		mb_ddl_own_end();
+	}
+	PG_END_TRY();
 
-void
-mb_batch_view_drop(const MbPipeline *pipeline)
-{
-	char	   *view_name = get_rel_name(pipeline->batch_view);
-
-	/* CASCADE on the source may have dropped it already */
-	if (view_name == NULL)
-		return;
-	mb_spi_exec(psprintf("DROP VIEW %s",
-						 quote_qualified_identifier(MB_SCHEMA, view_name)),
-				SPI_OK_UTILITY);
+	view = get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false));
+	LockRelationOid(view, AccessShareLock);
+	return view;
 }
 
 /*
- * When the last pipeline on a source goes, so does the trigger, which
- * depends on the extension.  The column and its index stay: loaders may
- * name the column, and they do not depend on the extension.
+ * Whether an OID is still the batch view of this pipeline: a view in our
+ * schema with the pipeline's view name.  OIDs are reused, and names can be
+ * changed by the view's owner where the event trigger does not run.
  */
-void
-mb_source_release(const MbPipeline *pipeline)
+static bool
+mb_is_batch_view(const MbPipeline *pipeline, Oid relid)
 {
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline->source)) ||
-		mb_source_other_pipelines(pipeline->source, pipeline->id) > 0 ||
-		!mb_wakeup_trigger_exists(pipeline->source))
+	char	   *name = get_rel_name(relid);
+
+	return name != NULL &&
+		get_rel_relkind(relid) == RELKIND_VIEW &&
+		get_rel_namespace(relid) == get_namespace_oid(MB_SCHEMA, false) &&
+		strcmp(name, mb_batch_view_name(pipeline->name)) == 0;
+}
+
+/* Drop the batch view by OID; it may be gone already (CASCADE, DROP OWNED) */
+void
+mb_batch_view_drop(const MbPipeline *pipeline)
+{
+	ObjectAddress view;
+
+	LockRelationOid(pipeline->batch_view, AccessExclusiveLock);
+	if (!mb_is_batch_view(pipeline, pipeline->batch_view))
 		return;
-	mb_spi_exec(psprintf("DROP TRIGGER %s ON %s", MB_WAKEUP_TRIGGER,
-						 mb_qualified_relname(pipeline->source)),
-				SPI_OK_UTILITY);
+	ObjectAddressSet(view, RelationRelationId, pipeline->batch_view);
+	mb_ddl_own_begin();
+	PG_TRY();
+	{
+		performDeletion(&view, DROP_RESTRICT, 0);
+	}
+	PG_FINALLY();
+	{
+		mb_ddl_own_end();
+	}
+	PG_END_TRY();
+}
+
+/* Give the batch view to a new owner, by OID */
+void
+mb_batch_view_set_owner(const MbPipeline *pipeline, Oid owner)
+{
+	if (!mb_is_batch_view(pipeline, pipeline->batch_view))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("batch view of pipeline \"%s\" no longer exists",
+						pipeline->name),
+				 errhint("Run microbatch.refresh_pipeline(%s) to create it again.",
+						 quote_literal_cstr(pipeline->name))));
+	mb_ddl_own_begin();
+	PG_TRY();
+	{
+		if (SPI_execute(psprintf("ALTER VIEW %s OWNER TO %s",
+								 mb_qualified_relname(pipeline->batch_view),
+								 quote_identifier(GetUserNameFromId(owner, false))),
+						false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not change the owner of the batch view of pipeline \"%s\"",
+				 pipeline->name);
+	}
+	PG_FINALLY();
+	{
+		mb_ddl_own_end();
+	}
+	PG_END_TRY();
 }
 
 void
@@ -307,9 +1123,26 @@ mb_pipeline_check_source_exists(const MbPipeline *pipeline)
 }
 
 /*
- * Before a batch: the source and the batch view still exist, and the view
- * still has the source's columns, or the transforms would silently miss
- * columns added to the source since.
+ * Lock a relation that may be dropped concurrently, until the end of the
+ * transaction; false if it no longer exists.
+ */
+static bool
+mb_lock_if_exists(Oid relid)
+{
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		return false;
+	LockRelationOid(relid, AccessShareLock);
+	/* it may have been dropped while we waited */
+	return SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid));
+}
+
+/*
+ * Before a batch, a replay or a count: the source and the batch view still
+ * exist, locked until the end of the transaction so that neither can be
+ * dropped under the batch; the view is still the pipeline's, with the
+ * owner's rights and the source's columns (or the transforms would
+ * silently miss columns added to the source since); and the source is
+ * still guarded.
  */
 void
 mb_pipeline_check_relations(const MbPipeline *pipeline)
@@ -319,19 +1152,42 @@ mb_pipeline_check_relations(const MbPipeline *pipeline)
 	TupleDesc	source_desc;
 	TupleDesc	view_desc;
 	int			view_column = 0;
+	Oid			view_owner;
 
-	mb_pipeline_check_source_exists(pipeline);
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline->batch_view)))
+	if (!mb_lock_if_exists(pipeline->source))
+		mb_pipeline_check_source_exists(pipeline);
+	if (!mb_lock_if_exists(pipeline->batch_view) ||
+		!mb_is_batch_view(pipeline, pipeline->batch_view))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("batch view of pipeline \"%s\" no longer exists",
 						pipeline->name),
-				 errhint("Run microbatch.refresh_pipeline() to create it again.")));
+				 errhint("Run microbatch.refresh_pipeline(%s) to create it again.",
+						 quote_literal_cstr(pipeline->name))));
 
-	source = table_open(pipeline->source, AccessShareLock);
-	view = relation_open(pipeline->batch_view, AccessShareLock);
+	source = table_open(pipeline->source, NoLock);
+	view = relation_open(pipeline->batch_view, NoLock);
 	source_desc = RelationGetDescr(source);
 	view_desc = RelationGetDescr(view);
+	view_owner = view->rd_rel->relowner;
+
+	if (view_owner != pipeline->owner)
+	{
+		char	   *view_owner_name = GetUserNameFromId(view_owner, false);
+		char	   *owner_name = GetUserNameFromId(pipeline->owner, true);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batch view of pipeline \"%s\" is owned by role \"%s\", not by the pipeline's owner",
+						pipeline->name, view_owner_name),
+				 owner_name ?
+				 errdetail("The pipeline is owned by role \"%s\"; REASSIGN OWNED, ALTER VIEW ... OWNER TO or a restore without owners changed the view's owner.",
+						   owner_name) :
+				 errdetail("The pipeline's owner no longer exists."),
+				 errhint("Choose the owner with microbatch.alter_pipeline_owner(%s, %s).",
+						 quote_literal_cstr(pipeline->name),
+						 quote_literal_cstr(view_owner_name))));
+	}
 
 	for (int i = 0; i < source_desc->natts; i++)
 	{
@@ -347,19 +1203,20 @@ mb_pipeline_check_relations(const MbPipeline *pipeline)
 							RelationGetRelationName(source), pipeline->name, name),
 					 errdetail("The batch view %s.%s does not have it yet.",
 							   MB_SCHEMA, RelationGetRelationName(view)),
-					 errhint("Run microbatch.refresh_pipeline('%s') to rebuild the batch view, then check the transforms.",
-							 pipeline->name)));
+					 errhint("Run microbatch.refresh_pipeline(%s) to rebuild the batch view, then check the transforms.",
+							 quote_literal_cstr(pipeline->name))));
 		if (strcmp(name, NameStr(TupleDescAttr(view_desc, view_column)->attname)) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("column \"%s\" of source table %s of pipeline \"%s\" was renamed to \"%s\"",
 							NameStr(TupleDescAttr(view_desc, view_column)->attname),
 							RelationGetRelationName(source), pipeline->name, name),
-					 errhint("Run microbatch.refresh_pipeline('%s') to rebuild the batch view, then check the transforms.",
-							 pipeline->name)));
+					 errhint("Run microbatch.refresh_pipeline(%s) to rebuild the batch view, then check the transforms.",
+							 quote_literal_cstr(pipeline->name))));
 		view_column++;
 	}
 
-	relation_close(view, AccessShareLock);
-	table_close(source, AccessShareLock);
+	relation_close(view, NoLock);
+	table_close(source, NoLock);
+	mb_source_check_guarded(pipeline);
 }

@@ -6,9 +6,12 @@
  * A transform is one INSERT, UPDATE, DELETE, MERGE or SELECT statement.  It
  * is parsed, analysed, planned and permission-checked when it is added, as
  * the pipeline's owner under the search_path of that moment, so that bad SQL
- * is refused before anything is stored.  It runs as the owner under the same
- * search_path (pg_temp last), inside a security-restricted operation: no
- * transform ever has more rights than the role that owns the pipeline.
+ * is refused before anything is stored: the tables it reads and writes, the
+ * functions and operators it calls, and targets whose constraints could not
+ * be checked inside a batch.  It runs through the user-code primitive
+ * (usercode.c), as the owner under the same search_path: no transform ever
+ * has more rights than the role that owns the pipeline, nor leaves a
+ * setting behind.
  *
  * Each backend prepares a transform once (transform rows are only ever
  * added and removed) and keeps its plan while batches keep about the same
@@ -19,16 +22,24 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_inherits.h"
+#include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
 #include "nodes/plannodes.h"
 #include "parser/parser.h"
+#include "parser/parsetree.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -59,15 +70,6 @@ typedef struct MbTransformContext
 	const MbTransform *transform;
 	int64		batch_id;
 } MbTransformContext;
-
-static void
-mb_set_search_path(const char *search_path)
-{
-	(void) set_config_option("search_path",
-							 psprintf("%s, pg_temp", search_path),
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-}
 
 static const char *
 mb_command_kind(CmdType type)
@@ -107,6 +109,90 @@ mb_transform_parse_error_context(void *arg)
 	errcontext("transform command");
 }
 
+/* The owner must be able to execute every function a transform calls */
+static bool
+mb_check_execute(Oid funcid, void *context)
+{
+	Oid			owner = *(Oid *) context;
+
+	if (pg_proc_aclcheck(funcid, owner, ACL_EXECUTE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(funcid));
+	return false;
+}
+
+static bool
+mb_execute_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, mb_execute_walker, context, 0);
+	(void) check_functions_in_node(node, mb_check_execute, context);
+	return expression_tree_walker(node, mb_execute_walker, context);
+}
+
+/*
+ * A transform runs in a security-restricted operation, where PostgreSQL
+ * refuses to queue trigger events for commit time ("cannot fire deferred
+ * trigger within security-restricted operation"), so a target table must
+ * have no INITIALLY DEFERRED constraint of its own, nor be referenced by one
+ * (its foreign key's triggers fire on the referenced table too).
+ */
+static void
+mb_check_no_deferred_constraints(List *targets)
+{
+	Datum	   *elems;
+	int			n = 0;
+	ListCell   *lc;
+	Oid			types[1] = {OIDARRAYOID};
+	Datum		values[1];
+
+	if (targets == NIL)
+		return;
+	elems = palloc(sizeof(Datum) * list_length(targets));
+	foreach(lc, targets)
+		elems[n++] = ObjectIdGetDatum(lfirst_oid(lc));
+	values[0] = PointerGetDatum(construct_array(elems, n, OIDOID, sizeof(Oid),
+												true, TYPALIGN_INT));
+	if (SPI_execute_with_args("SELECT c.conname::pg_catalog.text, "
+							  "c.conrelid::pg_catalog.regclass::pg_catalog.text "
+							  "FROM pg_catalog.pg_constraint c "
+							  "WHERE (c.conrelid OPERATOR(pg_catalog.=) ANY ($1) "
+							  "OR c.confrelid OPERATOR(pg_catalog.=) ANY ($1)) "
+							  "AND c.condeferred ORDER BY 2, 1 LIMIT 1",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the constraints of the transform's targets");
+	if (SPI_processed > 0)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *table = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a transform cannot write to a table with an INITIALLY DEFERRED constraint"),
+				 errdetail("Constraint \"%s\" of table %s is checked at commit; transforms run in a security-restricted operation, where PostgreSQL cannot queue checks for commit time.",
+						   name, table),
+				 errhint("Declare the constraint INITIALLY IMMEDIATE or NOT DEFERRABLE: it is then checked when each transform's statement ends.")));
+	}
+}
+
+/* The tables a plan writes, with their partitions */
+static List *
+mb_plan_targets(PlannedStmt *plan)
+{
+	List	   *targets = NIL;
+	ListCell   *lc;
+
+	foreach(lc, plan->resultRelations)
+	{
+		Oid			relid = rt_fetch(lfirst_int(lc), plan->rtable)->relid;
+
+		targets = list_concat_unique_oid(targets,
+										 find_all_inheritors(relid, NoLock, NULL));
+	}
+	return targets;
+}
+
 /*
  * Refuse a transform that is not exactly one plannable DML or SELECT
  * statement the owner may run.  Errors leave nothing behind: the caller has
@@ -119,10 +205,9 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 	RawStmt    *raw;
 	List	   *queries;
 	List	   *plans;
+	List	   *targets = NIL;
 	ListCell   *lc;
-	Oid			saved_user;
-	int			saved_sec_context;
-	int			nest_level;
+	MbUserCode	uc;
 	ErrorContextCallback callback;
 
 	callback.callback = mb_transform_parse_error_context;
@@ -142,9 +227,7 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 				 errhint("Add each statement as a transform of its own; they run in order, in one transaction.")));
 	raw = linitial_node(RawStmt, raw_statements);
 
-	mb_run_as(owner, &saved_user, &saved_sec_context);
-	nest_level = NewGUCNestLevel();
-	mb_set_search_path(search_path);
+	mb_user_code_begin(&uc, owner, search_path);
 
 	queries = pg_analyze_and_rewrite_fixedparams(raw, command, NULL, 0, NULL);
 	foreach(lc, queries)
@@ -157,6 +240,7 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 					 errmsg("a transform cannot be a %s statement",
 							GetCommandTagName(CreateCommandTag(query->utilityStmt))),
 					 errhint("A transform is one INSERT, UPDATE, DELETE, MERGE or SELECT statement.")));
+		(void) mb_execute_walker((Node *) query, &owner);
 	}
 
 	plans = pg_plan_queries(queries, command, CURSOR_OPT_PARALLEL_OK, NULL);
@@ -164,12 +248,14 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 	{
 		PlannedStmt *plan = lfirst_node(PlannedStmt, lc);
 
-		if (mb_command_kind(plan->commandType) != NULL)
-			(void) ExecCheckRTPerms(plan->rtable, true);
+		if (mb_command_kind(plan->commandType) == NULL)
+			continue;
+		(void) ExecCheckRTPerms(plan->rtable, true);
+		targets = list_concat_unique_oid(targets, mb_plan_targets(plan));
 	}
+	mb_check_no_deferred_constraints(targets);
 
-	AtEOXact_GUC(true, nest_level);
-	mb_run_as_end(saved_user, saved_sec_context);
+	mb_user_code_end(&uc);
 	error_context_stack = callback.previous;
 }
 
@@ -278,23 +364,19 @@ mb_transform_error_context(void *arg)
 }
 
 /*
- * Run the transforms of a batch of rows rows, in order, as the pipeline's
- * owner.  The batch window must be active.  Errors propagate: the caller
- * rolls the batch back.
+ * Run the transforms of a batch of rows rows, in order, each as the
+ * pipeline's owner through the user-code primitive, so that nothing one
+ * sets reaches the next.  The batch window must be active.  Errors
+ * propagate: the caller rolls the batch back.
  */
 void
 mb_transforms_run(const MbPipeline *pipeline, List *transforms, int64 batch_id,
 				  int64 rows)
 {
-	Oid			saved_user;
-	int			saved_sec_context;
-	int			nest_level;
+	MbUserCode	uc;
 	ListCell   *lc;
 	MbTransformContext context;
 	ErrorContextCallback callback;
-
-	mb_run_as(pipeline->owner, &saved_user, &saved_sec_context);
-	nest_level = NewGUCNestLevel();
 
 	context.pipeline = pipeline;
 	context.batch_id = batch_id;
@@ -311,16 +393,17 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, int64 batch_id,
 
 		CHECK_FOR_INTERRUPTS();
 		context.transform = transform;
-		mb_set_search_path(transform->search_path);
+		mb_user_code_begin(&uc, pipeline->owner, transform->search_path);
+		/* batch statements are short and planned for small inputs: JIT never pays */
+		mb_user_code_set(&uc, "jit", "off");
 		plan = mb_batch_plan(mb_batch_plan_slot(MB_PLAN_TRANSFORM, transform->id),
 							 transform->command, 0, NULL, rows);
 		rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
 		if (rc < 0)
 			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 		SPI_freetuptable(SPI_tuptable);
+		mb_user_code_end(&uc);
 	}
 
 	error_context_stack = callback.previous;
-	AtEOXact_GUC(true, nest_level);
-	mb_run_as_end(saved_user, saved_sec_context);
 }

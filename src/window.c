@@ -4,7 +4,7 @@
  *	  Batch windows: which source rows a batch covers.
  *
  * Every source row carries the full id of the top-level transaction that
- * inserted it (the tracking column).  A batch covers the rows whose
+ * wrote it (the tracking column).  A batch covers the rows whose
  * transaction is visible in the batch's upper snapshot and not in its lower
  * snapshot, which is the previous batch's upper snapshot.  A transaction is
  * visible in a snapshot once it has committed before the snapshot was taken,
@@ -21,16 +21,30 @@
  * batch, not of the table, and a long-running transaction does not make
  * every sweep read all that committed since it began.
  *
+ * This file also counts and fingerprints a window's rows, cuts a window at
+ * max_batch_rows, finds the next batch's window from the ledger, and counts
+ * the rows a pipeline has not processed yet.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/transam.h"
-#include "fmgr.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/typcache.h"
 #include "utils/xid8.h"
 
 #include "microbatch.h"
@@ -40,6 +54,7 @@ PG_FUNCTION_INFO_V1(microbatch_batch_upper_xid);
 PG_FUNCTION_INFO_V1(microbatch_batch_lower_running);
 PG_FUNCTION_INFO_V1(microbatch_batch_contains);
 PG_FUNCTION_INFO_V1(microbatch_current_batch_id);
+PG_FUNCTION_INFO_V1(microbatch_rows_digest_accum);
 
 /*
  * The varlena layout of pg_snapshot, as defined in
@@ -54,18 +69,33 @@ typedef struct PgSnapshotData
 	FullTransactionId xip[FLEXIBLE_ARRAY_MEMBER];
 } PgSnapshotData;
 
+/*
+ * A snapshot in which every transaction there will ever be is visible: the
+ * upper bound of "everything after a pipeline's position".
+ */
+#define MB_XID_INFINITY (UINT64CONST(1) << 62)
+
 static MbWindow *active_window = NULL;
+
+/* A pg_snapshot with no transaction running */
+static Datum
+mb_snapshot_from_bounds(uint64 xmin, uint64 xmax)
+{
+	PgSnapshotData *snap = palloc(offsetof(PgSnapshotData, xip));
+
+	SET_VARSIZE(snap, offsetof(PgSnapshotData, xip));
+	snap->nxip = 0;
+	snap->xmin = FullTransactionIdFromU64(xmin);
+	snap->xmax = FullTransactionIdFromU64(xmax);
+	return PointerGetDatum(snap);
+}
 
 /* The lower snapshot of a pipeline's first batch: no transaction visible */
 Datum
 mb_empty_snapshot(void)
 {
-	char		text[64];
-
-	snprintf(text, sizeof(text), UINT64_FORMAT ":" UINT64_FORMAT ":",
-			 U64FromFullTransactionId(FirstNormalFullTransactionId),
-			 U64FromFullTransactionId(FirstNormalFullTransactionId));
-	return DirectFunctionCall1(pg_snapshot_in, CStringGetDatum(text));
+	return mb_snapshot_from_bounds(U64FromFullTransactionId(FirstNormalFullTransactionId),
+								   U64FromFullTransactionId(FirstNormalFullTransactionId));
 }
 
 /*
@@ -74,7 +104,7 @@ mb_empty_snapshot(void)
  * after the sweep too, and all of its rows belong to the first batch after
  * it commits.
  */
-Datum
+static Datum
 mb_snapshot_add_running(Datum snapshot, FullTransactionId xid)
 {
 	PgSnapshotData *snap = (PgSnapshotData *) PG_DETOAST_DATUM(snapshot);
@@ -101,8 +131,25 @@ mb_snapshot_add_running(Datum snapshot, FullTransactionId xid)
 	return PointerGetDatum(result);
 }
 
+/*
+ * A snapshot taken now, as a pg_snapshot.  With own_running, our own
+ * transaction, if it has an id, counts as still running in it.
+ */
+Datum
+mb_current_snapshot(bool own_running)
+{
+	Datum		snapshot;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	snapshot = OidFunctionCall0(F_PG_CURRENT_SNAPSHOT);
+	PopActiveSnapshot();
+	if (!own_running)
+		return snapshot;
+	return mb_snapshot_add_running(snapshot, GetTopFullTransactionIdIfAny());
+}
+
 /* Unpack a pg_snapshot into CurrentMemoryContext */
-void
+static void
 mb_snapshot_unpack(Datum snapshot, MbSnapshot *unpacked)
 {
 	PgSnapshotData *snap = (PgSnapshotData *) PG_DETOAST_DATUM(snapshot);
@@ -116,7 +163,7 @@ mb_snapshot_unpack(Datum snapshot, MbSnapshot *unpacked)
 }
 
 /* Same rule as pg_visible_in_snapshot() */
-bool
+static bool
 mb_snapshot_visible(const MbSnapshot *snapshot, uint64 xid)
 {
 	uint32		low = 0;
@@ -147,6 +194,7 @@ mb_window_init(MbWindow *window, int32 pipeline_id, int64 batch_id,
 {
 	window->pipeline_id = pipeline_id;
 	window->batch_id = batch_id;
+	window->replay = false;
 	window->lower_datum = lower;
 	window->upper_datum = upper;
 	mb_snapshot_unpack(lower, &window->lower);
@@ -175,6 +223,12 @@ mb_window_is_active(void)
 	return active_window != NULL;
 }
 
+bool
+mb_window_is_replay(void)
+{
+	return active_window != NULL && active_window->replay;
+}
+
 static MbWindow *
 mb_window_for(int32 pipeline_id)
 {
@@ -195,6 +249,15 @@ mb_window_upper_bound(const MbWindow *window)
 	if (window->xid_to != 0)
 		return Min(window->upper.xmax, window->xid_to);
 	return window->upper.xmax;
+}
+
+static bool
+mb_window_contains(const MbWindow *window, uint64 xid)
+{
+	return xid >= window->xid_from &&
+		xid < mb_window_upper_bound(window) &&
+		mb_snapshot_visible(&window->upper, xid) &&
+		!mb_snapshot_visible(&window->lower, xid);
 }
 
 /*
@@ -247,12 +310,7 @@ microbatch_batch_contains(PG_FUNCTION_ARGS)
 	MbWindow   *window = mb_window_for(PG_GETARG_INT32(0));
 	uint64		xid = U64FromFullTransactionId(PG_GETARG_FULLTRANSACTIONID(1));
 
-	if (window == NULL)
-		PG_RETURN_BOOL(false);
-	PG_RETURN_BOOL(xid >= window->xid_from &&
-				   xid < mb_window_upper_bound(window) &&
-				   mb_snapshot_visible(&window->upper, xid) &&
-				   !mb_snapshot_visible(&window->lower, xid));
+	PG_RETURN_BOOL(window != NULL && mb_window_contains(window, xid));
 }
 
 Datum
@@ -261,4 +319,411 @@ microbatch_current_batch_id(PG_FUNCTION_ARGS)
 	if (active_window == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(active_window->batch_id);
+}
+
+/*
+ * The WHERE clause that restricts a table, under the given alias, to the
+ * active window of a pipeline.  Every operator is schema-qualified: the
+ * clause goes into views and queries that must mean the same whatever the
+ * search_path.
+ */
+char *
+mb_window_predicate(int32 pipeline_id, const char *alias)
+{
+	return psprintf("(%1$s.%2$s OPERATOR(pg_catalog.>=) microbatch.batch_lower_xid(%3$d) "
+					"AND %1$s.%2$s OPERATOR(pg_catalog.<) microbatch.batch_upper_xid(%3$d) "
+					"OR %1$s.%2$s OPERATOR(pg_catalog.=) ANY (microbatch.batch_lower_running(%3$d))) "
+					"AND microbatch.batch_contains(%3$d, %1$s.%2$s)",
+					alias, MB_TRACKING_COLUMN, pipeline_id);
+}
+
+/*
+ * Fingerprint of the rows of a window, whatever their order: the sum of one
+ * hash per row.  A row's hash combines, for each non-null column, the
+ * column's name and the value's hash, so that adding a column that is null
+ * in old rows keeps old fingerprints, while any change of a value, a row
+ * more or less, or a row replaced by another, changes it (with a
+ * probability of a collision of 2^-64).  Types without a hash function are
+ * hashed through their text form.
+ */
+typedef struct MbDigestColumn
+{
+	bool		dropped;
+	bool		use_hash;
+	FmgrInfo	proc;			/* extended hash, or output function */
+	Oid			collation;
+	uint64		name_hash;
+} MbDigestColumn;
+
+typedef struct MbDigestCache
+{
+	Oid			type_id;
+	int32		typmod;
+	int			natts;
+	MbDigestColumn columns[FLEXIBLE_ARRAY_MEMBER];
+} MbDigestCache;
+
+static MbDigestCache *
+mb_digest_cache(FunctionCallInfo fcinfo, HeapTupleHeader row)
+{
+	Oid			type_id = HeapTupleHeaderGetTypeId(row);
+	int32		typmod = HeapTupleHeaderGetTypMod(row);
+	MbDigestCache *cache = (MbDigestCache *) fcinfo->flinfo->fn_extra;
+	TupleDesc	desc;
+
+	if (cache != NULL && cache->type_id == type_id && cache->typmod == typmod)
+		return cache;
+
+	desc = lookup_rowtype_tupdesc(type_id, typmod);
+	cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
+								   offsetof(MbDigestCache, columns) +
+								   sizeof(MbDigestColumn) * desc->natts);
+	cache->type_id = type_id;
+	cache->typmod = typmod;
+	cache->natts = desc->natts;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute attr = TupleDescAttr(desc, i);
+		MbDigestColumn *column = &cache->columns[i];
+		TypeCacheEntry *type;
+
+		column->dropped = attr->attisdropped;
+		if (column->dropped)
+			continue;
+		type = lookup_type_cache(attr->atttypid, TYPECACHE_HASH_EXTENDED_PROC);
+		column->collation = attr->attcollation;
+		column->name_hash = hash_bytes_extended((const unsigned char *) NameStr(attr->attname),
+												strlen(NameStr(attr->attname)), 0);
+		column->use_hash = OidIsValid(type->hash_extended_proc);
+		if (column->use_hash)
+			fmgr_info_cxt(type->hash_extended_proc, &column->proc,
+						  fcinfo->flinfo->fn_mcxt);
+		else
+		{
+			Oid			output;
+			bool		varlena;
+
+			getTypeOutputInfo(attr->atttypid, &output, &varlena);
+			fmgr_info_cxt(output, &column->proc, fcinfo->flinfo->fn_mcxt);
+		}
+	}
+	ReleaseTupleDesc(desc);
+	fcinfo->flinfo->fn_extra = cache;
+	return cache;
+}
+
+Datum
+microbatch_rows_digest_accum(PG_FUNCTION_ARGS)
+{
+	uint64		state = (uint64) PG_GETARG_INT64(0);
+	HeapTupleHeader row = PG_GETARG_HEAPTUPLEHEADER(1);
+	MbDigestCache *cache = mb_digest_cache(fcinfo, row);
+	int			natts = cache->natts;
+	TupleDesc	desc = lookup_rowtype_tupdesc(cache->type_id, cache->typmod);
+	HeapTupleData tuple;
+	Datum	   *values = palloc(sizeof(Datum) * natts);
+	bool	   *nulls = palloc(sizeof(bool) * natts);
+	uint64		row_hash = 0;
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(row);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = row;
+	heap_deform_tuple(&tuple, desc, values, nulls);
+	ReleaseTupleDesc(desc);
+
+	for (int i = 0; i < natts; i++)
+	{
+		MbDigestColumn *column = &cache->columns[i];
+		uint64		value_hash;
+
+		if (nulls[i] || column->dropped)
+			continue;
+		if (column->use_hash)
+			value_hash = DatumGetUInt64(FunctionCall2Coll(&column->proc,
+														  column->collation,
+														  values[i],
+														  Int64GetDatum(0)));
+		else
+		{
+			char	   *text = OutputFunctionCall(&column->proc, values[i]);
+
+			value_hash = hash_bytes_extended((const unsigned char *) text,
+											 strlen(text), 0);
+		}
+		row_hash = hash_combine64(row_hash,
+								  hash_combine64(column->name_hash, value_hash));
+	}
+	pfree(values);
+	pfree(nulls);
+
+	/* murmur3's finalizer, so that sums of similar rows do not cancel out */
+	row_hash ^= row_hash >> 33;
+	row_hash *= UINT64CONST(0xff51afd7ed558ccd);
+	row_hash ^= row_hash >> 33;
+	PG_RETURN_INT64((int64) (state + row_hash));
+}
+
+/*
+ * Run a query over the active window as the pipeline's owner, through the
+ * user-code primitive: the batch view reads the source with the owner's
+ * rights, and its row security policies are the owner's code.  Fills
+ * result with the first row's columns (up to nresult); returns false when
+ * there is no row.
+ *
+ * These queries read only the window.  A bitmap scan of the tracking index,
+ * with the window's bounds as index conditions, costs the window's size
+ * whatever it is; a sequential scan, or a full scan of the index with the
+ * bounds as a filter, costs the table's.  The planner, estimating with the
+ * window it is planned for, would rightly pick one of the latter for a window
+ * holding most of the table, and the plan is kept for the batches after; so
+ * the bitmap scan is the only scan it is offered.
+ */
+static bool
+mb_window_query(const MbPipeline *pipeline, MbWindow *window, MbPlanKind kind,
+				const char *sql, int nargs, Oid *argtypes, Datum *args,
+				int nresult, NullableDatum *result)
+{
+	SPIPlanPtr	plan;
+	MbUserCode	uc;
+	volatile bool found = false;
+
+	mb_user_code_begin(&uc, pipeline->owner, NULL);
+	mb_user_code_set(&uc, "enable_seqscan", "off");
+	mb_user_code_set(&uc, "enable_indexscan", "off");
+	mb_user_code_set(&uc, "enable_indexonlyscan", "off");
+	mb_user_code_set(&uc, "jit", "off");
+	plan = mb_batch_plan(mb_batch_plan_slot(kind, pipeline->id), sql, nargs,
+						 argtypes, -1);
+	mb_window_activate(window);
+	PG_TRY();
+	{
+		if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the window of pipeline \"%s\"",
+				 pipeline->name);
+		if (SPI_processed > 0)
+		{
+			found = true;
+			for (int i = 0; i < nresult; i++)
+				result[i].value = SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, i + 1,
+												&result[i].isnull);
+		}
+	}
+	PG_FINALLY();
+	{
+		mb_window_deactivate();
+	}
+	PG_END_TRY();
+	mb_user_code_end(&uc);
+	return found;
+}
+
+static char *
+mb_batch_view_qualified(const MbPipeline *pipeline)
+{
+	return quote_qualified_identifier(MB_SCHEMA, get_rel_name(pipeline->batch_view));
+}
+
+/* Count the rows of a window, and fingerprint them */
+MbWindowContent
+mb_window_content(const MbPipeline *pipeline, MbWindow *window)
+{
+	NullableDatum result[2];
+	MbWindowContent content;
+
+	mb_window_query(pipeline, window, MB_PLAN_WINDOW_CONTENT,
+					psprintf("SELECT pg_catalog.count(*), microbatch.rows_digest(b) FROM %s AS b",
+							 mb_batch_view_qualified(pipeline)),
+					0, NULL, NULL, 2, result);
+	content.rows = DatumGetInt64(result[0].value);
+	content.digest = DatumGetInt64(result[1].value);
+	return content;
+}
+
+static int64
+mb_window_count(const MbPipeline *pipeline, MbWindow *window)
+{
+	NullableDatum result[1];
+
+	mb_window_query(pipeline, window, MB_PLAN_WINDOW_COUNT,
+					psprintf("SELECT pg_catalog.count(*) FROM %s",
+							 mb_batch_view_qualified(pipeline)),
+					0, NULL, NULL, 1, result);
+	return DatumGetInt64(result[0].value);
+}
+
+/*
+ * The tracking xid of the n-th row (from 0) of the window in xid order, or
+ * 0 if the window has fewer rows.
+ */
+static uint64
+mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
+{
+	NullableDatum result[1];
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(n)};
+
+	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_NTH_XID,
+						 psprintf("SELECT s.%s FROM %s AS s WHERE %s "
+								  "ORDER BY 1 OFFSET $1 LIMIT 1",
+								  MB_TRACKING_COLUMN,
+								  quote_qualified_identifier(get_namespace_name(get_rel_namespace(pipeline->source)),
+															 get_rel_name(pipeline->source)),
+								  mb_window_predicate(pipeline->id, "s")),
+						 1, argtypes, args, 1, result) ||
+		result[0].isnull)
+		return 0;
+	return U64FromFullTransactionId(DatumGetFullTransactionId(result[0].value));
+}
+
+/*
+ * Cap the window at max_batch_rows by cutting it at a transaction boundary,
+ * in xid order; the rest is left to the following batches.  A single
+ * transaction larger than the cap stays whole.
+ */
+static void
+mb_window_cut(const MbPipeline *pipeline, MbWindow *window)
+{
+	uint64		cut;
+
+	if (pipeline->max_batch_rows <= 0)
+		return;
+	cut = mb_window_nth_xid(pipeline, window, pipeline->max_batch_rows);
+	if (cut == 0)
+		return;
+	if (cut == mb_window_nth_xid(pipeline, window, 0))
+		cut++;
+	window->xid_to = cut;
+}
+
+/*
+ * The windows after a pipeline's position: the rest of a window that
+ * max_batch_rows cut (if any), then the window from the position's upper
+ * snapshot to the given one.  Returns how many there are.
+ */
+static int
+mb_windows_after(const MbPipeline *pipeline, const MbLedgerBatch *position,
+				 bool has_position, Datum upper, int64 batch_id,
+				 MbWindow windows[2])
+{
+	int			n = 0;
+
+	if (has_position && position->xid_to != 0)
+		mb_window_init(&windows[n++], pipeline->id, batch_id,
+					   position->lower_datum, position->upper_datum,
+					   position->xid_to, 0);
+	mb_window_init(&windows[n++], pipeline->id, batch_id,
+				   has_position ? position->upper_datum : mb_empty_snapshot(),
+				   upper, 0, 0);
+	return n;
+}
+
+/*
+ * Find the next batch's window, cut it at max_batch_rows, and count and
+ * fingerprint its rows.  After a capped batch the rest of its window comes
+ * first; then a new window from the position to now.  The observer, if
+ * any, hears right before the new window's upper snapshot is taken.
+ */
+MbWindowContent
+mb_next_window(const MbPipeline *pipeline, MbWindow *window,
+			   const MbBatchObserver *observer)
+{
+	MbLedgerBatch position;
+	bool		has_position = mb_ledger_position(pipeline->id, &position);
+	int64		batch_id = has_position ? position.batch_id + 1 : 1;
+	MbWindowContent content;
+
+	if (has_position && position.xid_to != 0)
+	{
+		mb_window_init(window, pipeline->id, batch_id, position.lower_datum,
+					   position.upper_datum, position.xid_to, 0);
+		mb_window_cut(pipeline, window);
+		content = mb_window_content(pipeline, window);
+		if (content.rows > 0)
+			return content;
+	}
+
+	if (observer != NULL && observer->before_snapshot != NULL)
+		observer->before_snapshot(observer->arg, pipeline);
+	mb_window_init(window, pipeline->id, batch_id,
+				   has_position ? position.upper_datum : mb_empty_snapshot(),
+				   mb_current_snapshot(true), 0, 0);
+	mb_window_cut(pipeline, window);
+	return mb_window_content(pipeline, window);
+}
+
+/* Count the committed source rows that no committed batch has processed */
+int64
+mb_window_rows_waiting(const MbPipeline *pipeline)
+{
+	MbLedgerBatch position;
+	bool		has_position = mb_ledger_position(pipeline->id, &position);
+	MbWindow	windows[2];
+	int			n = mb_windows_after(pipeline, &position, has_position,
+									 mb_current_snapshot(true), 0, windows);
+	int64		rows = 0;
+
+	for (int i = 0; i < n; i++)
+		rows += mb_window_count(pipeline, &windows[i]);
+	return rows;
+}
+
+/*
+ * Count the rows of one table of a source's hierarchy (ONLY that table)
+ * that a pipeline has not processed: those after its position, whenever
+ * they commit.  With total, also count all its rows.  This is engine SQL
+ * over a plain table, run as the catalog's owner, who may read any member
+ * of the hierarchy, in a security-restricted operation all the same.
+ */
+int64
+mb_window_pending_in(const MbPipeline *pipeline, Oid relid, int64 *total)
+{
+	MbLedgerBatch position;
+	bool		has_position = mb_ledger_position(pipeline->id, &position);
+	MbWindow	windows[2];
+	int			n = mb_windows_after(pipeline, &position, has_position,
+									 mb_snapshot_from_bounds(MB_XID_INFINITY,
+															 MB_XID_INFINITY),
+									 0, windows);
+	char	   *table = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												   get_rel_name(relid));
+	int64		pending = 0;
+	MbUserCode	uc;
+
+	mb_user_code_begin(&uc, GetUserId(), NULL);
+	mb_user_code_set(&uc, "enable_seqscan", "off");
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		mb_window_activate(&windows[i]);
+		PG_TRY();
+		{
+			if (SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s AS s WHERE %s",
+									 table, mb_window_predicate(pipeline->id, "s")),
+							true, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not count the rows of %s", table);
+			pending += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1,
+												   &isnull));
+		}
+		PG_FINALLY();
+		{
+			mb_window_deactivate();
+		}
+		PG_END_TRY();
+	}
+	if (total != NULL)
+	{
+		bool		isnull;
+
+		if (SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s", table),
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not count the rows of %s", table);
+		*total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	mb_user_code_end(&uc);
+	return pending;
 }

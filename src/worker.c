@@ -5,16 +5,29 @@
  *
  * A batch worker is connected to one database as the bootstrap superuser
  * and runs the batch engine, which runs the transforms as each pipeline's
- * owner.  Each batch is a transaction of its own.  SIGTERM ends the worker
- * at the next interrupt check, in the middle of a transform too; the batch
- * rolls back and is done again later.  A worker left idle for a minute
- * exits, giving its slot back.
+ * owner.  Each batch is a transaction of its own, started from a clean
+ * session: settings the database's owner may have set that would break a
+ * batch are overridden (mb_background_session_defaults()), and whatever a
+ * transform may have left in the session (advisory locks at session level,
+ * prepared statements, sequence state) is dropped before the next batch,
+ * which may be another owner's.
+ *
+ * A batch that runs longer than its timeout is cancelled and counted as a
+ * failure; a pipeline whose lock another transaction holds is skipped, not
+ * waited for.  Every error, inside or outside the transforms, is recorded
+ * as the pipeline's failure, and the worker carries on.  SIGTERM ends the
+ * worker at the next interrupt check, in the middle of a transform too; the
+ * batch rolls back and is done again later.  A worker left idle for a
+ * minute exits, giving its slot back, and one whose slot another database
+ * needs, or whose scheduler left, exits as soon as it is idle.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/prepare.h"
+#include "commands/sequence.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -22,10 +35,12 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "worker.h"
@@ -34,12 +49,33 @@
 
 static MbSlot *my_slot = NULL;
 
-/*
- * The scheduler's count of source commits when the batch took its snapshot,
- * or 0 if it took none: every commit counted by then is in the window, as
- * backends count their commits once these are visible.
- */
-static uint64 commits_covered = 0;
+/* The batch being run */
+typedef struct MbWorkerBatch
+{
+	char		pipeline_name[NAMEDATALEN];
+	int			timeout_ms;
+	MbSourceCommits *source_commits;
+
+	/*
+	 * The count of source commits when the batch took its snapshot, or 0 if
+	 * it took none: every commit counted by then is in the window, as
+	 * backends count their commits once these are visible.
+	 */
+	uint64		commits_covered;
+} MbWorkerBatch;
+
+static TimeoutId batch_timeout_id;
+static volatile sig_atomic_t batch_timed_out = false;
+
+/* Runs in the signal handler: cancel the batch like a statement timeout */
+static void
+mb_batch_timeout_handler(void)
+{
+	batch_timed_out = true;
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
 
 /* Batches commit with microbatch.synchronous_commit, whatever else says */
 static void
@@ -50,35 +86,44 @@ mb_worker_apply_settings(void)
 					PGC_SUSET, PGC_S_OVERRIDE);
 }
 
-/* Called by the engine once it knows the batch id */
-void
-mb_worker_report_batch(const char *pipeline_name, int64 batch_id)
+static void
+mb_worker_before_snapshot(void *arg, const MbPipeline *pipeline)
 {
-	if (my_slot == NULL)
+	MbWorkerBatch *batch = arg;
+	MbSlot	   *scheduler;
+
+	if (batch->source_commits != NULL)
+	{
+		batch->commits_covered = pg_atomic_read_u64(&batch->source_commits->commits);
 		return;
+	}
+	LWLockAcquire(mb_shared->lock, LW_SHARED);
+	scheduler = mb_scheduler_slot(my_slot->dboid);
+	if (scheduler != NULL)
+		batch->commits_covered = pg_atomic_read_u64(&scheduler->db_commits);
+	LWLockRelease(mb_shared->lock);
+}
+
+static void
+mb_worker_batch_started(void *arg, const MbPipeline *pipeline, int64 batch_id)
+{
 	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 	my_slot->batch_id = batch_id;
 	LWLockRelease(mb_shared->lock);
 	pgstat_report_activity(STATE_RUNNING,
 						   psprintf("microbatch: pipeline %s, batch " INT64_FORMAT,
-									pipeline_name, batch_id));
+									pipeline->name, batch_id));
 }
 
-/* Called by the engine right before it takes a batch's upper snapshot */
-void
-mb_worker_note_snapshot(void)
+static const char *
+mb_worker_timeout_reason(void *arg)
 {
-	if (my_slot == NULL)
-		return;
-	LWLockAcquire(mb_shared->lock, LW_SHARED);
-	for (int i = 0; i < mb_shared->nslots; i++)
-	{
-		MbSlot	   *slot = &mb_shared->slots[i];
+	MbWorkerBatch *batch = arg;
 
-		if (slot->kind == MB_SLOT_SCHEDULER && slot->dboid == my_slot->dboid)
-			commits_covered = pg_atomic_read_u64(&slot->source_commits);
-	}
-	LWLockRelease(mb_shared->lock);
+	if (!batch_timed_out)
+		return NULL;
+	return psprintf("batch of pipeline \"%s\" ran longer than its batch_timeout of %d ms",
+					batch->pipeline_name, batch->timeout_ms);
 }
 
 /* Give the slot back.  Caller holds the lock exclusively. */
@@ -92,6 +137,8 @@ mb_worker_release_slot(void)
 	my_slot->latch = NULL;
 	my_slot->pipeline_id = 0;
 	my_slot->result_ready = false;
+	my_slot->exit_requested = false;
+	mb_latch_waiting_schedulers();
 }
 
 static void
@@ -123,51 +170,66 @@ mb_worker_attach(int slotno)
 /* Tell the scheduler how the batch ended, and go idle */
 static void
 mb_worker_report(int32 pipeline_id, const MbBatchResult *result,
-				 TimestampTz started_at)
+				 const MbWorkerBatch *batch, TimestampTz started_at)
 {
+	MbSlot	   *scheduler;
+
 	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 	my_slot->result_pipeline_id = pipeline_id;
 	my_slot->result_status = result->status;
 	my_slot->result_failures = result->failures;
 	my_slot->result_started_at = result->started_at ? result->started_at : started_at;
 	my_slot->result_capped = result->capped;
-	my_slot->result_commits_covered = commits_covered;
+	my_slot->result_commits_covered = batch->commits_covered;
 	my_slot->result_ready = true;
 	my_slot->pipeline_id = 0;
 	my_slot->batch_id = 0;
 	my_slot->state = MB_STATE_IDLE;
 	my_slot->since = GetCurrentTimestamp();
-	for (int i = 0; i < mb_shared->nslots; i++)
-	{
-		MbSlot	   *slot = &mb_shared->slots[i];
-
-		if (slot->kind == MB_SLOT_SCHEDULER && slot->dboid == my_slot->dboid &&
-			slot->latch != NULL)
-			SetLatch(slot->latch);
-	}
+	scheduler = mb_scheduler_slot(my_slot->dboid);
+	if (scheduler != NULL)
+		SetLatch(scheduler->latch);
 	LWLockRelease(mb_shared->lock);
+}
+
+/*
+ * What a transform may have left at session level, where the next batch,
+ * perhaps another owner's, would find it.  In the batch's transaction.
+ */
+static void
+mb_worker_reset_session(void)
+{
+	LockReleaseSession(USER_LOCKMETHOD);
+	DropAllPreparedStatements();
+	ResetSequenceCaches();
 }
 
 static void
 mb_worker_run(void)
 {
-	char		pipeline_name[NAMEDATALEN];
-	char		activity[NAMEDATALEN + 32];
 	int32		pipeline_id;
+	MbWorkerBatch batch;
+	MbBatchObserver observer = {&batch, mb_worker_before_snapshot,
+	mb_worker_batch_started, mb_worker_timeout_reason};
 	MbBatchResult result;
 	MemoryContext context = CurrentMemoryContext;
 	TimestampTz started_at = GetCurrentTimestamp();
 
+	memset(&batch, 0, sizeof(batch));
 	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 	pipeline_id = my_slot->pipeline_id;
-	strlcpy(pipeline_name, my_slot->pipeline_name, NAMEDATALEN);
+	strlcpy(batch.pipeline_name, my_slot->pipeline_name, NAMEDATALEN);
+	batch.timeout_ms = my_slot->batch_timeout_ms;
+	batch.source_commits = my_slot->source_commits;
 	my_slot->state = MB_STATE_RUNNING;
 	my_slot->since = started_at;
 	LWLockRelease(mb_shared->lock);
 
-	commits_covered = 0;
-	snprintf(activity, sizeof(activity), "microbatch: pipeline %s", pipeline_name);
-	pgstat_report_activity(STATE_RUNNING, activity);
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("microbatch: pipeline %s", batch.pipeline_name));
+	batch_timed_out = false;
+	if (batch.timeout_ms > 0)
+		enable_timeout_after(batch_timeout_id, batch.timeout_ms);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -176,11 +238,13 @@ mb_worker_run(void)
 	{
 		MbCall		call;
 
+		mb_worker_reset_session();
 		mb_call_begin(&call);
-		result = mb_run_batch(pipeline_name, call.caller);
+		result = mb_run_batch(batch.pipeline_name, call.caller, false, &observer);
 		mb_call_end(&call);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		disable_timeout(batch_timeout_id, false);
 	}
 	PG_CATCH();
 	{
@@ -188,24 +252,34 @@ mb_worker_run(void)
 
 		/*
 		 * An error outside the transforms (the pipeline or its source is
-		 * gone, the catalog is unreadable...): log it, count it as a
-		 * failure, and go on.
+		 * gone, the owner may no longer log in, a cancel...): log it, count
+		 * it as a failure, and go on.
 		 */
+		HOLD_INTERRUPTS();
+		disable_timeout(batch_timeout_id, false);
 		MemoryContextSwitchTo(context);
 		error = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		RESUME_INTERRUPTS();
+		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED && batch_timed_out)
+			error->message = (char *) mb_worker_timeout_reason(&batch);
 		ereport(LOG,
 				(errmsg("microbatch pipeline \"%s\" could not run a batch: %s",
-						pipeline_name, error->message)));
-		result = mb_record_failure(pipeline_name, error);
+						batch.pipeline_name, error->message)));
+		memset(&result, 0, sizeof(result));
+		result.status = MB_BATCH_FAILED;
+		result.failures = mb_record_failure(batch.pipeline_name, error, started_at);
 		FreeErrorData(error);
 	}
 	PG_END_TRY();
 
+	/* a timeout that fired as the batch ended cancels nothing after it */
+	if (batch_timed_out)
+		QueryCancelPending = false;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	mb_worker_report(pipeline_id, &result, started_at);
+	mb_worker_report(pipeline_id, &result, &batch, started_at);
 }
 
 void
@@ -219,8 +293,9 @@ microbatch_worker_main(Datum arg)
 
 	mb_worker_attach(DatumGetInt32(arg));
 	BackgroundWorkerInitializeConnectionByOid(my_slot->dboid, InvalidOid, 0);
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	mb_background_session_defaults();
 	mb_worker_apply_settings();
+	batch_timeout_id = RegisterTimeout(USER_TIMEOUT, mb_batch_timeout_handler);
 	pgstat_report_appname("microbatch worker");
 	idle_since = GetCurrentTimestamp();
 
@@ -238,10 +313,17 @@ microbatch_worker_main(Datum arg)
 
 		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 		assigned = my_slot->state == MB_STATE_ASSIGNED;
-		/* leave after a minute idle, unless handed a pipeline just now */
-		if (!assigned && !my_slot->result_ready &&
-			TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(),
-									   MB_WORKER_IDLE_EXIT_MS))
+
+		/*
+		 * Leave when asked to (another database needs the slot, or our
+		 * scheduler left), or after a minute idle, unless handed a pipeline
+		 * just now.
+		 */
+		if (!assigned &&
+			(my_slot->exit_requested ||
+			 (!my_slot->result_ready &&
+			  TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(),
+										 MB_WORKER_IDLE_EXIT_MS))))
 		{
 			mb_worker_release_slot();
 			LWLockRelease(mb_shared->lock);

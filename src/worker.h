@@ -3,7 +3,9 @@
  * worker.h
  *	  Background processes: launcher, per-database schedulers, batch workers.
  *
- * src/shmem.c		shared state, wake-ups, the views over them
+ * src/shmem.c		the shared memory segment: slots and hash tables
+ * src/wakeup.c		wake-ups of schedulers and the launcher at commit
+ * src/status.c		what the views show of it: next runs, workers, shortages
  * src/launcher.c	one scheduler per database that has the extension
  * src/scheduler.c	when each pipeline runs, and on which batch worker
  * src/worker.c		batch workers: run the batches they are handed
@@ -17,6 +19,7 @@
 #include "postmaster/bgworker.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/hsearch.h"
 
 #include "microbatch.h"
 
@@ -35,6 +38,23 @@ typedef enum MbSlotState
 	MB_STATE_RUNNING
 } MbSlotState;
 
+/* Commits into the tables of one source hierarchy, by its root */
+typedef struct MbSourceKey
+{
+	Oid			dboid;
+	Oid			root;
+} MbSourceKey;
+
+typedef struct MbSourceCommits
+{
+	MbSourceKey key;
+	pg_atomic_uint64 commits;
+} MbSourceCommits;
+
+/*
+ * One scheduler or batch worker.  The fields are protected by the lock,
+ * except the atomics.
+ */
 typedef struct MbSlot
 {
 	MbSlotKind	kind;
@@ -43,10 +63,15 @@ typedef struct MbSlot
 	Oid			dboid;
 	Latch	   *latch;
 	TimestampTz since;			/* of the current state */
+	uint64		generation;		/* bumped each time the slot is claimed */
+	bool		exit_requested; /* leave when idle: the slot is wanted */
 
 	/* batch workers: the pipeline handed over, and the batch being run */
 	int32		pipeline_id;
 	char		pipeline_name[NAMEDATALEN];
+	Oid			pipeline_owner;
+	int			batch_timeout_ms;	/* 0: none */
+	MbSourceCommits *source_commits;	/* its source's counter, or NULL */
 	int64		batch_id;
 
 	/* batch workers: outcome of the last batch, for the scheduler */
@@ -58,8 +83,9 @@ typedef struct MbSlot
 	bool		result_capped;
 	uint64		result_commits_covered; /* source commits its window has */
 
-	/* schedulers: wake-ups from committing backends */
-	pg_atomic_uint64 source_commits;
+	/* schedulers */
+	int			waiting;		/* due pipelines no worker could take */
+	pg_atomic_uint64 db_commits;	/* commits into any source of the database */
 	pg_atomic_uint32 wants_source_commits;	/* set our latch for them too */
 	pg_atomic_uint32 reload_requested;
 } MbSlot;
@@ -85,27 +111,46 @@ typedef struct MbScheduleEntry
 	TimestampTz next_run_at;
 } MbScheduleEntry;
 
+/* Per database: since when no background worker could be started for it */
+typedef struct MbDatabaseStatus
+{
+	Oid			dboid;
+	TimestampTz no_scheduler_since; /* the launcher found no free slot */
+	TimestampTz no_worker_since;	/* its scheduler found none */
+} MbDatabaseStatus;
+
 /* Settings (microbatch.c) */
 extern bool mb_enabled;
 extern int	mb_max_workers;
 extern int	mb_naptime;
-extern int	mb_max_retries;
 extern int	mb_max_retry_delay;
 extern int	mb_max_pipelines;
 
 /* shmem.c */
 extern MbShared *mb_shared;
+extern HTAB *mb_schedule_hash;
+extern HTAB *mb_source_hash;
+extern HTAB *mb_database_hash;
 extern void mb_shmem_init(void);
+extern MbSlot *mb_scheduler_slot(Oid dboid);
+extern void mb_latch_waiting_schedulers(void);
+extern bool mb_start_dynamic_worker(const char *role, Oid dboid, Datum arg,
+									BackgroundWorkerHandle **handle);
+extern void mb_background_session_defaults(void);
+
+/* wakeup.c */
 extern void mb_register_xact_callback(void);
+extern MbSourceCommits *mb_source_commits(Oid dboid, Oid root);
+extern void mb_source_commits_forget_database(Oid dboid);
+
+/* status.c */
 extern void mb_schedule_publish(Oid dboid, int32 pipeline_id,
 								TimestampTz next_run_at);
 extern void mb_schedule_forget_database(Oid dboid);
-extern bool mb_start_dynamic_worker(const char *role, Oid dboid, Datum arg,
-									BackgroundWorkerHandle **handle);
+extern void mb_database_report(Oid dboid, bool scheduler, bool starved);
 
 /* launcher.c */
 extern void mb_launcher_register(void);
-extern void mb_utility_hook_install(void);
 extern PGDLLEXPORT void microbatch_launcher_main(Datum arg);
 
 /* scheduler.c */
@@ -113,6 +158,5 @@ extern PGDLLEXPORT void microbatch_scheduler_main(Datum arg);
 
 /* worker.c */
 extern PGDLLEXPORT void microbatch_worker_main(Datum arg);
-
 
 #endif							/* MICROBATCH_WORKER_H */

@@ -68,6 +68,9 @@ $node->safe_psql($db, q{INSERT INTO readings VALUES (1, 2)});
 ok(poll_until($node, $db, q{SELECT count(*) FROM gold_inverse}, '1', 30),
 	'a good row is processed in the background');
 
+my $pipeline_id = $node->safe_psql($db,
+	q{SELECT pipeline_id FROM microbatch.pipelines WHERE pipeline = 'inv'});
+
 # Listen for alerts from here on.  psql prints the notifications it got
 # after each command it runs.
 my $listener = $node->background_psql($db);
@@ -164,12 +167,15 @@ is(scalar(@failed), 1, 'one "failed" alert received');
 if (@failed)
 {
 	my $a = $failed[0];
-	is($a->{pipeline}, 'inv', 'alert names the pipeline');
+	is($a->{pipeline_id}, $pipeline_id, 'alert names the pipeline by id');
 	is($a->{database}, $db, 'alert names the database');
 	is($a->{sqlstate}, '22012', 'alert has the SQLSTATE');
 	is($a->{batch_id}, 2, 'alert has the batch id');
 	is($a->{consecutive_failures}, 3, 'alert has the failure count');
-	like($a->{message}, qr/division by zero/, 'alert has the error message');
+	# any role may LISTEN: the error text, which may hold row data, is only
+	# in the views, which show it to roles with the owner's privileges
+	ok(!exists $a->{message} && !exists $a->{pipeline},
+		'alert carries neither the error message nor the pipeline name');
 }
 
 # Fix the transform, resume: the batch commits with every waiting row.
@@ -225,7 +231,7 @@ while (time() < $deadline)
 is(scalar(@recovered), 1, 'one "recovered" alert received');
 if (@recovered)
 {
-	is($recovered[0]{pipeline}, 'inv', 'recovered alert names the pipeline');
+	is($recovered[0]{pipeline_id}, $pipeline_id, 'recovered alert names the pipeline');
 	is($recovered[0]{batch_id}, 2, 'recovered alert has the batch that committed');
 }
 is(scalar(grep { $_->{event} eq 'failed' } alerts()),
