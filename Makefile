@@ -4,8 +4,10 @@ MODULE_big = microbatch
 OBJS = \
 	src/api.o \
 	src/batch.o \
+	src/batchview.o \
 	src/catalog.o \
 	src/ddl.o \
+	src/hierarchy.o \
 	src/launcher.o \
 	src/microbatch.o \
 	src/scheduler.o \
@@ -58,3 +60,9 @@ demo-stop:
 # Benchmarks: regenerates docs/benchmarks.md from one run on one cluster.
 bench:
 	bash test/bench/run-bench.sh
+
+# Memory checker: the regression and isolation suites against an ASan+UBSan
+# build (installed as root, then replaced by the normal build again).
+.PHONY: sanitize
+sanitize:
+	bash test/sanitize.sh

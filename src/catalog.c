@@ -288,6 +288,20 @@ mb_column_notnull_of(uint64 row, int column)
 	return value;
 }
 
+/* A relation's schema-qualified, quoted name, for the SQL we build */
+const char *
+mb_qualified_relname(Oid relid)
+{
+	char	   *relname = get_rel_name(relid);
+
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  relname);
+}
+
 /*
  * The catalog belongs to whoever owns microbatch.pipeline: the role that ran
  * CREATE EXTENSION.

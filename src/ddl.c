@@ -62,21 +62,7 @@
 PG_FUNCTION_INFO_V1(microbatch_ddl_guard);
 PG_FUNCTION_INFO_V1(microbatch_source_truncated);
 
-static int	own_ddl_depth = 0;
 static ProcessUtility_hook_type prev_process_utility = NULL;
-
-/* Bracket DDL that microbatch issues itself; see mb_table_ddl() */
-void
-mb_ddl_own_begin(void)
-{
-	own_ddl_depth++;
-}
-
-void
-mb_ddl_own_end(void)
-{
-	own_ddl_depth--;
-}
 
 /* Whether this database has the extension; its event triggers may outlive it */
 static bool
@@ -415,7 +401,7 @@ mb_table_joined(Oid relid, Oid caller)
 		ListCell   *lc;
 
 		mb_pipeline_lock_known(pipeline);
-		foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+		foreach(lc, mb_hierarchy_members(relid, NoLock))
 		{
 			Oid			member = lfirst_oid(lc);
 			int64		total;
@@ -457,7 +443,7 @@ mb_table_left(Oid relid, Oid former_parent, Oid caller)
 		ListCell   *lc;
 
 		mb_pipeline_lock_known(pipeline);
-		foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+		foreach(lc, mb_hierarchy_members(relid, NoLock))
 		{
 			Oid			member = lfirst_oid(lc);
 
@@ -538,7 +524,7 @@ microbatch_ddl_guard(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("microbatch.ddl_guard() must be called as an event trigger")));
-	if (own_ddl_depth > 0 || !mb_extension_here())
+	if (mb_ddl_is_own() || !mb_extension_here())
 		PG_RETURN_VOID();
 
 	sql_drop = strcmp(trigdata->event, "sql_drop") == 0;

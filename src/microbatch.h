@@ -6,7 +6,9 @@
  * src/api.c		the SQL-callable functions
  * src/catalog.c	the microbatch.* tables, through SPI, as their owner
  * src/usercode.c	where user code runs, and with what rights
- * src/source.c		sources: tracking column, guards, batch views
+ * src/hierarchy.c	which tables make up a source
+ * src/source.c		sources: tracking column, guards
+ * src/batchview.c	batch views, and the checks before a batch
  * src/ddl.c		what DDL may do to sources and batch views
  * src/window.c		batch windows: which source rows a batch covers
  * src/transform.c	validating and running the transforms
@@ -23,6 +25,7 @@
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "nodes/pg_list.h"
+#include "storage/lockdefs.h"
 #include "utils/elog.h"
 
 #define MB_SCHEMA			"microbatch"
@@ -211,6 +214,7 @@ extern void mb_user_code_end(MbUserCode *uc);
 extern void mb_check_role_may_run(Oid role, const char *pipeline_name);
 
 /* catalog.c */
+extern const char *mb_qualified_relname(Oid relid);
 extern void mb_call_begin(MbCall *call);
 extern void mb_call_end(MbCall *call);
 extern bool mb_pipeline_by_name(const char *name, MbPipeline *pipeline);
@@ -259,12 +263,15 @@ extern void mb_source_check_usable(Oid source, Oid caller);
 extern void mb_source_prepare(Oid source, Oid caller, bool skip_existing);
 extern void mb_source_guard(Oid relid, Oid role, bool rebind);
 extern void mb_source_check_guarded(const MbPipeline *pipeline);
+extern void mb_ddl_own_begin(void);
+extern void mb_ddl_own_end(void);
+extern bool mb_ddl_is_own(void);
 extern bool mb_trigger_state_allowed(const char *name, char enabled);
 extern void mb_source_release(const MbPipeline *pipeline, Oid caller);
 extern void mb_source_table_left(Oid relid, Oid caller);
 extern int64 mb_source_retag(Oid source, const char *covered_sql);
-extern List *mb_table_and_ancestors(Oid relid);
-extern List *mb_hierarchy_roots(Oid relid);
+
+/* batchview.c */
 extern Oid	mb_batch_view_create(const MbPipeline *pipeline);
 extern void mb_batch_view_drop(const MbPipeline *pipeline);
 extern void mb_batch_view_set_owner(const MbPipeline *pipeline, Oid owner);
@@ -272,9 +279,12 @@ extern void mb_pipeline_check_source_exists(const MbPipeline *pipeline);
 extern void mb_pipeline_check_relations(const MbPipeline *pipeline);
 
 /* ddl.c */
-extern void mb_ddl_own_begin(void);
-extern void mb_ddl_own_end(void);
 extern void mb_utility_hook_install(void);
+
+/* hierarchy.c */
+extern List *mb_hierarchy_members(Oid relid, LOCKMODE lockmode);
+extern List *mb_table_and_ancestors(Oid relid);
+extern List *mb_hierarchy_roots(Oid relid);
 
 /* window.c */
 extern Datum mb_empty_snapshot(void);

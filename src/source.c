@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * source.c
- *	  Source tables: the tracking column, the guards on every table that
- *	  holds a source's rows, and the batch views over them.
+ *	  Source tables: the tracking column, and the guards on every table
+ *	  that holds a source's rows.
  *
  * A source table has one tracking column, microbatch_xid, whose default is
  * the id of the inserting top-level transaction, and a B-tree index on it.
@@ -35,20 +35,12 @@
  * refresh_pipeline().  Changes to a table are made as the role calling the
  * API, who must own the table, through the user-code primitive.
  *
- * Each pipeline has a view microbatch.<pipeline>_batch with the source's
- * columns, restricted to the active batch window (see window.c).  It
- * belongs to the pipeline's owner, so it reads the source with the owner's
- * rights, and its dependency on the source keeps the source from being
- * dropped or altered under the pipeline unnoticed.  It is found and dropped
- * by OID, never by name.
- *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/stratnum.h"
 #include "access/relation.h"
 #include "access/table.h"
 #include "access/transam.h"
@@ -60,17 +52,12 @@
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_constraint.h"
-#include "catalog/pg_depend.h"
-#include "catalog/pg_inherits.h"
-#include "catalog/pg_namespace.h"
-#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
-#include "nodes/primnodes.h"
 #include "parser/parse_func.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
@@ -90,17 +77,25 @@ PG_FUNCTION_INFO_V1(microbatch_source_replicated);
 /* Set while rebind_pipeline() rewrites tracking values */
 static bool retagging = false;
 
-static const char *
-mb_qualified_relname(Oid relid)
-{
-	char	   *relname = get_rel_name(relid);
+/* Set while microbatch runs DDL of its own, which the event trigger passes */
+static int	own_ddl_depth = 0;
 
-	if (relname == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation with OID %u does not exist", relid)));
-	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-									  relname);
+void
+mb_ddl_own_begin(void)
+{
+	own_ddl_depth++;
+}
+
+void
+mb_ddl_own_end(void)
+{
+	own_ddl_depth--;
+}
+
+bool
+mb_ddl_is_own(void)
+{
+	return own_ddl_depth > 0;
 }
 
 /*
@@ -423,16 +418,6 @@ mb_tracking_column_check(Relation rel, bool missing_ok)
 	return attnum;
 }
 
-/*
- * The source and every table that inherits from it, each locked in lockmode
- * until the end of the transaction (partitions, inheritance children).
- */
-static List *
-mb_hierarchy(Oid relid, LOCKMODE lockmode)
-{
-	return find_all_inheritors(relid, lockmode, NULL);
-}
-
 static bool
 mb_holds_rows(Oid relid)
 {
@@ -450,7 +435,7 @@ mb_source_check_guarded(const MbPipeline *pipeline)
 {
 	ListCell   *lc;
 
-	foreach(lc, mb_hierarchy(pipeline->source, AccessShareLock))
+	foreach(lc, mb_hierarchy_members(pipeline->source, AccessShareLock))
 	{
 		Oid			member = lfirst_oid(lc);
 		Relation	rel = table_open(member, NoLock);
@@ -594,7 +579,7 @@ mb_source_guard(Oid relid, Oid role, bool rebind)
 {
 	ListCell   *lc;
 
-	foreach(lc, mb_hierarchy(relid, NoLock))
+	foreach(lc, mb_hierarchy_members(relid, NoLock))
 		mb_guard_table(lfirst_oid(lc), role, rebind);
 }
 
@@ -683,49 +668,6 @@ mb_source_prepare(Oid source, Oid caller, bool skip_existing)
 }
 
 /*
- * A table and every table it inherits from, directly or not: partitioned
- * tables above a partition, parents of an inheritance child (there may be
- * several).
- */
-List *
-mb_table_and_ancestors(Oid relid)
-{
-	List	   *result = list_make1_oid(relid);
-	Relation	inherits = table_open(InheritsRelationId, AccessShareLock);
-
-	for (int i = 0; i < list_length(result); i++)
-	{
-		ScanKeyData key;
-		SysScanDesc scan;
-		HeapTuple	tuple;
-
-		ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber,
-					F_OIDEQ, ObjectIdGetDatum(list_nth_oid(result, i)));
-		scan = systable_beginscan(inherits, InheritsRelidSeqnoIndexId, true,
-								  NULL, 1, &key);
-		while ((tuple = systable_getnext(scan)) != NULL)
-			result = list_append_unique_oid(result,
-											((Form_pg_inherits) GETSTRUCT(tuple))->inhparent);
-		systable_endscan(scan);
-	}
-	table_close(inherits, AccessShareLock);
-	return result;
-}
-
-/* The tables at the top of a table's hierarchies: ancestors without parents */
-List *
-mb_hierarchy_roots(Oid relid)
-{
-	List	   *roots = NIL;
-	ListCell   *lc;
-
-	foreach(lc, mb_table_and_ancestors(relid))
-		if (!has_superclass(lfirst_oid(lc)))
-			roots = lappend_oid(roots, lfirst_oid(lc));
-	return roots;
-}
-
-/*
  * Whether any pipeline other than exclude reads a table or one of its
  * ancestors, and so needs the table's guards.
  */
@@ -750,7 +692,7 @@ mb_unguard(Oid root, int32 exclude, Oid caller, bool *kept)
 {
 	ListCell   *lc;
 
-	foreach(lc, mb_hierarchy(root, NoLock))
+	foreach(lc, mb_hierarchy_members(root, NoLock))
 	{
 		Oid			relid = lfirst_oid(lc);
 		Relation	rel;
@@ -971,252 +913,4 @@ microbatch_source_replicated(PG_FUNCTION_ARGS)
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple,
 													 RelationGetDescr(trigdata->tg_relation),
 													 1, &attnum, &value, &isnull));
-}
-
-static char *
-mb_batch_view_name(const char *pipeline_name)
-{
-	return psprintf("%s%s", pipeline_name, MB_BATCH_VIEW_SUFFIX);
-}
-
-/*
- * Create the batch view of a new pipeline, owned by the pipeline's owner.
- * Runs as the catalog owner, who may create objects in our schema.
- */
-Oid
-mb_batch_view_create(const MbPipeline *pipeline)
-{
-	char	   *view_name = mb_batch_view_name(pipeline->name);
-	const char *qualified_view = quote_qualified_identifier(MB_SCHEMA, view_name);
-	Relation	source = table_open(pipeline->source, AccessShareLock);
-	TupleDesc	desc = RelationGetDescr(source);
-	StringInfoData sql;
-	bool		first = true;
-	Oid			view;
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "CREATE VIEW %s AS SELECT ", qualified_view);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute attr = TupleDescAttr(desc, i);
-
-		if (attr->attisdropped ||
-			strcmp(NameStr(attr->attname), MB_TRACKING_COLUMN) == 0)
-			continue;
-		appendStringInfo(&sql, "%ss.%s", first ? "" : ", ",
-						 quote_identifier(NameStr(attr->attname)));
-		first = false;
-	}
-	appendStringInfo(&sql, " FROM %s AS s WHERE %s",
-					 mb_qualified_relname(pipeline->source),
-					 mb_window_predicate(pipeline->id, "s"));
-	table_close(source, NoLock);
-
-	if (get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false)) != InvalidOid)
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_TABLE),
-				 errmsg("relation \"%s.%s\" already exists", MB_SCHEMA, view_name),
-				 errhint("A pipeline's batch view is named after the pipeline; choose another name.")));
-
-	mb_ddl_own_begin();
-	PG_TRY();
-	{
-		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not create the batch view of pipeline \"%s\"",
-				 pipeline->name);
-		if (SPI_execute(psprintf("ALTER VIEW %s OWNER TO %s", qualified_view,
-								 quote_identifier(GetUserNameFromId(pipeline->owner, false))),
-						false, 0) != SPI_OK_UTILITY ||
-			SPI_execute(psprintf("COMMENT ON VIEW %s IS %s", qualified_view,
-								 quote_literal_cstr(psprintf("rows of the batch of pipeline %s being processed; empty outside its transforms",
-															 pipeline->name))),
-						false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not set up the batch view of pipeline \"%s\"",
-				 pipeline->name);
-	}
-	PG_FINALLY();
-	{
-		mb_ddl_own_end();
-	}
-	PG_END_TRY();
-
-	view = get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false));
-	LockRelationOid(view, AccessShareLock);
-	return view;
-}
-
-/*
- * Whether an OID is still the batch view of this pipeline: a view in our
- * schema with the pipeline's view name.  OIDs are reused, and names can be
- * changed by the view's owner where the event trigger does not run.
- */
-static bool
-mb_is_batch_view(const MbPipeline *pipeline, Oid relid)
-{
-	char	   *name = get_rel_name(relid);
-
-	return name != NULL &&
-		get_rel_relkind(relid) == RELKIND_VIEW &&
-		get_rel_namespace(relid) == get_namespace_oid(MB_SCHEMA, false) &&
-		strcmp(name, mb_batch_view_name(pipeline->name)) == 0;
-}
-
-/* Drop the batch view by OID; it may be gone already (CASCADE, DROP OWNED) */
-void
-mb_batch_view_drop(const MbPipeline *pipeline)
-{
-	ObjectAddress view;
-
-	LockRelationOid(pipeline->batch_view, AccessExclusiveLock);
-	if (!mb_is_batch_view(pipeline, pipeline->batch_view))
-		return;
-	ObjectAddressSet(view, RelationRelationId, pipeline->batch_view);
-	mb_ddl_own_begin();
-	PG_TRY();
-	{
-		performDeletion(&view, DROP_RESTRICT, 0);
-	}
-	PG_FINALLY();
-	{
-		mb_ddl_own_end();
-	}
-	PG_END_TRY();
-}
-
-/* Give the batch view to a new owner, by OID */
-void
-mb_batch_view_set_owner(const MbPipeline *pipeline, Oid owner)
-{
-	if (!mb_is_batch_view(pipeline, pipeline->batch_view))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("batch view of pipeline \"%s\" no longer exists",
-						pipeline->name),
-				 errhint("Run microbatch.refresh_pipeline(%s) to create it again.",
-						 quote_literal_cstr(pipeline->name))));
-	mb_ddl_own_begin();
-	PG_TRY();
-	{
-		if (SPI_execute(psprintf("ALTER VIEW %s OWNER TO %s",
-								 mb_qualified_relname(pipeline->batch_view),
-								 quote_identifier(GetUserNameFromId(owner, false))),
-						false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not change the owner of the batch view of pipeline \"%s\"",
-				 pipeline->name);
-	}
-	PG_FINALLY();
-	{
-		mb_ddl_own_end();
-	}
-	PG_END_TRY();
-}
-
-void
-mb_pipeline_check_source_exists(const MbPipeline *pipeline)
-{
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(pipeline->source)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("source table of pipeline \"%s\" no longer exists",
-						pipeline->name),
-				 errhint("Drop the pipeline with microbatch.drop_pipeline().")));
-}
-
-/*
- * Lock a relation that may be dropped concurrently, until the end of the
- * transaction; false if it no longer exists.
- */
-static bool
-mb_lock_if_exists(Oid relid)
-{
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
-		return false;
-	LockRelationOid(relid, AccessShareLock);
-	/* it may have been dropped while we waited */
-	return SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid));
-}
-
-/*
- * Before a batch, a replay or a count: the source and the batch view still
- * exist, locked until the end of the transaction so that neither can be
- * dropped under the batch; the view is still the pipeline's, with the
- * owner's rights and the source's columns (or the transforms would
- * silently miss columns added to the source since); and the source is
- * still guarded.
- */
-void
-mb_pipeline_check_relations(const MbPipeline *pipeline)
-{
-	Relation	source;
-	Relation	view;
-	TupleDesc	source_desc;
-	TupleDesc	view_desc;
-	int			view_column = 0;
-	Oid			view_owner;
-
-	if (!mb_lock_if_exists(pipeline->source))
-		mb_pipeline_check_source_exists(pipeline);
-	if (!mb_lock_if_exists(pipeline->batch_view) ||
-		!mb_is_batch_view(pipeline, pipeline->batch_view))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("batch view of pipeline \"%s\" no longer exists",
-						pipeline->name),
-				 errhint("Run microbatch.refresh_pipeline(%s) to create it again.",
-						 quote_literal_cstr(pipeline->name))));
-
-	source = table_open(pipeline->source, NoLock);
-	view = relation_open(pipeline->batch_view, NoLock);
-	source_desc = RelationGetDescr(source);
-	view_desc = RelationGetDescr(view);
-	view_owner = view->rd_rel->relowner;
-
-	if (view_owner != pipeline->owner)
-	{
-		char	   *view_owner_name = GetUserNameFromId(view_owner, false);
-		char	   *owner_name = GetUserNameFromId(pipeline->owner, true);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("batch view of pipeline \"%s\" is owned by role \"%s\", not by the pipeline's owner",
-						pipeline->name, view_owner_name),
-				 owner_name ?
-				 errdetail("The pipeline is owned by role \"%s\"; REASSIGN OWNED, ALTER VIEW ... OWNER TO or a restore without owners changed the view's owner.",
-						   owner_name) :
-				 errdetail("The pipeline's owner no longer exists."),
-				 errhint("Choose the owner with microbatch.alter_pipeline_owner(%s, %s).",
-						 quote_literal_cstr(pipeline->name),
-						 quote_literal_cstr(view_owner_name))));
-	}
-
-	for (int i = 0; i < source_desc->natts; i++)
-	{
-		Form_pg_attribute attr = TupleDescAttr(source_desc, i);
-		const char *name = NameStr(attr->attname);
-
-		if (attr->attisdropped || strcmp(name, MB_TRACKING_COLUMN) == 0)
-			continue;
-		if (view_column >= view_desc->natts)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("source table %s of pipeline \"%s\" has a new column \"%s\"",
-							RelationGetRelationName(source), pipeline->name, name),
-					 errdetail("The batch view %s.%s does not have it yet.",
-							   MB_SCHEMA, RelationGetRelationName(view)),
-					 errhint("Run microbatch.refresh_pipeline(%s) to rebuild the batch view, then check the transforms.",
-							 quote_literal_cstr(pipeline->name))));
-		if (strcmp(name, NameStr(TupleDescAttr(view_desc, view_column)->attname)) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("column \"%s\" of source table %s of pipeline \"%s\" was renamed to \"%s\"",
-							NameStr(TupleDescAttr(view_desc, view_column)->attname),
-							RelationGetRelationName(source), pipeline->name, name),
-					 errhint("Run microbatch.refresh_pipeline(%s) to rebuild the batch view, then check the transforms.",
-							 quote_literal_cstr(pipeline->name))));
-		view_column++;
-	}
-
-	relation_close(view, NoLock);
-	table_close(source, NoLock);
-	mb_source_check_guarded(pipeline);
 }

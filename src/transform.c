@@ -188,7 +188,7 @@ mb_plan_targets(PlannedStmt *plan)
 		Oid			relid = rt_fetch(lfirst_int(lc), plan->rtable)->relid;
 
 		targets = list_concat_unique_oid(targets,
-										 find_all_inheritors(relid, NoLock, NULL));
+										 mb_hierarchy_members(relid, NoLock));
 	}
 	return targets;
 }

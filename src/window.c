@@ -568,8 +568,7 @@ mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
 						 psprintf("SELECT s.%s FROM %s AS s WHERE %s "
 								  "ORDER BY 1 OFFSET $1 LIMIT 1",
 								  MB_TRACKING_COLUMN,
-								  quote_qualified_identifier(get_namespace_name(get_rel_namespace(pipeline->source)),
-															 get_rel_name(pipeline->source)),
+								  mb_qualified_relname(pipeline->source),
 								  mb_window_predicate(pipeline->id, "s")),
 						 1, argtypes, args, 1, result) ||
 		result[0].isnull)
@@ -686,8 +685,7 @@ mb_window_pending_in(const MbPipeline *pipeline, Oid relid, int64 *total)
 									 mb_snapshot_from_bounds(MB_XID_INFINITY,
 															 MB_XID_INFINITY),
 									 0, windows);
-	char	   *table = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												   get_rel_name(relid));
+	const char *table = mb_qualified_relname(relid);
 	int64		pending = 0;
 	MbUserCode	uc;
 

@@ -1,0 +1,78 @@
+/*-------------------------------------------------------------------------
+ *
+ * hierarchy.c
+ *	  Which tables make up a source: the tables below it (partitions,
+ *	  inheritance children), the tables above a table, and the roots.
+ *
+ * A pipeline may read any table of a hierarchy, a partition as well as the
+ * partitioned table above it, so what holds for a table depends on the
+ * pipelines of its ancestors too.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_inherits.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+
+#include "microbatch.h"
+
+/*
+ * A table and every table below it, each locked in lockmode until the end
+ * of the transaction; the table comes first, parents before children.
+ */
+List *
+mb_hierarchy_members(Oid relid, LOCKMODE lockmode)
+{
+	return find_all_inheritors(relid, lockmode, NULL);
+}
+
+/*
+ * A table and every table it inherits from, directly or not: partitioned
+ * tables above a partition, parents of an inheritance child (there may be
+ * several).
+ */
+List *
+mb_table_and_ancestors(Oid relid)
+{
+	List	   *result = list_make1_oid(relid);
+	Relation	inherits = table_open(InheritsRelationId, AccessShareLock);
+
+	for (int i = 0; i < list_length(result); i++)
+	{
+		ScanKeyData key;
+		SysScanDesc scan;
+		HeapTuple	tuple;
+
+		ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber,
+					F_OIDEQ, ObjectIdGetDatum(list_nth_oid(result, i)));
+		scan = systable_beginscan(inherits, InheritsRelidSeqnoIndexId, true,
+								  NULL, 1, &key);
+		while ((tuple = systable_getnext(scan)) != NULL)
+			result = list_append_unique_oid(result,
+											((Form_pg_inherits) GETSTRUCT(tuple))->inhparent);
+		systable_endscan(scan);
+	}
+	table_close(inherits, AccessShareLock);
+	return result;
+}
+
+/* The tables at the top of a table's hierarchies: ancestors without parents */
+List *
+mb_hierarchy_roots(Oid relid)
+{
+	List	   *roots = NIL;
+	ListCell   *lc;
+
+	foreach(lc, mb_table_and_ancestors(relid))
+		if (!has_superclass(lfirst_oid(lc)))
+			roots = lappend_oid(roots, lfirst_oid(lc));
+	return roots;
+}
+

@@ -1,0 +1,122 @@
+# Wake-ups follow the source they are for.
+#
+# A transaction that writes into a source wakes the continuous pipelines
+# (batch_interval 0) of that source's hierarchy when it commits, and only
+# those: a commit into one source must not make every continuous pipeline of
+# the database run an empty batch.  Rows written straight into a partition
+# wake the pipeline on the partitioned table too.  The naptime is a minute,
+# so only a wake-up can explain a batch within seconds.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep time);
+
+use FindBin;
+use lib $FindBin::RealBin;
+use MicrobatchTest;
+
+my $node = PostgreSQL::Test::Cluster->new('wakeups');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'microbatch'
+microbatch.naptime = '60s'
+max_worker_processes = 16
+});
+$node->start;
+
+my $db = 'postgres';
+$node->safe_psql(
+	$db, q{
+CREATE EXTENSION microbatch;
+CREATE TABLE busy (id int);
+CREATE TABLE quiet (id int);
+CREATE TABLE busy_out (id int);
+CREATE TABLE quiet_out (id int);
+SELECT microbatch.create_pipeline('busy', 'busy', '0');
+SELECT microbatch.add_transform('busy', 'copy', 'bronze',
+    'INSERT INTO busy_out SELECT id FROM microbatch.busy_batch');
+SELECT microbatch.create_pipeline('quiet', 'quiet', '0');
+SELECT microbatch.add_transform('quiet', 'copy', 'bronze',
+    'INSERT INTO quiet_out SELECT id FROM microbatch.quiet_batch');
+CREATE TABLE parted (day int, id int) PARTITION BY RANGE (day);
+CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (1) TO (2);
+CREATE TABLE parted_out (id int);
+SELECT microbatch.create_pipeline('parted', 'parted', '0');
+SELECT microbatch.add_transform('parted', 'copy', 'bronze',
+    'INSERT INTO parted_out SELECT id FROM microbatch.parted_batch');
+});
+
+ok( poll_until(
+		$node, $db,
+		q{SELECT count(*) FROM microbatch.workers WHERE kind = 'scheduler'},
+		'1', 30),
+	'the database has a scheduler');
+
+# A worker flushes its statistics after a batch, at most once a second, so
+# a batch of the busy pipeline a second and more after the others flushes
+# what they counted.
+sub flush_worker_stats
+{
+	my ($id) = @_;
+	sleep(2);
+	$node->safe_psql($db, "INSERT INTO busy VALUES ($id)");
+	poll_until($node, $db, "SELECT count(*) FROM busy_out WHERE id = $id", '1', 10);
+}
+
+# the first batches, which found nothing, are counted before we look
+flush_worker_stats(1000);
+flush_worker_stats(1001);
+
+# Each window count scans the source's tracking index: how often the quiet
+# pipeline looked at its source.
+sub quiet_scans
+{
+	return $node->safe_psql($db, q{
+		SELECT pg_stat_clear_snapshot();
+		SELECT coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'quiet'});
+}
+my $before = quiet_scans();
+
+for my $i (1 .. 20)
+{
+	$node->safe_psql($db, "INSERT INTO busy VALUES ($i)");
+}
+ok(poll_until($node, $db, q{SELECT count(*) FROM busy_out WHERE id <= 20}, '20', 10),
+	'the busy pipeline processes its rows at once');
+
+flush_worker_stats(1002);
+is(quiet_scans(), $before,
+	'commits into another source did not make the quiet pipeline look at its source');
+
+$node->safe_psql($db, q{INSERT INTO quiet VALUES (1)});
+ok(poll_until($node, $db, q{SELECT count(*) FROM quiet_out}, '1', 10),
+	'a commit into its own source wakes it');
+
+# Straight into a partition: the partition's trigger wakes the pipeline on
+# the partitioned table.
+my $start = time();
+$node->safe_psql($db, q{INSERT INTO parted_1 VALUES (1, 1)});
+ok(poll_until($node, $db, q{SELECT count(*) FROM parted_out}, '1', 10),
+	'a row inserted into a partition is processed at once');
+cmp_ok(time() - $start, '<', 10, 'well before the naptime');
+
+# And into a partition created after the pipeline.
+$node->safe_psql($db,
+	q{CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM (2) TO (3)});
+# the scheduler learns about the new table at its next catalog read, which
+# a pipeline change brings forward
+$node->safe_psql($db, q{SELECT microbatch.alter_pipeline('parted', batch_interval => '0')});
+$node->safe_psql($db, q{INSERT INTO parted_2 VALUES (2, 2)});
+ok(poll_until($node, $db, q{SELECT count(*) FROM parted_out}, '2', 10),
+	'so is one inserted into a new partition');
+
+is($node->safe_psql($db, q{SELECT count(*) FROM microbatch.batches WHERE status = 'failed'}),
+	'0', 'no batch failed');
+
+$node->stop;
+done_testing();
