@@ -470,21 +470,23 @@ mb_covered_sql(const MbLedgerBatch *position, bool has_position)
 
 /*
  * Carry on in this cluster with pipelines restored from another.  All the
- * pipelines of the source are rebound together, since they share the rows'
- * tracking values: the rows that every one of them had processed stay
- * processed, the others get this transaction's id and are processed by
- * each pipeline's next batch (again, by those that had).  Each pipeline's
- * history gets a skipped batch marking where the new one starts; older
- * batches cannot be replayed.  Expects mb_call_begin().
+ * pipelines of the source's hierarchy (on it, on the tables above it and
+ * below it) are rebound together, since they share the rows' tracking
+ * values: in each table, the rows that every pipeline reading that table
+ * had processed stay processed, the others get this transaction's id and
+ * are processed by each of those pipelines' next batch (again, by those
+ * that had).  Each pipeline's history gets a skipped batch marking where
+ * the new one starts; older batches cannot be replayed.  Expects
+ * mb_call_begin().
  */
 void
 mb_rebind_pipeline(const char *pipeline_name, Oid caller)
 {
 	MbPipeline *named;
+	List	   *members = NIL;
 	List	   *pipelines;
-	StringInfoData covered;
 	ListCell   *lc;
-	int64		again;
+	int64		again = 0;
 	uint64		old_system_identifier;
 	char	   *note;
 	Datum		upper;
@@ -498,26 +500,59 @@ mb_rebind_pipeline(const char *pipeline_name, Oid caller)
 				 errmsg("pipeline \"%s\" belongs to this cluster already", named->name),
 				 errhint("rebind_pipeline() is for pipelines restored from another cluster.")));
 	mb_pipeline_check_source_exists(named);
-	mb_source_check_usable(named->source, caller);
 	old_system_identifier = named->system_identifier;
 
-	pipelines = mb_pipelines_on_sources(list_make1_oid(named->source));
-	initStringInfo(&covered);
-	appendStringInfoString(&covered, "true");
+	foreach(lc, mb_hierarchy_roots(named->source))
+	{
+		mb_source_check_usable(lfirst_oid(lc), caller);
+		members = list_concat_unique_oid(members,
+										 mb_hierarchy_members(lfirst_oid(lc),
+															  AccessExclusiveLock));
+	}
+	pipelines = mb_pipelines_on_sources(members);
 	foreach(lc, pipelines)
 	{
 		MbPipeline *pipeline = lfirst(lc);
-		MbLedgerBatch position;
-		bool		has_position;
 
 		mb_pipeline_check_owner(pipeline, caller);
 		mb_pipeline_lock_known(pipeline);
-		has_position = mb_ledger_position(pipeline->id, &position);
-		appendStringInfo(&covered, " AND %s", mb_covered_sql(&position, has_position));
+		if (pipeline->system_identifier != old_system_identifier)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("pipelines \"%s\" and \"%s\" read the same tables but come from different clusters",
+							named->name, pipeline->name),
+					 errdetail("Their histories count transaction ids of different clusters, so no rewrite of the tables' tracking values can suit both."),
+					 errhint("Drop one of them first.")));
 	}
 
-	mb_source_guard(named->source, caller, true);
-	again = mb_source_retag(named->source, covered.data);
+	foreach(lc, mb_hierarchy_roots(named->source))
+		mb_source_guard(lfirst_oid(lc), caller, true);
+
+	foreach(lc, members)
+	{
+		Oid			member = lfirst_oid(lc);
+		List	   *readers = mb_table_and_ancestors(member);
+		StringInfoData covered;
+		ListCell   *lp;
+
+		if (get_rel_relkind(member) != RELKIND_RELATION)
+			continue;
+		initStringInfo(&covered);
+		appendStringInfoString(&covered, "true");
+		foreach(lp, pipelines)
+		{
+			MbPipeline *pipeline = lfirst(lp);
+			MbLedgerBatch position;
+			bool		has_position;
+
+			if (!list_member_oid(readers, pipeline->source))
+				continue;
+			has_position = mb_ledger_position(pipeline->id, &position);
+			appendStringInfo(&covered, " AND %s",
+							 mb_covered_sql(&position, has_position));
+		}
+		again += mb_source_retag(member, covered.data);
+	}
 
 	/* rows given our id belong to the first window after our commit */
 	upper = mb_current_snapshot(true);
@@ -544,12 +579,12 @@ mb_rebind_pipeline(const char *pipeline_name, Oid caller)
 		mb_pipeline_set_rebound(pipeline->id, GetSystemIdentifier(), entry.batch_id);
 	}
 	ereport(NOTICE,
-			(errmsg_plural("rebound %d pipeline of table \"%s\"",
-						   "rebound %d pipelines of table \"%s\"",
+			(errmsg_plural("rebound %d pipeline of the hierarchy of table \"%s\"",
+						   "rebound %d pipelines of the hierarchy of table \"%s\"",
 						   list_length(pipelines), list_length(pipelines),
 						   get_rel_name(named->source)),
-			 errdetail_plural(INT64_FORMAT " row that not all of them had processed is processed by the next batch of each.",
-							  INT64_FORMAT " rows that not all of them had processed are processed by the next batch of each.",
+			 errdetail_plural(INT64_FORMAT " row that not all of its pipelines had processed is processed by the next batch of each.",
+							  INT64_FORMAT " rows that not all of their pipelines had processed are processed by the next batch of each.",
 							  (unsigned long) again, again)));
 }
 

@@ -409,6 +409,7 @@ mb_table_joined(Oid relid, Oid caller)
 
 			if (get_rel_relkind(member) != RELKIND_RELATION)
 				continue;
+			mb_source_check_values(member);
 			pending = mb_window_pending_in(pipeline, member, &total);
 			if (total > pending)
 				ereport(ERROR,

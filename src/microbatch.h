@@ -269,7 +269,8 @@ extern bool mb_ddl_is_own(void);
 extern bool mb_trigger_state_allowed(const char *name, char enabled);
 extern void mb_source_release(const MbPipeline *pipeline, Oid caller);
 extern void mb_source_table_left(Oid relid, Oid caller);
-extern int64 mb_source_retag(Oid source, const char *covered_sql);
+extern void mb_source_check_values(Oid source);
+extern int64 mb_source_retag(Oid relid, const char *covered_sql);
 
 /* batchview.c */
 extern Oid	mb_batch_view_create(const MbPipeline *pipeline);

@@ -585,13 +585,14 @@ mb_source_guard(Oid relid, Oid role, bool rebind)
 
 /*
  * Rows already in a table that gets a tracking column from us have the
- * creating transaction's id; rows of a column that was there before must
- * hold ids of this cluster's committed transactions, or they would sit in
- * a window that never comes (or comes at random, once this cluster's ids
+ * creating transaction's id; rows of a column that was there before, and
+ * rows of a table joining a source's hierarchy, must hold ids of this
+ * cluster's committed transactions (or of ours), or they would sit in a
+ * window that never comes (or comes at random, once this cluster's ids
  * reach theirs).
  */
-static void
-mb_source_check_existing_values(Oid source)
+void
+mb_source_check_values(Oid source)
 {
 	Datum		snapshot = mb_current_snapshot(false);
 	Oid			types[1] = {PG_SNAPSHOTOID};
@@ -603,9 +604,11 @@ mb_source_check_existing_values(Oid source)
 	mb_user_code_begin(&uc, GetUserId(), NULL);
 	if (SPI_execute_with_args(psprintf("SELECT pg_catalog.count(*) FROM %s AS s "
 									   "WHERE s.%s OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin($1) "
-									   "AND NOT pg_catalog.pg_visible_in_snapshot(s.%s, $1)",
+									   "AND NOT pg_catalog.pg_visible_in_snapshot(s.%s, $1) "
+									   "AND s.%s IS DISTINCT FROM pg_catalog.pg_current_xact_id_if_assigned()",
 									   mb_qualified_relname(source),
-									   MB_TRACKING_COLUMN, MB_TRACKING_COLUMN),
+									   MB_TRACKING_COLUMN, MB_TRACKING_COLUMN,
+									   MB_TRACKING_COLUMN),
 							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the tracking values of relation %u", source);
 	foreign = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -660,7 +663,7 @@ mb_source_prepare(Oid source, Oid caller, bool skip_existing)
 									  relname, MB_TRACKING_COLUMN));
 	}
 	else
-		mb_source_check_existing_values(source);
+		mb_source_check_values(source);
 	if (!has_index)
 		mb_table_ddl(caller, psprintf("CREATE INDEX ON %s (%s)", relname,
 									  MB_TRACKING_COLUMN));
@@ -769,8 +772,8 @@ mb_source_table_left(Oid relid, Oid caller)
 }
 
 /*
- * rebind_pipeline(): rewrite the tracking values of a source's rows that
- * this cluster could mistake, past the constraint.  The table's owner does
+ * rebind_pipeline(): rewrite the tracking values of the rows of one table
+ * (ONLY it) that this cluster could mistake, past the constraint.  The table's owner does
  * it: an UPDATE runs the table's index expressions and ALWAYS triggers.
  * Its other triggers are not for this bookkeeping, hence replica mode, and
  * row security must not hide rows from it, hence row_security off, which
@@ -784,19 +787,19 @@ mb_source_table_left(Oid relid, Oid caller)
  * number of rows that will be processed again.
  */
 int64
-mb_source_retag(Oid source, const char *covered_sql)
+mb_source_retag(Oid relid, const char *covered_sql)
 {
-	const char *relname = mb_qualified_relname(source);
+	const char *relname = mb_qualified_relname(relid);
 	Datum		snapshot = mb_current_snapshot(false);
 	Oid			types[1] = {PG_SNAPSHOTOID};
 	Datum		values[1] = {snapshot};
 	MbUserCode	uc;
 	int64		again;
-	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(source));
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	Oid			owner;
 
 	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for relation %u", source);
+		elog(ERROR, "cache lookup failed for relation %u", relid);
 	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
 	ReleaseSysCache(tuple);
 
@@ -808,14 +811,14 @@ mb_source_retag(Oid source, const char *covered_sql)
 	retagging = true;
 	PG_TRY();
 	{
-		if (SPI_execute_with_args(psprintf("UPDATE %s AS s SET %s = '" UINT64_FORMAT "' "
+		if (SPI_execute_with_args(psprintf("UPDATE ONLY %s AS s SET %s = '" UINT64_FORMAT "' "
 										   "WHERE (%s) AND s.%s OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin($1)",
 										   relname, MB_TRACKING_COLUMN,
 										   U64FromFullTransactionId(FirstNormalFullTransactionId),
 										   covered_sql, MB_TRACKING_COLUMN),
 								  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not rewrite the tracking values of %s", relname);
-		if (SPI_execute(psprintf("UPDATE %s AS s SET %s = pg_catalog.pg_current_xact_id() "
+		if (SPI_execute(psprintf("UPDATE ONLY %s AS s SET %s = pg_catalog.pg_current_xact_id() "
 								 "WHERE NOT (%s)",
 								 relname, MB_TRACKING_COLUMN, covered_sql),
 						false, 0) != SPI_OK_UPDATE)

@@ -2,7 +2,8 @@
 #
 # make test: install what is missing (as root, with apt), build with warnings
 # as errors, install the extension, and run every suite (pg_regress,
-# isolation, TAP).  PostgreSQL refuses to run as root, so as root the suites
+# isolation, TAP), then the pg_regress and isolation suites again against an
+# AddressSanitizer and UndefinedBehaviorSanitizer build (make sanitize).  PostgreSQL refuses to run as root, so as root the suites
 # run as an unprivileged user in a scratch copy of the tree; every suite
 # starts and stops its own throwaway cluster.
 #
@@ -49,5 +50,11 @@ if [ "$status" -ne 0 ]; then
     done
     echo "microbatch tests FAILED"
     exit "$status"
+fi
+
+echo "== memory checker: regression and isolation suites under ASan and UBSan"
+if ! bash test/sanitize.sh; then
+    echo "microbatch tests FAILED (memory checker)"
+    exit 1
 fi
 echo "microbatch tests passed"
