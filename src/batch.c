@@ -29,6 +29,7 @@
 #include "access/xlog.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "catalog/pg_class.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -445,8 +446,9 @@ mb_rows_waiting(const char *pipeline_name, Oid caller, int64 *rows)
 
 /*
  * A boolean SQL expression over s.microbatch_xid: whether a pipeline's
- * position covers a row (visible in its upper snapshot, and not in the part of a cut window still to come), with the position's
- * snapshots as constants.
+ * position covers a row (visible in its upper snapshot, and not in the part
+ * of a cut window still to come), with the position's snapshots as
+ * constants.
  */
 static char *
 mb_covered_sql(const MbLedgerBatch *position, bool has_position)
@@ -469,14 +471,65 @@ mb_covered_sql(const MbLedgerBatch *position, bool has_position)
 }
 
 /*
+ * The lowest tracking value a position may not cover: values below it are
+ * visible in its upper snapshot and below a cut, so every row with one is
+ * processed.
+ */
+static uint64
+mb_covered_below(const MbLedgerBatch *position, bool has_position)
+{
+	MbWindow	window;
+	uint64		below;
+
+	if (!has_position)
+		return 0;
+	mb_window_init(&window, 0, 0, position->lower_datum, position->upper_datum,
+				   0, 0);
+	below = window.upper.xmin;
+	if (position->xid_to != 0)
+		below = Min(below, position->xid_to);
+	return below;
+}
+
+/* A subtransaction id of ours, committed with our transaction */
+static uint64
+mb_new_subxid(void)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	uint64		xid;
+
+	BeginInternalSubTransaction(NULL);
+	xid = U64FromFullTransactionId(GetCurrentFullTransactionId());
+	ReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(context);
+	CurrentResourceOwner = owner;
+	return xid;
+}
+
+/* Pipelines one rebind handles: one bit each in a row's mask */
+#define MB_REBIND_MAX_PIPELINES 63
+
+/* The rows that the same pipelines had processed share a tracking value */
+typedef struct MbRebindGroup
+{
+	uint64		mask;			/* bit i: pipeline i had processed them */
+	uint64		xid;
+} MbRebindGroup;
+
+/*
  * Carry on in this cluster with pipelines restored from another.  All the
  * pipelines of the source's hierarchy (on it, on the tables above it and
  * below it) are rebound together, since they share the rows' tracking
- * values: in each table, the rows that every pipeline reading that table
- * had processed stay processed, the others get this transaction's id and
- * are processed by each of those pipelines' next batch (again, by those
- * that had).  Each pipeline's history gets a skipped batch marking where
- * the new one starts; older batches cannot be replayed.  Expects
+ * values.  Each pipeline processes exactly the rows it had not processed:
+ * rows are grouped by the set of pipelines that had (a row's mask); the
+ * rows all of them had processed get, if this cluster could mistake their
+ * value, the smallest normal transaction id, which every snapshot but the
+ * empty one sees as committed; every other group gets an id of a
+ * subtransaction of ours, and each pipeline starts again from a position
+ * in which the ids of the groups it had processed are committed and the
+ * others still running.  The position is a skipped batch in each
+ * pipeline's history; older batches cannot be replayed.  Expects
  * mb_call_begin().
  */
 void
@@ -485,11 +538,18 @@ mb_rebind_pipeline(const char *pipeline_name, Oid caller)
 	MbPipeline *named;
 	List	   *members = NIL;
 	List	   *pipelines;
+	MbLedgerBatch *positions;
+	bool	   *has_position;
+	MbRebindGroup *groups;
+	int			ngroups = 0;
+	int			npipelines;
+	uint64		all;
+	uint64		current_xmin;
 	ListCell   *lc;
-	int64		again = 0;
+	int64		retagged = 0;
 	uint64		old_system_identifier;
 	char	   *note;
-	Datum		upper;
+	int			i;
 
 	mb_check_can_run("rebind a pipeline");
 	named = mb_pipeline_get(pipeline_name);
@@ -510,6 +570,16 @@ mb_rebind_pipeline(const char *pipeline_name, Oid caller)
 															  AccessExclusiveLock));
 	}
 	pipelines = mb_pipelines_on_sources(members);
+	npipelines = list_length(pipelines);
+	if (npipelines > MB_REBIND_MAX_PIPELINES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("cannot rebind more than %d pipelines of one hierarchy at once",
+						MB_REBIND_MAX_PIPELINES)));
+	all = (UINT64CONST(1) << npipelines) - 1;
+	positions = palloc0(sizeof(MbLedgerBatch) * Max(npipelines, 1));
+	has_position = palloc0(sizeof(bool) * Max(npipelines, 1));
+	i = 0;
 	foreach(lc, pipelines)
 	{
 		MbPipeline *pipeline = lfirst(lc);
@@ -523,69 +593,164 @@ mb_rebind_pipeline(const char *pipeline_name, Oid caller)
 							named->name, pipeline->name),
 					 errdetail("Their histories count transaction ids of different clusters, so no rewrite of the tables' tracking values can suit both."),
 					 errhint("Drop one of them first.")));
+		has_position[i] = mb_ledger_position(pipeline->id, &positions[i]);
+		i++;
 	}
 
 	foreach(lc, mb_hierarchy_roots(named->source))
 		mb_source_guard(lfirst_oid(lc), caller, true);
 
+	{
+		MbWindow	now;
+
+		mb_window_init(&now, 0, 0, mb_current_snapshot(false),
+					   mb_current_snapshot(false), 0, 0);
+		current_xmin = now.upper.xmin;
+	}
+
+	groups = palloc(sizeof(MbRebindGroup) * 1);
 	foreach(lc, members)
 	{
 		Oid			member = lfirst_oid(lc);
 		List	   *readers = mb_table_and_ancestors(member);
-		StringInfoData covered;
+		StringInfoData mask_sql;
+		char	   *where;
+		uint64		below = current_xmin;
 		ListCell   *lp;
+		uint64		nmasks;
+		uint64	   *masks;
+		int64	   *counts;
+		StringInfoData value_sql;
+		MbUserCode	uc;
 
 		if (get_rel_relkind(member) != RELKIND_RELATION)
 			continue;
-		initStringInfo(&covered);
-		appendStringInfoString(&covered, "true");
+
+		/* a pipeline that does not read the table counts as having seen it */
+		initStringInfo(&mask_sql);
+		appendStringInfo(&mask_sql, "('" UINT64_FORMAT "'::pg_catalog.int8", (uint64) 0);
+		i = 0;
 		foreach(lp, pipelines)
 		{
 			MbPipeline *pipeline = lfirst(lp);
-			MbLedgerBatch position;
-			bool		has_position;
+			int64		bit = (int64) (UINT64CONST(1) << i);
 
 			if (!list_member_oid(readers, pipeline->source))
-				continue;
-			has_position = mb_ledger_position(pipeline->id, &position);
-			appendStringInfo(&covered, " AND %s",
-							 mb_covered_sql(&position, has_position));
+				appendStringInfo(&mask_sql, " OPERATOR(pg_catalog.|) " INT64_FORMAT "::pg_catalog.int8", bit);
+			else
+			{
+				appendStringInfo(&mask_sql,
+								 " OPERATOR(pg_catalog.|) CASE WHEN %s THEN " INT64_FORMAT "::pg_catalog.int8 ELSE 0::pg_catalog.int8 END",
+								 mb_covered_sql(&positions[i], has_position[i]), bit);
+				below = Min(below, mb_covered_below(&positions[i], has_position[i]));
+			}
+			i++;
 		}
-		again += mb_source_retag(member, covered.data);
+		appendStringInfoChar(&mask_sql, ')');
+		where = psprintf("s.%s OPERATOR(pg_catalog.>=) '" UINT64_FORMAT "'::pg_catalog.xid8",
+						 MB_TRACKING_COLUMN, below);
+
+		/*
+		 * The masks of the rows a rewrite may concern, counted before the
+		 * rewrite changes the values they are computed from: engine SQL, as
+		 * the catalog's owner.
+		 */
+		mb_user_code_begin(&uc, GetUserId(), NULL);
+		if (SPI_execute(psprintf("SELECT %s, pg_catalog.count(*) FROM ONLY %s AS s WHERE %s GROUP BY 1",
+								 mask_sql.data, mb_qualified_relname(member), where),
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the tracking values of %s",
+				 mb_qualified_relname(member));
+		nmasks = SPI_processed;
+		masks = palloc(sizeof(uint64) * Max(nmasks, 1));
+		counts = palloc(sizeof(int64) * Max(nmasks, 1));
+		for (uint64 m = 0; m < nmasks; m++)
+		{
+			bool		isnull;
+
+			masks[m] = (uint64) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[m],
+															SPI_tuptable->tupdesc,
+															1, &isnull));
+			counts[m] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[m],
+													SPI_tuptable->tupdesc,
+													2, &isnull));
+		}
+		mb_user_code_end(&uc);
+
+		/*
+		 * One rewrite for all groups: rows processed by all keep their value
+		 * unless this cluster could mistake it.
+		 */
+		initStringInfo(&value_sql);
+		appendStringInfo(&value_sql, "CASE %s", mask_sql.data);
+		for (uint64 m = 0; m < nmasks; m++)
+		{
+			int			g;
+
+			if (masks[m] == all)
+				continue;
+			for (g = 0; g < ngroups && groups[g].mask != masks[m]; g++)
+				;
+			if (g == ngroups)
+			{
+				groups = repalloc(groups, sizeof(MbRebindGroup) * (ngroups + 1));
+				groups[g].mask = masks[m];
+				groups[g].xid = mb_new_subxid();
+				ngroups++;
+			}
+			appendStringInfo(&value_sql,
+							 " WHEN " INT64_FORMAT " THEN '" UINT64_FORMAT "'::pg_catalog.xid8",
+							 (int64) masks[m], groups[g].xid);
+			retagged += counts[m];
+		}
+		appendStringInfo(&value_sql, " ELSE '" UINT64_FORMAT "'::pg_catalog.xid8 END",
+						 U64FromFullTransactionId(FirstNormalFullTransactionId));
+		mb_source_retag(member, value_sql.data,
+							   psprintf("%s AND (%s OPERATOR(pg_catalog.<>) " INT64_FORMAT
+										" OR s.%s OPERATOR(pg_catalog.>=) '" UINT64_FORMAT "'::pg_catalog.xid8)",
+										where, mask_sql.data, (int64) all,
+										MB_TRACKING_COLUMN, current_xmin));
 	}
 
-	/* rows given our id belong to the first window after our commit */
-	upper = mb_current_snapshot(true);
 	note = psprintf("rebound: earlier batches were recorded in the cluster with system identifier " UINT64_FORMAT,
 					old_system_identifier);
+	i = 0;
 	foreach(lc, pipelines)
 	{
 		MbPipeline *pipeline = lfirst(lc);
-		MbLedgerBatch position;
+		uint64	   *ours = palloc(sizeof(uint64) * Max(ngroups, 1));
+		bool	   *seen = palloc(sizeof(bool) * Max(ngroups, 1));
 		MbLedgerEntry entry;
 		MbWindow	window;
+		Datum		position;
+
+		for (int g = 0; g < ngroups; g++)
+		{
+			ours[g] = groups[g].xid;
+			seen[g] = (groups[g].mask & (UINT64CONST(1) << i)) != 0;
+		}
+		position = mb_rebind_snapshot(ours, seen, ngroups);
 
 		memset(&entry, 0, sizeof(entry));
 		entry.pipeline_id = pipeline->id;
-		entry.batch_id = mb_ledger_position(pipeline->id, &position) ?
-			position.batch_id + 1 : 1;
+		entry.batch_id = has_position[i] ? positions[i].batch_id + 1 : 1;
 		entry.status = "skipped";
-		mb_window_init(&window, pipeline->id, entry.batch_id, upper, upper, 0, 0);
+		mb_window_init(&window, pipeline->id, entry.batch_id, position, position, 0, 0);
 		entry.window = &window;
 		entry.rows_in = -1;
 		entry.started_at = entry.finished_at = GetCurrentTimestamp();
 		entry.note = note;
 		mb_ledger_insert(&entry);
 		mb_pipeline_set_rebound(pipeline->id, GetSystemIdentifier(), entry.batch_id);
+		i++;
 	}
 	ereport(NOTICE,
 			(errmsg_plural("rebound %d pipeline of the hierarchy of table \"%s\"",
 						   "rebound %d pipelines of the hierarchy of table \"%s\"",
-						   list_length(pipelines), list_length(pipelines),
-						   get_rel_name(named->source)),
-			 errdetail_plural(INT64_FORMAT " row that not all of its pipelines had processed is processed by the next batch of each.",
-							  INT64_FORMAT " rows that not all of their pipelines had processed are processed by the next batch of each.",
-							  (unsigned long) again, again)));
+						   npipelines, npipelines, get_rel_name(named->source)),
+			 errdetail_plural(INT64_FORMAT " row had not been processed by every pipeline; the next batch of each pipeline processes it if that pipeline had not.",
+							  INT64_FORMAT " rows had not been processed by every pipeline; the next batch of each pipeline processes those it had not.",
+							  (unsigned long) retagged, retagged)));
 }
 
 /*

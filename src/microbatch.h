@@ -270,7 +270,8 @@ extern bool mb_trigger_state_allowed(const char *name, char enabled);
 extern void mb_source_release(const MbPipeline *pipeline, Oid caller);
 extern void mb_source_table_left(Oid relid, Oid caller);
 extern void mb_source_check_values(Oid source);
-extern int64 mb_source_retag(Oid relid, const char *covered_sql);
+extern void mb_source_retag(Oid relid, const char *value_sql,
+							 const char *where_sql);
 
 /* batchview.c */
 extern Oid	mb_batch_view_create(const MbPipeline *pipeline);
@@ -290,6 +291,7 @@ extern List *mb_hierarchy_roots(Oid relid);
 /* window.c */
 extern Datum mb_empty_snapshot(void);
 extern Datum mb_current_snapshot(bool own_running);
+extern Datum mb_rebind_snapshot(const uint64 *ours, const bool *seen, int nours);
 extern void mb_window_init(MbWindow *window, int32 pipeline_id,
 						   int64 batch_id, Datum lower, Datum upper,
 						   uint64 xid_from, uint64 xid_to);

@@ -11,12 +11,14 @@
  * worker writes the outcome back and sets the scheduler's latch.  Three
  * hash tables complete it: the next run of each pipeline (status.c), the
  * commit counters of sources (wakeup.c), and the databases that could not
- * get a background worker (status.c).
+ * get a background worker (status.c); and so does the list of prepared
+ * transactions that wrote into sources (wakeup.c).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/twophase.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
@@ -27,6 +29,7 @@
 #include "worker.h"
 
 MbShared   *mb_shared = NULL;
+MbPreparedWakes *mb_prepared_wakes = NULL;
 HTAB	   *mb_schedule_hash = NULL;
 HTAB	   *mb_source_hash = NULL;
 HTAB	   *mb_database_hash = NULL;
@@ -50,12 +53,20 @@ mb_shared_size(void)
 					mul_size(sizeof(MbSlot), mb_slot_count()));
 }
 
+static Size
+mb_prepared_wakes_size(void)
+{
+	return add_size(offsetof(MbPreparedWakes, entries),
+					mul_size(sizeof(MbPreparedWake), max_prepared_xacts));
+}
+
 static void
 mb_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(mb_shared_size());
+	RequestAddinShmemSpace(mb_prepared_wakes_size());
 	RequestAddinShmemSpace(hash_estimate_size(mb_max_pipelines,
 											  sizeof(MbScheduleEntry)));
 	RequestAddinShmemSpace(hash_estimate_size(mb_max_pipelines,
@@ -96,6 +107,14 @@ mb_shmem_startup(void)
 			pg_atomic_init_u32(&mb_shared->slots[i].wants_source_commits, 0);
 			pg_atomic_init_u32(&mb_shared->slots[i].reload_requested, 0);
 		}
+	}
+	mb_prepared_wakes = ShmemInitStruct("microbatch prepared wakes",
+										mb_prepared_wakes_size(), &found);
+	if (!found)
+	{
+		memset(mb_prepared_wakes, 0, mb_prepared_wakes_size());
+		pg_atomic_init_u32(&mb_prepared_wakes->used, 0);
+		mb_prepared_wakes->size = max_prepared_xacts;
 	}
 	mb_schedule_hash = mb_shared_hash("microbatch schedule", mb_max_pipelines,
 									  sizeof(MbScheduleKey),

@@ -772,29 +772,18 @@ mb_source_table_left(Oid relid, Oid caller)
 }
 
 /*
- * rebind_pipeline(): rewrite the tracking values of the rows of one table
- * (ONLY it) that this cluster could mistake, past the constraint.  The table's owner does
- * it: an UPDATE runs the table's index expressions and ALWAYS triggers.
- * Its other triggers are not for this bookkeeping, hence replica mode, and
- * row security must not hide rows from it, hence row_security off, which
- * makes a policy that would an error.
- * Rows the old cluster's pipelines had all processed keep their value if
- * every snapshot of this cluster sees it as committed, or get the smallest
- * normal transaction id, which every snapshot does; the others get the
- * current transaction's id, so that every pipeline processes them next.
- * covered_sql is a boolean expression over "s.microbatch_xid" saying
- * whether all pipelines of the source had processed a row.  Returns the
- * number of rows that will be processed again.
+ * rebind_pipeline(): give the rows of one table (ONLY it) that match
+ * where_sql the tracking value value_sql (expressions over "s"), past the
+ * constraint.  The table's owner does it: an UPDATE runs the table's index
+ * expressions and ALWAYS triggers.  Its other triggers are not for this
+ * bookkeeping, hence replica mode, and row security must not hide rows from
+ * it, hence row_security off, which makes a policy that would an error.
  */
-int64
-mb_source_retag(Oid relid, const char *covered_sql)
+void
+mb_source_retag(Oid relid, const char *value_sql, const char *where_sql)
 {
 	const char *relname = mb_qualified_relname(relid);
-	Datum		snapshot = mb_current_snapshot(false);
-	Oid			types[1] = {PG_SNAPSHOTOID};
-	Datum		values[1] = {snapshot};
 	MbUserCode	uc;
-	int64		again;
 	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	Oid			owner;
 
@@ -811,19 +800,10 @@ mb_source_retag(Oid relid, const char *covered_sql)
 	retagging = true;
 	PG_TRY();
 	{
-		if (SPI_execute_with_args(psprintf("UPDATE ONLY %s AS s SET %s = '" UINT64_FORMAT "' "
-										   "WHERE (%s) AND s.%s OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin($1)",
-										   relname, MB_TRACKING_COLUMN,
-										   U64FromFullTransactionId(FirstNormalFullTransactionId),
-										   covered_sql, MB_TRACKING_COLUMN),
-								  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not rewrite the tracking values of %s", relname);
-		if (SPI_execute(psprintf("UPDATE ONLY %s AS s SET %s = pg_catalog.pg_current_xact_id() "
-								 "WHERE NOT (%s)",
-								 relname, MB_TRACKING_COLUMN, covered_sql),
+		if (SPI_execute(psprintf("UPDATE ONLY %s AS s SET %s = %s WHERE %s",
+								 relname, MB_TRACKING_COLUMN, value_sql, where_sql),
 						false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not rewrite the tracking values of %s", relname);
-		again = (int64) SPI_processed;
 	}
 	PG_FINALLY();
 	{
@@ -831,7 +811,6 @@ mb_source_retag(Oid relid, const char *covered_sql)
 	}
 	PG_END_TRY();
 	mb_user_code_end(&uc);
-	return again;
 }
 
 /*

@@ -17,17 +17,20 @@
  * hierarchy.  Every commit into any source is also counted for the whole
  * database, for pipelines that found no room for a counter of their own.
  * Only a scheduler waiting for commits has its latch set; the others read
- * the counters when they wake anyway.
+ * the counters when they wake anyway.  A prepared transaction is counted
+ * when some later commit finds it committed.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/procarray.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 
@@ -125,24 +128,117 @@ mb_wake_scheduler_at_commit(void)
 	wake_for_catalog = true;
 }
 
+/* Count a commit into a hierarchy.  Caller holds the lock in any mode. */
 static void
-mb_count_source_commits(MbSlot *scheduler)
+mb_count_root_commit(Oid dboid, Oid root)
 {
-	ListCell   *lc;
+	MbSourceKey key;
+	MbSourceCommits *counter;
 
-	foreach(lc, woken_roots)
+	memset(&key, 0, sizeof(key));
+	key.dboid = dboid;
+	key.root = root;
+	counter = hash_search(mb_source_hash, &key, HASH_FIND, NULL);
+	if (counter != NULL)
+		pg_atomic_fetch_add_u64(&counter->commits, 1);
+}
+
+/*
+ * Count a commit into a database's sources, and whether its scheduler waits
+ * for one.  Caller holds the lock in any mode.
+ */
+static bool
+mb_count_database_commit(MbSlot *scheduler)
+{
+	/*
+	 * The fetch-adds are full barriers, pairing with the scheduler's between
+	 * setting the flag and reading the counters.
+	 */
+	pg_atomic_fetch_add_u64(&scheduler->db_commits, 1);
+	return pg_atomic_read_u32(&scheduler->wants_source_commits) != 0;
+}
+
+/* Wake for a committed prepared transaction.  Caller holds the lock. */
+static void
+mb_wake_for_prepared(const MbPreparedWake *prepared)
+{
+	MbSlot	   *scheduler = mb_scheduler_slot(prepared->dboid);
+
+	if (scheduler == NULL)
+		return;
+	if (prepared->nroots < 0)
 	{
-		MbSourceKey key;
+		HASH_SEQ_STATUS status;
 		MbSourceCommits *counter;
 
-		memset(&key, 0, sizeof(key));
-		key.dboid = MyDatabaseId;
-		key.root = lfirst_oid(lc);
-		counter = hash_search(mb_source_hash, &key, HASH_FIND, NULL);
-		if (counter != NULL)
-			pg_atomic_fetch_add_u64(&counter->commits, 1);
+		hash_seq_init(&status, mb_source_hash);
+		while ((counter = hash_seq_search(&status)) != NULL)
+			if (counter->key.dboid == prepared->dboid)
+				pg_atomic_fetch_add_u64(&counter->commits, 1);
 	}
-	pg_atomic_fetch_add_u64(&scheduler->db_commits, 1);
+	for (int i = 0; i < prepared->nroots; i++)
+		mb_count_root_commit(prepared->dboid, prepared->roots[i]);
+	if (mb_count_database_commit(scheduler))
+		SetLatch(scheduler->latch);
+}
+
+/*
+ * Wake for the prepared transactions that wrote into sources and have been
+ * committed since, and forget those that are over.
+ */
+static void
+mb_wake_for_finished_prepared(void)
+{
+	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < mb_prepared_wakes->size; i++)
+	{
+		MbPreparedWake *prepared = &mb_prepared_wakes->entries[i];
+		TransactionId xid = XidFromFullTransactionId(prepared->xid);
+
+		if (!FullTransactionIdIsValid(prepared->xid) ||
+			TransactionIdIsInProgress(xid))
+			continue;
+		if (TransactionIdDidCommit(xid))
+			mb_wake_for_prepared(prepared);
+		prepared->xid = InvalidFullTransactionId;
+		pg_atomic_fetch_sub_u32(&mb_prepared_wakes->used, 1);
+	}
+	LWLockRelease(mb_shared->lock);
+}
+
+/* This transaction, which wrote into sources, is being prepared */
+static void
+mb_remember_prepared(void)
+{
+	MbPreparedWake *prepared = NULL;
+	ListCell   *lc;
+
+	if (mb_prepared_wakes->size == 0)
+		return;
+	if ((int) pg_atomic_read_u32(&mb_prepared_wakes->used) >= mb_prepared_wakes->size)
+		mb_wake_for_finished_prepared();
+
+	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < mb_prepared_wakes->size && prepared == NULL; i++)
+		if (!FullTransactionIdIsValid(mb_prepared_wakes->entries[i].xid))
+			prepared = &mb_prepared_wakes->entries[i];
+	if (prepared != NULL)
+	{
+		prepared->xid = GetTopFullTransactionId();
+		prepared->dboid = MyDatabaseId;
+		prepared->nroots = 0;
+		foreach(lc, woken_roots)
+		{
+			if (prepared->nroots == MB_PREPARED_ROOTS)
+			{
+				prepared->nroots = -1;
+				break;
+			}
+			prepared->roots[prepared->nroots++] = lfirst_oid(lc);
+		}
+		pg_atomic_fetch_add_u32(&mb_prepared_wakes->used, 1);
+	}
+	LWLockRelease(mb_shared->lock);
 }
 
 static void
@@ -150,10 +246,8 @@ mb_xact_callback(XactEvent event, void *arg)
 {
 	MbSlot	   *slot;
 
-	/*
-	 * A prepared transaction's rows are woken for by the naptime poll: its
-	 * COMMIT PREPARED may run in any session.
-	 */
+	if (event == XACT_EVENT_PRE_PREPARE && wake_for_source && mb_shared != NULL)
+		mb_remember_prepared();
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
 		event != XACT_EVENT_PARALLEL_ABORT && event != XACT_EVENT_PREPARE)
 		return;
@@ -171,14 +265,13 @@ mb_xact_callback(XactEvent event, void *arg)
 		{
 			bool		wake = false;
 
-			/*
-			 * The fetch-adds are full barriers, pairing with the scheduler's
-			 * between setting the flag and reading the counters.
-			 */
 			if (wake_for_source)
 			{
-				mb_count_source_commits(slot);
-				wake = pg_atomic_read_u32(&slot->wants_source_commits) != 0;
+				ListCell   *lc;
+
+				foreach(lc, woken_roots)
+					mb_count_root_commit(MyDatabaseId, lfirst_oid(lc));
+				wake = mb_count_database_commit(slot);
 			}
 			if (wake_for_catalog)
 			{
@@ -190,6 +283,9 @@ mb_xact_callback(XactEvent event, void *arg)
 		}
 		LWLockRelease(mb_shared->lock);
 	}
+	if (event == XACT_EVENT_COMMIT && mb_shared != NULL &&
+		pg_atomic_read_u32(&mb_prepared_wakes->used) != 0)
+		mb_wake_for_finished_prepared();
 	list_free(woken_roots);
 	woken_roots = NIL;
 	wake_for_source = wake_for_catalog = wake_launcher = false;

@@ -77,6 +77,8 @@ typedef struct PgSnapshotData
 
 static MbWindow *active_window = NULL;
 
+static void mb_snapshot_unpack(Datum snapshot, MbSnapshot *unpacked);
+
 /* A pg_snapshot with no transaction running */
 static Datum
 mb_snapshot_from_bounds(uint64 xmin, uint64 xmax)
@@ -146,6 +148,77 @@ mb_current_snapshot(bool own_running)
 	if (!own_running)
 		return snapshot;
 	return mb_snapshot_add_running(snapshot, GetTopFullTransactionIdIfAny());
+}
+
+static int
+mb_xid_cmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/* Most ids a rebind's position lists as running beyond the snapshot's */
+#define MB_REBIND_MAX_GAP 1000000
+
+/*
+ * The position a rebound pipeline starts from, taken now: our transaction
+ * and the given subtransaction ids of ours count as running, except those
+ * marked seen, which count as committed; and so does every other id between
+ * the snapshot's xmax and the highest of ours, whatever it is (another
+ * transaction's, still running when we took the snapshot).
+ */
+Datum
+mb_rebind_snapshot(const uint64 *ours, const bool *seen, int nours)
+{
+	MbSnapshot	base;
+	uint64		top = U64FromFullTransactionId(GetTopFullTransactionId());
+	uint64		xmax;
+	uint64	   *xip;
+	uint32		nxip = 0;
+	uint32		size;
+	PgSnapshotData *snap;
+
+	mb_snapshot_unpack(mb_current_snapshot(false), &base);
+	xmax = Max(base.xmax, top + 1);
+	for (int i = 0; i < nours; i++)
+		xmax = Max(xmax, ours[i] + 1);
+	if (xmax - base.xmax > MB_REBIND_MAX_GAP)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many transactions started while the pipelines were rebound"),
+				 errhint("Rebind them again when the server is quieter.")));
+
+	size = base.nxip + nours + 1 + (uint32) (xmax - base.xmax);
+	xip = palloc(sizeof(uint64) * size);
+	memcpy(xip, base.xip, sizeof(uint64) * base.nxip);
+	nxip = base.nxip;
+	xip[nxip++] = top;
+	for (int i = 0; i < nours; i++)
+		if (!seen[i])
+			xip[nxip++] = ours[i];
+	for (uint64 xid = base.xmax; xid < xmax; xid++)
+	{
+		bool		mine = xid == top;
+
+		for (int i = 0; i < nours && !mine; i++)
+			mine = xid == ours[i];
+		if (!mine)
+			xip[nxip++] = xid;
+	}
+	qsort(xip, nxip, sizeof(uint64), mb_xid_cmp);
+
+	snap = palloc(offsetof(PgSnapshotData, xip) + sizeof(FullTransactionId) * nxip);
+	snap->xmin = FullTransactionIdFromU64(Min(base.xmin, xip[0]));
+	snap->xmax = FullTransactionIdFromU64(xmax);
+	snap->nxip = 0;
+	for (uint32 i = 0; i < nxip; i++)
+		if (i == 0 || xip[i] != xip[i - 1])
+			snap->xip[snap->nxip++] = FullTransactionIdFromU64(xip[i]);
+	SET_VARSIZE(snap, offsetof(PgSnapshotData, xip) +
+				sizeof(FullTransactionId) * snap->nxip);
+	return PointerGetDatum(snap);
 }
 
 /* Unpack a pg_snapshot into CurrentMemoryContext */

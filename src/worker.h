@@ -111,6 +111,29 @@ typedef struct MbScheduleEntry
 	TimestampTz next_run_at;
 } MbScheduleEntry;
 
+/*
+ * A prepared transaction that wrote into sources: whoever commits it, with
+ * COMMIT PREPARED or a logical replication apply worker, runs none of the
+ * preparing session's callbacks, so the next commit of any backend wakes
+ * its pipelines once it is committed.
+ */
+#define MB_PREPARED_ROOTS 8
+
+typedef struct MbPreparedWake
+{
+	FullTransactionId xid;		/* invalid: the entry is free */
+	Oid			dboid;
+	int			nroots;			/* -1: too many roots, wake them all */
+	Oid			roots[MB_PREPARED_ROOTS];
+} MbPreparedWake;
+
+typedef struct MbPreparedWakes
+{
+	pg_atomic_uint32 used;		/* entries in use, read without the lock */
+	int			size;
+	MbPreparedWake entries[FLEXIBLE_ARRAY_MEMBER];
+} MbPreparedWakes;
+
 /* Per database: since when no background worker could be started for it */
 typedef struct MbDatabaseStatus
 {
@@ -128,6 +151,7 @@ extern int	mb_max_pipelines;
 
 /* shmem.c */
 extern MbShared *mb_shared;
+extern MbPreparedWakes *mb_prepared_wakes;
 extern HTAB *mb_schedule_hash;
 extern HTAB *mb_source_hash;
 extern HTAB *mb_database_hash;
