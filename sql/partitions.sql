@@ -66,6 +66,11 @@ TRUNCATE measures_4;
 \echo :SQLSTATE
 TRUNCATE measures;
 \echo :SQLSTATE
+-- also in replica mode, as a TRUNCATE that logical replication applies
+SET session_replication_role = replica;
+TRUNCATE measures_4;
+\echo :SQLSTATE
+RESET session_replication_role;
 SELECT microbatch.run_batch('measures');
 -- processed, it may
 ALTER TABLE measures DETACH PARTITION measures_4;
@@ -81,6 +86,80 @@ INSERT INTO measures_5a VALUES (5, 50);
 SELECT microbatch.run_batch('measures');
 SELECT batch_id, day, v FROM measures_seen WHERE day = 5;
 
+-- However a drop reaches a table, it takes no waiting rows from a pipeline
+-- that stays: a partitioned table with waiting rows below it, a schema
+-- dropped with CASCADE, a role's tables dropped with DROP OWNED
+INSERT INTO measures VALUES (5, 51);
+DROP TABLE measures_5;
+\echo :SQLSTATE
+CREATE SCHEMA side;
+CREATE TABLE side.measures_8 PARTITION OF measures FOR VALUES FROM (8) TO (9);
+INSERT INTO measures VALUES (8, 80);
+DROP SCHEMA side CASCADE;
+\echo :SQLSTATE
+CREATE ROLE mb_partition_owner;
+CREATE TABLE measures_9 PARTITION OF measures FOR VALUES FROM (9) TO (10);
+ALTER TABLE measures_9 OWNER TO mb_partition_owner;
+INSERT INTO measures VALUES (9, 90);
+DROP OWNED BY mb_partition_owner;
+\echo :SQLSTATE
+-- a refused drop undone by a savepoint leaves nothing behind for the next
+-- one in the transaction
+BEGIN;
+SAVEPOINT before_drop;
+DROP TABLE measures_5;
+ROLLBACK TO SAVEPOINT before_drop;
+CREATE TABLE scratch (id int);
+DROP TABLE scratch;
+COMMIT;
+-- once processed, all of them may go
+SELECT microbatch.run_batch('measures');
+DROP TABLE measures_5;
+DROP SCHEMA side CASCADE;
+DROP OWNED BY mb_partition_owner;
+DROP ROLE mb_partition_owner;
+SELECT count(*) FROM measures_seen WHERE day IN (5, 8, 9);
+
+-- Dropping a whole source takes its pipeline along, waiting rows or not
+CREATE TABLE spare (day int, v int) PARTITION BY RANGE (day);
+CREATE TABLE spare_1 PARTITION OF spare FOR VALUES FROM (1) TO (2);
+SELECT microbatch.create_pipeline('spare', 'spare');
+INSERT INTO spare VALUES (1, 1);
+DROP TABLE spare CASCADE;
+
+-- microbatch's triggers stay as they are: not all at once, not dropped,
+-- not renamed
+ALTER TABLE measures DISABLE TRIGGER ALL;
+\echo :SQLSTATE
+ALTER TABLE measures_1 DISABLE TRIGGER USER;
+\echo :SQLSTATE
+ALTER TABLE measures_1 ENABLE TRIGGER USER;
+\echo :SQLSTATE
+DROP TRIGGER microbatch_source_truncated ON measures_1;
+\echo :SQLSTATE
+ALTER TRIGGER microbatch_source_changed ON measures RENAME TO quiet;
+\echo :SQLSTATE
+SELECT * FROM guards;
+
+-- DETACH ... CONCURRENTLY commits its first step before anything could
+-- count the waiting rows: refused, even with none
+ALTER TABLE measures DETACH PARTITION measures_1 CONCURRENTLY;
+\echo :SQLSTATE
+
+-- A foreign table cannot hold a source's rows
+CREATE FOREIGN DATA WRAPPER mb_nowhere;
+CREATE SERVER mb_nowhere FOREIGN DATA WRAPPER mb_nowhere;
+CREATE FOREIGN TABLE measures_f PARTITION OF measures FOR VALUES FROM (10) TO (11)
+    SERVER mb_nowhere;
+\echo :SQLSTATE
+CREATE FOREIGN TABLE measures_f (day int, v int, microbatch_xid xid8 NOT NULL DEFAULT pg_current_xact_id())
+    SERVER mb_nowhere;
+ALTER TABLE measures ATTACH PARTITION measures_f FOR VALUES FROM (10) TO (11);
+\echo :SQLSTATE
+DROP FOREIGN TABLE measures_f;
+DROP SERVER mb_nowhere;
+DROP FOREIGN DATA WRAPPER mb_nowhere;
+
 -- Without the event triggers, a new partition lacks the guards: the batch
 -- stops until refresh_pipeline() adds them
 ALTER EVENT TRIGGER microbatch_ddl_end DISABLE;
@@ -91,6 +170,17 @@ SELECT microbatch.run_batch('measures');
 \echo :SQLSTATE
 SELECT microbatch.refresh_pipeline('measures');
 SELECT microbatch.run_batch('measures');
+-- a table attached then with rows from before the last batch: the refresh
+-- cannot tell whether they were processed, and says so
+CREATE TABLE measures_11 (day int, v int, microbatch_xid xid8 NOT NULL DEFAULT pg_current_xact_id());
+INSERT INTO measures_11 VALUES (11, 110);
+INSERT INTO measures VALUES (1, 12);
+SELECT microbatch.run_batch('measures');
+ALTER EVENT TRIGGER microbatch_ddl_end DISABLE;
+ALTER TABLE measures ATTACH PARTITION measures_11 FOR VALUES FROM (11) TO (12);
+ALTER EVENT TRIGGER microbatch_ddl_end ENABLE ALWAYS;
+SELECT microbatch.refresh_pipeline('measures');
+SELECT microbatch.refresh_pipeline('measures');
 
 -- Inheritance children are part of the source too
 CREATE TABLE readings (id int, v int);

@@ -40,12 +40,29 @@ RESET ROLE;
 SELECT pipeline, owner FROM microbatch.pipelines;
 SELECT viewowner FROM pg_views WHERE viewname = 'payments_batch';
 
--- alice can make one and give it to carol, who may read the table
+-- alice can make one and give it to carol, who may read the table; its
+-- transforms, which read the batch view, are checked as carol, who owns
+-- the view by then
 SET ROLE mb_alice;
 SELECT microbatch.create_pipeline('carol_payments', 'alice_app.payments');
+SELECT microbatch.add_transform('carol_payments', 'count', 'bronze',
+    'SELECT count(*) FROM microbatch.carol_payments_batch');
 RESET ROLE;
 SELECT microbatch.alter_pipeline_owner('carol_payments', 'mb_carol');
 SELECT pipeline, owner FROM microbatch.pipelines ORDER BY 1;
+SELECT viewowner FROM pg_views WHERE viewname = 'carol_payments_batch';
+-- alice, who owns the table, may still refresh it (only she can guard
+-- her tables), and so may carol; bob may not
+SET ROLE mb_alice;
+SELECT microbatch.refresh_pipeline('carol_payments');
+RESET ROLE;
+SET ROLE mb_carol;
+SELECT microbatch.refresh_pipeline('carol_payments');
+RESET ROLE;
+SET ROLE mb_bob;
+SELECT microbatch.refresh_pipeline('carol_payments');
+\echo :SQLSTATE
+RESET ROLE;
 SELECT viewowner FROM pg_views WHERE viewname = 'carol_payments_batch';
 
 -- bob can neither run, change nor drop alice's pipeline

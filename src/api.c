@@ -263,7 +263,9 @@ microbatch_drop_pipeline(PG_FUNCTION_ARGS)
 
 /*
  * Rebuild the batch view after columns of the source changed, and give the
- * source's tables the guards they lack (new partitions, for instance).
+ * source's tables the guards they lack (new partitions, for instance).  The
+ * pipeline's owner may, and so may the source's owner, who alone may guard
+ * the tables when the pipeline was given to another role.
  */
 Datum
 microbatch_refresh_pipeline(PG_FUNCTION_ARGS)
@@ -275,11 +277,16 @@ microbatch_refresh_pipeline(PG_FUNCTION_ARGS)
 
 	mb_check_may_change("refresh_pipeline()");
 	mb_call_begin(&call);
-	pipeline = mb_pipeline_lock(name, call.caller);
+	pipeline = mb_pipeline_get(name);
+	mb_pipeline_check_source_exists(pipeline);
+	if (!pg_class_ownercheck(pipeline->source, call.caller))
+		mb_pipeline_check_owner(pipeline, call.caller);
+	mb_pipeline_lock_known(pipeline);
 	mb_pipeline_check_source_exists(pipeline);
 	acl = pg_class_aclcheck(pipeline->source, pipeline->owner, ACL_SELECT);
 	if (acl != ACLCHECK_OK)
 		aclcheck_error(acl, OBJECT_TABLE, get_rel_name(pipeline->source));
+	mb_source_check_unguarded(pipeline->source);
 	mb_source_guard(pipeline->source, call.caller, false);
 	mb_batch_view_drop(pipeline);
 	mb_pipeline_set_batch_view(pipeline->id, mb_batch_view_create(pipeline));
@@ -349,13 +356,15 @@ microbatch_alter_pipeline_owner(PG_FUNCTION_ARGS)
 				 errmsg("new owner \"%s\" of pipeline \"%s\" may not read its source %s",
 						GetUserNameFromId(new_owner, false), name,
 						get_rel_name(pipeline->source))));
+	/* the transforms read the view as its new owner */
+	mb_batch_view_set_owner(pipeline, new_owner);
+	CommandCounterIncrement();
 	foreach(lc, mb_transform_list(pipeline->id))
 	{
 		MbTransform *transform = lfirst(lc);
 
 		mb_transform_validate(transform->command, new_owner, transform->search_path);
 	}
-	mb_batch_view_set_owner(pipeline, new_owner);
 	mb_pipeline_set_owner(pipeline->id, new_owner);
 	mb_call_end(&call);
 	mb_wake_scheduler_at_commit();

@@ -98,6 +98,25 @@ mb_check_pipeline(const MbPipeline *pipeline)
 }
 
 /*
+ * In the PG_CATCH of an internal subtransaction: the error, once the
+ * subtransaction is rolled back and we are back in the caller's memory
+ * context and resource owner.
+ */
+static ErrorData *
+mb_subtransaction_error(MemoryContext context, ResourceOwner owner)
+{
+	ErrorData  *error;
+
+	MemoryContextSwitchTo(context);
+	error = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(context);
+	CurrentResourceOwner = owner;
+	return error;
+}
+
+/*
  * Run the transforms in a subtransaction.  Returns NULL on success, or the
  * error after rolling the subtransaction back.  A cancel is not a batch
  * failure, and propagates, unless the observer says it was the batch's
@@ -127,12 +146,7 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
 	PG_CATCH();
 	{
 		mb_window_deactivate();
-		MemoryContextSwitchTo(context);
-		error = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(context);
-		CurrentResourceOwner = owner;
+		error = mb_subtransaction_error(context, owner);
 		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		{
 			const char *reason = observer && observer->timeout_reason ?
@@ -152,8 +166,12 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
  * Count a batch's outcome.  After max_retries failed batches in a row the
  * pipeline is marked failed, once, with a WARNING and an alert; the first
  * success after failures, resumed or not, sends a recovery alert.  Returns
- * the failures in a row.  The counts are read again, their row locked, as
- * pause and resume may have changed them while the batch ran.
+ * the failures in a row.  Only batches, under the pipeline's lock, count
+ * failures, so a success after none has nothing to change.  Otherwise the
+ * counts are read again, their row locked, as pause and resume may have
+ * changed them while the batch ran; if one of them still holds the row in
+ * an open transaction, the state it leaves decides, uncounted, rather than
+ * a background worker waiting on a transaction its owner keeps open.
  */
 static int32
 mb_account_outcome(MbPipeline *pipeline, int64 batch_id, const ErrorData *error)
@@ -161,8 +179,11 @@ mb_account_outcome(MbPipeline *pipeline, int64 batch_id, const ErrorData *error)
 	int32		failures;
 	bool		now_failed;
 
-	if (!mb_pipeline_failures_for_update(pipeline))
+	if (error == NULL && pipeline->consecutive_failures == 0 &&
+		!pipeline->failure_alerted)
 		return 0;
+	if (!mb_pipeline_failures_for_update(pipeline))
+		return error ? pipeline->consecutive_failures + 1 : 0;
 	failures = error ? pipeline->consecutive_failures + 1 : 0;
 	if (error == NULL && pipeline->consecutive_failures == 0 &&
 		!pipeline->failure_alerted)
@@ -428,14 +449,8 @@ mb_rows_waiting(const char *pipeline_name, Oid caller, int64 *rows)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *error;
+		ErrorData  *error = mb_subtransaction_error(context, owner);
 
-		MemoryContextSwitchTo(context);
-		error = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(context);
-		CurrentResourceOwner = owner;
 		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			ReThrowError(error);
 		FreeErrorData(error);
@@ -769,7 +784,7 @@ mb_skip_existing_rows(const MbPipeline *pipeline)
 	entry.batch_id = 1;
 	entry.status = "skipped";
 	mb_window_init(&window, pipeline->id, 1, mb_empty_snapshot(),
-				   mb_current_snapshot(false), 0, 0);
+				   mb_current_snapshot(true), 0, 0);
 	entry.window = &window;
 	entry.rows_in = -1;
 	entry.started_at = entry.finished_at = GetCurrentTimestamp();

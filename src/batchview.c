@@ -143,17 +143,25 @@ mb_batch_view_drop(const MbPipeline *pipeline)
 	PG_END_TRY();
 }
 
+static void mb_batch_view_gone(const MbPipeline *pipeline) pg_attribute_noreturn();
+
+static void
+mb_batch_view_gone(const MbPipeline *pipeline)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_TABLE),
+			 errmsg("batch view of pipeline \"%s\" no longer exists",
+					pipeline->name),
+			 errhint("Run microbatch.refresh_pipeline(%s) to create it again.",
+					 quote_literal_cstr(pipeline->name))));
+}
+
 /* Give the batch view to a new owner, by OID */
 void
 mb_batch_view_set_owner(const MbPipeline *pipeline, Oid owner)
 {
 	if (!mb_is_batch_view(pipeline, pipeline->batch_view))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("batch view of pipeline \"%s\" no longer exists",
-						pipeline->name),
-				 errhint("Run microbatch.refresh_pipeline(%s) to create it again.",
-						 quote_literal_cstr(pipeline->name))));
+		mb_batch_view_gone(pipeline);
 	mb_ddl_own_begin();
 	PG_TRY();
 	{
@@ -218,12 +226,7 @@ mb_pipeline_check_relations(const MbPipeline *pipeline)
 		mb_pipeline_check_source_exists(pipeline);
 	if (!mb_lock_if_exists(pipeline->batch_view) ||
 		!mb_is_batch_view(pipeline, pipeline->batch_view))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("batch view of pipeline \"%s\" no longer exists",
-						pipeline->name),
-				 errhint("Run microbatch.refresh_pipeline(%s) to create it again.",
-						 quote_literal_cstr(pipeline->name))));
+		mb_batch_view_gone(pipeline);
 
 	source = table_open(pipeline->source, NoLock);
 	view = relation_open(pipeline->batch_view, NoLock);
@@ -244,9 +247,8 @@ mb_pipeline_check_relations(const MbPipeline *pipeline)
 				 errdetail("The pipeline is owned by role \"%s\"; REASSIGN OWNED, ALTER VIEW ... OWNER TO or a restore without owners changed the view's owner.",
 						   owner_name) :
 				 errdetail("The pipeline's owner no longer exists."),
-				 errhint("Choose the owner with microbatch.alter_pipeline_owner(%s, %s).",
-						 quote_literal_cstr(pipeline->name),
-						 quote_literal_cstr(view_owner_name))));
+				 errhint("Run microbatch.refresh_pipeline(%s) to give the view back to the pipeline's owner, or give both to role \"%s\" with microbatch.alter_pipeline_owner().",
+						 quote_literal_cstr(pipeline->name), view_owner_name)));
 	}
 
 	for (int i = 0; i < source_desc->natts; i++)

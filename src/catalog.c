@@ -96,10 +96,13 @@ static MbQuery q_pipeline_set_state = {
 	2, {INT4OID, TEXTOID}
 };
 
-/* The failure counts as they are now, the row locked until commit */
+/*
+ * The failure counts as they are now, the row locked until commit; nothing
+ * if another transaction holds it
+ */
 static MbQuery q_pipeline_failures_for_update = {
 	"SELECT consecutive_failures, state, failure_alerted FROM microbatch.pipeline "
-	"WHERE pipeline_id" EQ "$1 FOR UPDATE",
+	"WHERE pipeline_id" EQ "$1 FOR UPDATE SKIP LOCKED",
 	1, {INT4OID}
 };
 
@@ -434,28 +437,30 @@ mb_pipeline_by_id(int32 id, MbPipeline *pipeline)
 	return true;
 }
 
-/* The pipelines reading any of the given tables, by id */
-List *
-mb_pipelines_on_sources(List *relids)
+/* The pipelines a query over an array of relation OIDs finds, by id */
+static List *
+mb_pipelines_of_relations(MbQuery *query, List *relids)
 {
 	Datum		values[1];
 
 	if (relids == NIL)
 		return NIL;
 	values[0] = mb_oid_array_datum(relids);
-	return mb_pipelines_from_rows(mb_query(&q_pipelines_by_source, values, NULL, 0));
+	return mb_pipelines_from_rows(mb_query(query, values, NULL, 0));
+}
+
+/* The pipelines reading any of the given tables, by id */
+List *
+mb_pipelines_on_sources(List *relids)
+{
+	return mb_pipelines_of_relations(&q_pipelines_by_source, relids);
 }
 
 /* The pipelines whose batch view is any of the given views, by id */
 List *
 mb_pipelines_with_views(List *relids)
 {
-	Datum		values[1];
-
-	if (relids == NIL)
-		return NIL;
-	values[0] = mb_oid_array_datum(relids);
-	return mb_pipelines_from_rows(mb_query(&q_pipelines_by_view, values, NULL, 0));
+	return mb_pipelines_of_relations(&q_pipelines_by_view, relids);
 }
 
 /* Keeps our advisory locks apart from the int8 (1) and int4 (2) user keys */
@@ -600,7 +605,8 @@ mb_pipeline_set_state(int32 id, const char *state)
 
 /*
  * Read a pipeline's failure counts and state, locking its row: pause and
- * resume, which do not wait for a running batch, change them too.
+ * resume, which do not wait for a running batch, change them too.  False
+ * if the row is gone, or locked by another transaction.
  */
 bool
 mb_pipeline_failures_for_update(MbPipeline *pipeline)

@@ -12,19 +12,31 @@
  * preloaded, call microbatch.ddl_guard():
  *
  *	ddl_command_start: refuses changes to the tracking column, its
- *		constraint and triggers on any table of a source's hierarchy;
- *		refuses renaming, moving or giving away a batch view; refuses DROP
- *		TABLE of a partition or child whose rows are still waiting.
+ *		constraint and triggers on any table of a source's hierarchy
+ *		(ALTER TABLE, DROP TRIGGER, ALTER TRIGGER ... RENAME); refuses
+ *		DETACH PARTITION ... CONCURRENTLY, whose first transaction commits
+ *		before any check could refuse it; refuses renaming, moving or giving
+ *		away a batch view.
  *	ddl_command_end: guards tables that joined a hierarchy (CREATE TABLE
  *		... PARTITION OF / INHERITS, ATTACH PARTITION, INHERIT), refusing
- *		those holding rows behind a pipeline's position; refuses DETACH
- *		PARTITION and NO INHERIT of tables with rows still waiting.
- *	sql_drop: drops the pipelines whose source or batch view went (DROP
- *		TABLE ... CASCADE, DROP VIEW, DROP OWNED).
+ *		those holding rows behind a pipeline's position, and foreign tables;
+ *		refuses DETACH PARTITION and NO INHERIT of tables with rows still
+ *		waiting.
+ *	sql_drop: refuses a drop that took waiting rows from a pipeline that
+ *		stays (the drop hook below counted them); drops the pipelines whose
+ *		source or batch view went (DROP TABLE ... CASCADE, DROP VIEW, DROP
+ *		SCHEMA, DROP OWNED).
  *
  * The BEFORE TRUNCATE trigger on sources refuses to truncate waiting rows.
  * What the event triggers cannot see (they can be disabled) the checks
  * before every batch catch.  Statements microbatch itself issues pass.
+ *
+ * The library's object access hook sees every table a statement drops,
+ * however it gets there (DROP TABLE, DROP SCHEMA ... CASCADE, DROP OWNED,
+ * DROP EXTENSION), before anything is deleted: it counts the rows that
+ * pipelines on the table's ancestors still wait for.  The preload installs
+ * it in every session; without it, the event triggers on DROP statements
+ * load the library first.
  *
  * With the preload, the ProcessUtility hook also lets our processes leave
  * a database that is being dropped, renamed or copied (only once the
@@ -38,7 +50,9 @@
 
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_inherits.h"
@@ -51,10 +65,12 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 #include "microbatch.h"
@@ -63,6 +79,24 @@ PG_FUNCTION_INFO_V1(microbatch_ddl_guard);
 PG_FUNCTION_INFO_V1(microbatch_source_truncated);
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
+static object_access_hook_type prev_object_access_hook = NULL;
+
+/*
+ * Tables being dropped with rows a pipeline on an ancestor waits for, noted
+ * by the drop hook for sql_drop, in TopTransactionContext; valid only in
+ * the transaction that noted them.
+ */
+typedef struct MbDroppedRows
+{
+	Oid			relid;
+	char	   *relname;
+	int32		pipeline_id;
+	char	   *pipeline;
+	int64		pending;
+} MbDroppedRows;
+
+static List *dropped_rows = NIL;
+static LocalTransactionId dropped_rows_lxid = InvalidLocalTransactionId;
 
 /* Whether this database has the extension; its event triggers may outlive it */
 static bool
@@ -159,6 +193,20 @@ mb_check_alter_table(AlterTableStmt *stmt, Oid relid)
 							  "microbatch's triggers fire as they were created.",
 							  MB_HINT_DROP_FIRST);
 				break;
+			case AT_EnableTrigAll:
+			case AT_EnableTrigUser:
+			case AT_DisableTrigAll:
+			case AT_DisableTrigUser:
+				mb_refuse("enable or disable all triggers of", relid,
+						  "microbatch's triggers fire as they were created.",
+						  "Name the triggers to enable or disable one by one.");
+				break;
+			case AT_DetachPartition:
+				if (castNode(PartitionCmd, cmd->def)->concurrent)
+					mb_refuse("detach a partition concurrently from", relid,
+							  "The first transaction of DETACH PARTITION ... CONCURRENTLY commits before the partition's waiting rows could be counted.",
+							  "Use DETACH PARTITION without CONCURRENTLY: it refuses to take waiting rows away.");
+				break;
 			default:
 				break;
 		}
@@ -196,7 +244,7 @@ typedef enum MbDdlKind
 	MB_DDL_ALTER,				/* ALTER TABLE subcommands on relid */
 	MB_DDL_RENAME,				/* RENAME of relid, or of a part of it */
 	MB_DDL_MOVE,				/* ALTER ... SET SCHEMA of relid */
-	MB_DDL_DROP,				/* DROP TABLE relid */
+	MB_DDL_DROP_TRIGGER,		/* DROP TRIGGER name ON relid */
 	MB_DDL_JOINED,				/* relid joined a hierarchy */
 	MB_DDL_LEFT					/* relid left the hierarchy of parent */
 } MbDdlKind;
@@ -207,6 +255,7 @@ typedef struct MbDdlAction
 	Oid			relid;
 	Oid			parent;
 	Node	   *stmt;
+	const char *name;			/* of the trigger dropped */
 } MbDdlAction;
 
 static List *
@@ -216,7 +265,7 @@ mb_add_action(List *actions, MbDdlKind kind, Oid relid, Oid parent, Node *stmt)
 
 	if (!OidIsValid(relid))
 		return actions;
-	action = palloc(sizeof(MbDdlAction));
+	action = palloc0(sizeof(MbDdlAction));
 	action->kind = kind;
 	action->relid = relid;
 	action->parent = parent;
@@ -245,12 +294,20 @@ mb_ddl_start_actions(Node *parsetree)
 								 mb_rangevar_relid(((AlterObjectSchemaStmt *) parsetree)->relation),
 								 InvalidOid, parsetree);
 		case T_DropStmt:
-			if (((DropStmt *) parsetree)->removeType != OBJECT_TABLE)
+			/* other drops: the drop hook and sql_drop see their tables */
+			if (((DropStmt *) parsetree)->removeType != OBJECT_TRIGGER)
 				return NIL;
 			foreach(lc, ((DropStmt *) parsetree)->objects)
-				actions = mb_add_action(actions, MB_DDL_DROP,
-										mb_rangevar_relid(makeRangeVarFromNameList(lfirst(lc))),
+			{
+				List	   *names = lfirst(lc);
+
+				actions = mb_add_action(actions, MB_DDL_DROP_TRIGGER,
+										mb_rangevar_relid(makeRangeVarFromNameList(list_truncate(list_copy(names),
+																								 list_length(names) - 1))),
 										InvalidOid, parsetree);
+				if (actions != NIL)
+					((MbDdlAction *) llast(actions))->name = strVal(llast(names));
+			}
 			return actions;
 		default:
 			return NIL;
@@ -264,9 +321,10 @@ mb_ddl_end_actions(Node *parsetree)
 	ListCell   *lc;
 	Oid			relid;
 
-	if (IsA(parsetree, CreateStmt))
+	if (IsA(parsetree, CreateStmt) || IsA(parsetree, CreateForeignTableStmt))
 	{
-		CreateStmt *stmt = (CreateStmt *) parsetree;
+		CreateStmt *stmt = IsA(parsetree, CreateStmt) ? (CreateStmt *) parsetree :
+		&((CreateForeignTableStmt *) parsetree)->base;
 
 		if (stmt->inhRelations != NIL || stmt->partbound != NULL)
 			actions = mb_add_action(actions, MB_DDL_JOINED,
@@ -285,23 +343,19 @@ mb_ddl_end_actions(Node *parsetree)
 		switch (cmd->subtype)
 		{
 			case AT_AttachPartition:
-				actions = mb_add_action(actions, MB_DDL_JOINED,
+			case AT_DetachPartition:
+				/* the partition joins or leaves the table altered */
+				actions = mb_add_action(actions,
+										cmd->subtype == AT_AttachPartition ? MB_DDL_JOINED : MB_DDL_LEFT,
 										mb_rangevar_relid(castNode(PartitionCmd, cmd->def)->name),
 										relid, parsetree);
 				break;
 			case AT_AddInherit:
-				actions = mb_add_action(actions, MB_DDL_JOINED, relid,
-										mb_rangevar_relid(castNode(RangeVar, cmd->def)),
-										parsetree);
-				break;
-			case AT_DetachPartition:
-				actions = mb_add_action(actions, MB_DDL_LEFT,
-										mb_rangevar_relid(castNode(PartitionCmd, cmd->def)->name),
-										relid, parsetree);
-				break;
 			case AT_DropInherit:
-				actions = mb_add_action(actions, MB_DDL_LEFT, relid,
-										mb_rangevar_relid(castNode(RangeVar, cmd->def)),
+				/* the table altered joins or leaves its parent's hierarchy */
+				actions = mb_add_action(actions,
+										cmd->subtype == AT_AddInherit ? MB_DDL_JOINED : MB_DDL_LEFT,
+										relid, mb_rangevar_relid(castNode(RangeVar, cmd->def)),
 										parsetree);
 				break;
 			default:
@@ -311,34 +365,109 @@ mb_ddl_end_actions(Node *parsetree)
 	return actions;
 }
 
+/* Refuse to drop microbatch's triggers from a table of a source's hierarchy */
+static void
+mb_check_drop_trigger(const char *name, Oid relid)
+{
+	if (mb_is_guard_trigger(name) && mb_pipelines_over(relid, false) != NIL)
+		mb_refuse(psprintf("drop trigger \"%s\" of", name), relid,
+				  "microbatch's triggers wake the pipelines and guard the rows.",
+				  MB_HINT_DROP_FIRST);
+}
+
 /*
- * Refuse to drop a table of a source's hierarchy whose rows some pipeline
- * on an ancestor still waits for.  The caller's rights are checked first:
- * the lock we take to look is only for owners.
+ * A table is about to be dropped (the statement's rights were checked, and
+ * the table is locked): note the rows pipelines on its ancestors still wait
+ * for.  Whether those pipelines stay, sql_drop knows once it sees all that
+ * went.
  */
 static void
-mb_check_drop_table(Oid relid, Oid caller)
+mb_note_dropped_rows(Oid relid)
 {
 	List	   *pipelines;
 	ListCell   *lp;
+	MbCall		call;
 
-	if (!pg_class_ownercheck(relid, caller))
-		return;
+	if (MyProc->lxid != dropped_rows_lxid)
+	{
+		dropped_rows = NIL;
+		dropped_rows_lxid = MyProc->lxid;
+	}
+	mb_call_begin(&call);
 	pipelines = mb_pipelines_over(relid, true);
-	if (pipelines == NIL)
-		return;
-	LockRelationOid(relid, AccessExclusiveLock);
 	foreach(lp, pipelines)
 	{
 		MbPipeline *pipeline = lfirst(lp);
+		int64		pending;
 
 		mb_pipeline_lock_known(pipeline);
-		if (mb_window_pending_in(pipeline, relid, NULL) > 0)
-			mb_refuse("drop", relid,
-					  psprintf("Pipeline \"%s\" has not processed all of its rows yet.",
-							   pipeline->name),
-					  MB_HINT_PROCESS_FIRST);
+		pending = mb_window_pending_in(pipeline, relid, NULL);
+		if (pending > 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+			MbDroppedRows *noted = palloc(sizeof(MbDroppedRows));
+
+			noted->relid = relid;
+			noted->relname = pstrdup(get_rel_name(relid));
+			noted->pipeline_id = pipeline->id;
+			noted->pipeline = pstrdup(pipeline->name);
+			noted->pending = pending;
+			dropped_rows = lappend(dropped_rows, noted);
+			MemoryContextSwitchTo(old);
+		}
 	}
+	mb_call_end(&call);
+}
+
+static void
+mb_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+				 int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+
+	/* internal drops are of transient tables, such as a rewrite's */
+	if (access == OAT_DROP && classId == RelationRelationId && subId == 0 &&
+		(((ObjectAccessDrop *) arg)->dropflags & PERFORM_DELETION_INTERNAL) == 0 &&
+		get_rel_relkind(objectId) == RELKIND_RELATION &&
+		get_attnum(objectId, MB_TRACKING_COLUMN) != InvalidAttrNumber &&
+		!mb_ddl_is_own() && mb_extension_here())
+		mb_note_dropped_rows(objectId);
+}
+
+/*
+ * The drop is over: refuse it if it took rows that a pipeline which is
+ * still there had not processed.
+ */
+static void
+mb_check_dropped_rows(List *dropped)
+{
+	ListCell   *lc;
+
+	if (MyProc->lxid != dropped_rows_lxid)
+		return;
+	foreach(lc, dropped_rows)
+	{
+		MbDroppedRows *noted = lfirst(lc);
+		MbPipeline	pipeline;
+
+		/* noted by a drop that a savepoint undid, or by one of ours */
+		if (!list_member_oid(dropped, noted->relid))
+			continue;
+		if (!mb_pipeline_by_id(noted->pipeline_id, &pipeline) ||
+			list_member_oid(dropped, pipeline.source))
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot drop table \"%s\", which feeds a pipeline",
+						noted->relname),
+				 errdetail_plural("Pipeline \"%s\" has not processed " INT64_FORMAT " of its rows.",
+								  "Pipeline \"%s\" has not processed " INT64_FORMAT " of its rows.",
+								  (unsigned long) noted->pending,
+								  noted->pipeline, noted->pending),
+				 errhint(MB_HINT_PROCESS_FIRST)));
+	}
+	dropped_rows = NIL;
 }
 
 static void
@@ -358,6 +487,10 @@ mb_check_rename(RenameStmt *stmt, Oid relid)
 	if (stmt->renameType == OBJECT_TABCONSTRAINT &&
 		strcmp(stmt->subname, MB_TRACKING_CONSTRAINT) == 0)
 		mb_refuse(psprintf("rename constraint \"%s\" of", MB_TRACKING_CONSTRAINT),
+				  relid, "Batches check that it is there.",
+				  MB_HINT_DROP_FIRST);
+	if (stmt->renameType == OBJECT_TRIGGER && mb_is_guard_trigger(stmt->subname))
+		mb_refuse(psprintf("rename trigger \"%s\" of", stmt->subname),
 				  relid, "Batches check that it is there.",
 				  MB_HINT_DROP_FIRST);
 }
@@ -487,6 +620,7 @@ mb_sql_drop(Oid caller)
 	}
 	if (dropped == NIL)
 		return;
+	mb_check_dropped_rows(dropped);
 
 	foreach(lc, list_concat(mb_pipelines_on_sources(dropped),
 							mb_pipelines_with_views(dropped)))
@@ -559,8 +693,8 @@ microbatch_ddl_guard(PG_FUNCTION_ARGS)
 						mb_refuse_batch_view_change(pipeline, "move");
 					break;
 				}
-			case MB_DDL_DROP:
-				mb_check_drop_table(action->relid, call.caller);
+			case MB_DDL_DROP_TRIGGER:
+				mb_check_drop_trigger(action->name, action->relid);
 				break;
 			case MB_DDL_JOINED:
 				mb_table_joined(action->relid, call.caller);
@@ -617,21 +751,34 @@ microbatch_source_truncated(PG_FUNCTION_ARGS)
 /*
  * DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE
  * need a database without connections.  Our processes in it are asked to
- * leave only when the statement's own checks would pass: outside a
- * transaction block, on a database that exists and is not ours, by a role
- * with the rights PostgreSQL checks for it.
+ * leave only when the statement's own checks would pass: on a database
+ * that exists, by a role with the rights PostgreSQL checks for it; DROP and
+ * CREATE only at top level outside a transaction block, DROP and RENAME
+ * not of the database we are connected to.
  */
+typedef enum MbDatabaseAction
+{
+	MB_DATABASE_DROP,
+	MB_DATABASE_RENAME,
+	MB_DATABASE_COPY,
+} MbDatabaseAction;
+
 static bool
-mb_may_act_on_database(const char *dbname, bool need_owner, bool need_createdb,
-					   bool template_ok)
+mb_may_act_on_database(const char *dbname, MbDatabaseAction action,
+					   ProcessUtilityContext context)
 {
 	Oid			dboid = get_database_oid(dbname, true);
 	HeapTuple	tuple;
 	bool		is_template = false;
 
-	if (!OidIsValid(dboid) || dboid == MyDatabaseId || IsTransactionBlock())
+	if (!OidIsValid(dboid))
 		return false;
-	if (need_createdb && !have_createdb_privilege())
+	if (action != MB_DATABASE_RENAME &&
+		(context != PROCESS_UTILITY_TOPLEVEL || IsTransactionBlock()))
+		return false;
+	if (action != MB_DATABASE_COPY && dboid == MyDatabaseId)
+		return false;
+	if (action != MB_DATABASE_DROP && !have_createdb_privilege())
 		return false;
 	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
 	if (HeapTupleIsValid(tuple))
@@ -639,8 +786,8 @@ mb_may_act_on_database(const char *dbname, bool need_owner, bool need_createdb,
 		is_template = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
 		ReleaseSysCache(tuple);
 	}
-	if (need_owner && !pg_database_ownercheck(dboid, GetUserId()) &&
-		!(template_ok && is_template))
+	if (!pg_database_ownercheck(dboid, GetUserId()) &&
+		!(action == MB_DATABASE_COPY && is_template))
 		return false;
 	return true;
 }
@@ -675,7 +822,7 @@ mb_process_utility(PlannedStmt *pstmt, const char *queryString,
 	{
 		DropdbStmt *drop = (DropdbStmt *) stmt;
 
-		if (mb_may_act_on_database(drop->dbname, true, false, false))
+		if (mb_may_act_on_database(drop->dbname, MB_DATABASE_DROP, context))
 			mb_release_database(drop->dbname);
 	}
 	else if (IsA(stmt, RenameStmt) &&
@@ -684,7 +831,7 @@ mb_process_utility(PlannedStmt *pstmt, const char *queryString,
 		RenameStmt *rename = (RenameStmt *) stmt;
 
 		if (!OidIsValid(get_database_oid(rename->newname, true)) &&
-			mb_may_act_on_database(rename->subname, true, true, false))
+			mb_may_act_on_database(rename->subname, MB_DATABASE_RENAME, context))
 			mb_release_database(rename->subname);
 	}
 	else if (IsA(stmt, CreatedbStmt))
@@ -698,7 +845,7 @@ mb_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 			if (strcmp(option->defname, "template") == 0 && option->arg != NULL &&
 				!OidIsValid(get_database_oid(create->dbname, true)) &&
-				mb_may_act_on_database(defGetString(option), true, true, true))
+				mb_may_act_on_database(defGetString(option), MB_DATABASE_COPY, context))
 				mb_release_database(defGetString(option));
 		}
 	}
@@ -719,4 +866,11 @@ mb_utility_hook_install(void)
 {
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = mb_process_utility;
+}
+
+void
+mb_object_access_hook_install(void)
+{
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = mb_object_access;
 }

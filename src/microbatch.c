@@ -90,6 +90,7 @@ _PG_init(void)
 							 mb_synchronous_commit_options,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	mb_register_xact_callback();
+	mb_object_access_hook_install();
 
 	/* Without the preload there are no workers, and nothing to size */
 	if (!process_shared_preload_libraries_in_progress)

@@ -267,9 +267,11 @@ extern void mb_ddl_own_begin(void);
 extern void mb_ddl_own_end(void);
 extern bool mb_ddl_is_own(void);
 extern bool mb_trigger_state_allowed(const char *name, char enabled);
+extern bool mb_is_guard_trigger(const char *name);
 extern void mb_source_release(const MbPipeline *pipeline, Oid caller);
 extern void mb_source_table_left(Oid relid, Oid caller);
 extern void mb_source_check_values(Oid source);
+extern void mb_source_check_unguarded(Oid source);
 extern void mb_source_retag(Oid relid, const char *value_sql,
 							 const char *where_sql);
 
@@ -282,6 +284,7 @@ extern void mb_pipeline_check_relations(const MbPipeline *pipeline);
 
 /* ddl.c */
 extern void mb_utility_hook_install(void);
+extern void mb_object_access_hook_install(void);
 
 /* hierarchy.c */
 extern List *mb_hierarchy_members(Oid relid, LOCKMODE lockmode);

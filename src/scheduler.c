@@ -17,12 +17,20 @@
  * Due pipelines are handed to idle batch workers of this database; more are
  * started while fewer than microbatch.max_workers run in the whole cluster.
  * One pipeline is never on two workers.  Worker slots go where work waits:
- * while another database has pipelines waiting for a worker, this one keeps
- * at most its share of microbatch.max_workers, and idle workers of other
- * databases are asked to leave when the cluster has no slot left.  Within
- * the database, owners take turns: the next pipeline to start is one of the
- * owner with the fewest batches running, most overdue first.  Every batch
- * ends within its batch_timeout, so no owner keeps a worker for long.
+ * a database whose pipelines with rows to process wait for a worker is
+ * starved, and the others make room for it.  A free slot goes to the
+ * starved database with the fewest workers, the one waiting longest among
+ * equals; a database with two more workers than a starved one gives up an
+ * idle worker; so does a database with any, to one with none that has
+ * waited a naptime, so that when more databases have work than there are
+ * workers they take turns; and when the cluster is full, an idle worker of
+ * another database leaves for a starved database with none, or for one
+ * with two fewer, or when nothing waits for it in its own.
+ * The naptime's check of an idle pipeline takes only a worker no one
+ * waits for.  Within the database, owners take turns: the next pipeline to
+ * start is one of the owner with the fewest batches running, most overdue
+ * first.  Every batch ends within its batch_timeout, so no owner keeps a
+ * worker for long.
  *
  * A pipeline whose last batch found nothing is run again only once its
  * source had a write committed, or a naptime passed.
@@ -109,6 +117,7 @@ mb_scheduler_detach(int code, Datum arg)
 		my_slot->pid = 0;
 		my_slot->latch = NULL;
 		my_slot->waiting = 0;
+		my_slot->starved_since = 0;
 		mb_latch_waiting_schedulers();
 	}
 	LWLockRelease(mb_shared->lock);
@@ -146,6 +155,7 @@ mb_scheduler_attach(Oid dboid)
 		free_slot->generation++;
 		free_slot->exit_requested = false;
 		free_slot->waiting = 0;
+		free_slot->starved_since = 0;
 		pg_atomic_write_u32(&free_slot->reload_requested, 0);
 		pg_atomic_write_u32(&free_slot->wants_source_commits, 0);
 	}
@@ -356,6 +366,53 @@ mb_scheduler_reload(void)
 	npipelines = nfresh;
 }
 
+/*
+ * A worker left in the middle of a batch, which was rolled back: record the
+ * failure for it.  Returns the failures in a row.
+ */
+static int32
+mb_scheduler_record_exit(const MbScheduled *p, TimestampTz started_at,
+						 bool timed_out, int sqlerrcode, const char *message)
+{
+	MemoryContext context = AllocSetContextCreate(CurrentMemoryContext,
+												  "microbatch worker exit",
+												  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(context);
+	ErrorData  *error = palloc0(sizeof(ErrorData));
+	int32		failures;
+
+	error->elevel = ERROR;
+	if (timed_out)
+	{
+		error->sqlerrcode = ERRCODE_QUERY_CANCELED;
+		error->message = psprintf("batch of pipeline \"%s\" ran longer than its batch_timeout of %d ms",
+								  p->name, p->timeout_ms);
+		error->detail = psprintf("It went on after it was cancelled, so its worker was terminated %d ms later.",
+								 MB_BATCH_CANCEL_GRACE_MS);
+	}
+	else if (sqlerrcode != 0)
+	{
+		/* exit_on_error, or a termination */
+		error->sqlerrcode = sqlerrcode;
+		error->message = pstrdup(message);
+		error->detail = pstrdup("The error ended the batch worker (as under exit_on_error, or on a termination); the batch was rolled back.");
+	}
+	else
+	{
+		error->sqlerrcode = ERRCODE_OPERATOR_INTERVENTION;
+		error->message = psprintf("the batch worker of pipeline \"%s\" exited in the middle of a batch",
+								  p->name);
+		error->detail = pstrdup("The batch was rolled back. The server log has the worker's last message.");
+	}
+	ereport(LOG,
+			(errmsg("microbatch pipeline \"%s\" could not run a batch: %s",
+					p->name, error->message)));
+	failures = Max(mb_record_failure(p->name, error, started_at), 1);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(context);
+	return failures;
+}
+
 /* Take the outcomes of finished batches, and notice workers that left */
 static void
 mb_scheduler_collect(void)
@@ -371,13 +428,17 @@ mb_scheduler_collect(void)
 		int32		failures = 0;
 		TimestampTz started_at = now;
 		bool		capped = false;
+		bool		timed_out = false;
+		int			exit_sqlerrcode = 0;
+		char	   *exit_message = NULL;
 		uint64		commits_covered = 0;
 
 		if (p->slotno < 0)
 			continue;
 		slot = &mb_shared->slots[p->slotno];
 		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
-		if (slot->result_ready && slot->result_pipeline_id == p->id)
+		if (slot->result_ready && slot->result_pipeline_id == p->id &&
+			slot->generation == worker_handles[p->slotno].generation)
 		{
 			done = true;
 			status = slot->result_status;
@@ -385,6 +446,12 @@ mb_scheduler_collect(void)
 			started_at = slot->result_started_at;
 			capped = slot->result_capped;
 			commits_covered = slot->result_commits_covered;
+			timed_out = slot->result_timed_out;
+			if (failures < 0)
+			{
+				exit_sqlerrcode = slot->result_sqlerrcode;
+				exit_message = pstrdup(slot->result_message);
+			}
 			slot->result_ready = false;
 		}
 		else if (slot->kind != MB_SLOT_WORKER || slot->dboid != MyDatabaseId ||
@@ -399,6 +466,12 @@ mb_scheduler_collect(void)
 		LWLockRelease(mb_shared->lock);
 		if (!done)
 			continue;
+		if (failures < 0)
+		{
+			failures = mb_scheduler_record_exit(p, started_at, timed_out,
+												exit_sqlerrcode, exit_message);
+			pfree(exit_message);
+		}
 
 		p->slotno = -1;
 		p->last_empty = status == MB_BATCH_EMPTY;
@@ -450,80 +523,159 @@ mb_scheduler_reap(void)
 }
 
 /*
- * How many workers this database may keep while others wait: an equal
- * share of max_workers among the databases that have workers or wait for
- * some, this one included.  Caller holds the lock.
+ * Whether a due pipeline has rows to process, as far as we know: not only
+ * the naptime's check of an idle pipeline whose source had no commit.
+ */
+static bool
+mb_has_work(const MbScheduled *p)
+{
+	return p->woken || !p->last_empty || p->source_commits == NULL;
+}
+
+/*
+ * The workers of a database, and one of them that is idle (or -1).  Caller
+ * holds the lock.
  */
 static int
-mb_fair_share(bool *others_waiting)
+mb_database_workers(Oid dboid, int *idle)
 {
-	Oid		   *others = palloc(sizeof(Oid) * mb_shared->nslots);
-	int			nothers = 0;
+	int			workers = 0;
 
-	*others_waiting = false;
+	*idle = -1;
 	for (int i = 0; i < mb_shared->nslots; i++)
 	{
 		MbSlot	   *slot = &mb_shared->slots[i];
-		bool		waiting = slot->kind == MB_SLOT_SCHEDULER && slot->waiting > 0;
-		bool		seen = false;
 
-		if (slot->dboid == MyDatabaseId ||
-			(slot->kind != MB_SLOT_WORKER && !waiting))
+		if (slot->kind != MB_SLOT_WORKER || slot->dboid != dboid)
 			continue;
-		*others_waiting |= waiting;
-		for (int j = 0; j < nothers && !seen; j++)
-			seen = others[j] == slot->dboid;
-		if (!seen)
-			others[nothers++] = slot->dboid;
+		workers++;
+		if (*idle < 0 && slot->state == MB_STATE_IDLE && !slot->result_ready &&
+			slot->latch != NULL && !slot->exit_requested)
+			*idle = i;
 	}
-	pfree(others);
-	return Max(1, mb_max_workers / (nothers + 1));
+	return workers;
+}
+
+/* Another database with a scheduler, as we see it when assigning a pipeline */
+typedef struct MbRival
+{
+	TimestampTz starved_since;	/* its scheduler's */
+	int			workers;
+	int			idle;			/* one of its idle workers, or -1 */
+} MbRival;
+
+/*
+ * The other databases that have a scheduler, in rivals (room for nslots).
+ * Caller holds the lock.
+ */
+static int
+mb_rivals(MbRival *rivals)
+{
+	int			n = 0;
+
+	for (int i = 0; i < mb_shared->nslots; i++)
+	{
+		MbSlot	   *slot = &mb_shared->slots[i];
+
+		if (slot->kind != MB_SLOT_SCHEDULER || slot->dboid == MyDatabaseId)
+			continue;
+		rivals[n].starved_since = slot->starved_since;
+		rivals[n].workers = mb_database_workers(slot->dboid, &rivals[n].idle);
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Whether a starved database is owed one of our workers: it has two fewer,
+ * or none at all and has waited a naptime (databases then take turns).
+ */
+static bool
+mb_owed_worker(const MbRival *rivals, int nrivals, int mine, TimestampTz now)
+{
+	for (int i = 0; i < nrivals; i++)
+		if (rivals[i].starved_since != 0 &&
+			(rivals[i].workers <= mine - 2 ||
+			 (rivals[i].workers == 0 && mine > 0 &&
+			  TimestampDifferenceExceeds(rivals[i].starved_since, now, mb_naptime))))
+			return true;
+	return false;
+}
+
+/*
+ * Whether we may start a worker in a free slot: not while a database with
+ * fewer workers waits for one, or one with as many that has waited longer;
+ * for a mere check of an idle pipeline, not while any database waits.
+ */
+static bool
+mb_may_take_free_slot(const MbRival *rivals, int nrivals, int mine,
+					  bool has_work, TimestampTz now)
+{
+	TimestampTz starved_since = my_slot->starved_since != 0 ?
+		my_slot->starved_since : now;
+
+	for (int i = 0; i < nrivals; i++)
+	{
+		if (rivals[i].starved_since == 0)
+			continue;
+		if (!has_work ||
+			rivals[i].workers < mine ||
+			(rivals[i].workers == mine && rivals[i].starved_since < starved_since))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The cluster is full: an idle worker of another database that should make
+ * room for us, one that nothing waits for there, or of a database with at
+ * least two more workers than we have, or any if we have none; or -1.
+ */
+static int
+mb_worker_to_evict(const MbRival *rivals, int nrivals, int mine)
+{
+	for (int i = 0; i < nrivals; i++)
+		if (rivals[i].idle >= 0 &&
+			(rivals[i].starved_since == 0 || mine == 0 ||
+			 rivals[i].workers >= mine + 2))
+			return rivals[i].idle;
+	return -1;
 }
 
 /*
  * Hand one pipeline to an idle worker of this database, or to a new one if
- * the cluster runs fewer than max_workers, within this database's share
- * while others wait.  Returns false when no worker can take it now.
+ * the cluster runs fewer than max_workers, as long as databases starved of
+ * workers are not owed it.  Returns false when no worker can take it now.
  */
 static bool
 mb_scheduler_assign(MbScheduled *p)
 {
-	int			idle = -1;
+	int			idle;
 	int			unused = -1;
-	int			other_idle = -1;
 	int			workers = 0;
-	int			mine = 0;
-	int			share;
-	bool		others_waiting;
+	int			mine;
+	bool		has_work = mb_has_work(p);
 	MbSlot	   *slot;
+	static MbRival *rivals = NULL;
+	int			nrivals;
 	TimestampTz now = GetCurrentTimestamp();
 
+	if (rivals == NULL)
+		rivals = MemoryContextAlloc(TopMemoryContext,
+									sizeof(MbRival) * mb_shared->nslots);
 	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+	mine = mb_database_workers(MyDatabaseId, &idle);
+	nrivals = mb_rivals(rivals);
 	for (int i = 0; i < mb_shared->nslots; i++)
 	{
 		slot = &mb_shared->slots[i];
 		if (slot->kind == MB_SLOT_WORKER)
-		{
-			bool		is_idle = slot->state == MB_STATE_IDLE &&
-				!slot->result_ready && slot->latch != NULL &&
-				!slot->exit_requested;
-
 			workers++;
-			if (slot->dboid == MyDatabaseId)
-			{
-				mine++;
-				if (idle < 0 && is_idle)
-					idle = i;
-			}
-			else if (other_idle < 0 && is_idle)
-				other_idle = i;
-		}
 		else if (slot->kind == MB_SLOT_UNUSED && unused < 0)
 			unused = i;
 	}
-	share = mb_fair_share(&others_waiting);
 
-	if (idle >= 0 && others_waiting && mine > share)
+	if (idle >= 0 && mb_owed_worker(rivals, nrivals, mine, now))
 	{
 		/* give the slot to a database that waits */
 		mb_shared->slots[idle].exit_requested = true;
@@ -533,13 +685,13 @@ mb_scheduler_assign(MbScheduled *p)
 	}
 	if (idle >= 0)
 		slot = &mb_shared->slots[idle];
-	else if (others_waiting && mine >= share)
-	{
-		LWLockRelease(mb_shared->lock);
-		return false;
-	}
 	else if (workers < mb_max_workers && unused >= 0)
 	{
+		if (!mb_may_take_free_slot(rivals, nrivals, mine, has_work, now))
+		{
+			LWLockRelease(mb_shared->lock);
+			return false;
+		}
 		slot = &mb_shared->slots[unused];
 		slot->kind = MB_SLOT_WORKER;
 		slot->dboid = MyDatabaseId;
@@ -551,11 +703,13 @@ mb_scheduler_assign(MbScheduled *p)
 	}
 	else
 	{
-		/* the cluster is full: an idle worker elsewhere makes room */
-		if (other_idle >= 0 && mine < share)
+		/* the cluster is full: an idle worker elsewhere may make room */
+		int			evict = has_work ? mb_worker_to_evict(rivals, nrivals, mine) : -1;
+
+		if (evict >= 0)
 		{
-			mb_shared->slots[other_idle].exit_requested = true;
-			SetLatch(mb_shared->slots[other_idle].latch);
+			mb_shared->slots[evict].exit_requested = true;
+			SetLatch(mb_shared->slots[evict].latch);
 		}
 		LWLockRelease(mb_shared->lock);
 		return false;
@@ -626,17 +780,19 @@ mb_owner_running(Oid owner)
 }
 
 /*
- * Start the due pipelines while workers can take them: each time one of
- * the owner with the fewest batches running, most overdue first.  Returns
- * how many had to wait for a worker.
+ * Start the due pipelines while workers can take them: those with rows to
+ * process first, each time one of the owner with the fewest batches
+ * running, most overdue first.  Returns how many had to wait for a worker,
+ * whether some of those have rows to process, and whether any started.
  */
 static int
-mb_scheduler_dispatch(void)
+mb_scheduler_dispatch(bool *starved, bool *served)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	MbScheduled **due = palloc(sizeof(MbScheduled *) * Max(npipelines, 1));
 	int			ndue = 0;
 
+	*served = false;
 	for (int i = 0; i < npipelines; i++)
 	{
 		MbScheduled *p = &pipelines[i];
@@ -671,9 +827,13 @@ mb_scheduler_dispatch(void)
 		for (int i = 1; i < ndue; i++)
 		{
 			int			running = mb_owner_running(due[i]->owner);
+			bool		work = mb_has_work(due[i]);
+			bool		best_work = mb_has_work(due[best]);
 
-			if (running < best_running ||
-				(running == best_running && due[i]->next_run < due[best]->next_run))
+			if ((work && !best_work) ||
+				(work == best_work &&
+				 (running < best_running ||
+				  (running == best_running && due[i]->next_run < due[best]->next_run))))
 			{
 				best = i;
 				best_running = running;
@@ -681,8 +841,12 @@ mb_scheduler_dispatch(void)
 		}
 		if (!mb_scheduler_assign(due[best]))
 			break;
+		*served = true;
 		due[best] = due[--ndue];
 	}
+	*starved = false;
+	for (int i = 0; i < ndue; i++)
+		*starved |= mb_has_work(due[i]);
 	pfree(due);
 	return ndue;
 }
@@ -745,6 +909,7 @@ microbatch_scheduler_main(Datum arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
+	pqsignal(SIGINT, SIG_IGN);	/* no statement of ours to cancel */
 	BackgroundWorkerUnblockSignals();
 
 	mb_scheduler_attach(dboid);
@@ -758,6 +923,8 @@ microbatch_scheduler_main(Datum arg)
 	{
 		bool		can_dispatch;
 		int			waiting = 0;
+		bool		starved = false;
+		bool		served = false;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -777,10 +944,16 @@ microbatch_scheduler_main(Datum arg)
 		mb_scheduler_reap();
 		mb_scheduler_collect();
 		if (mb_enabled)
-			waiting = mb_scheduler_dispatch();
+			waiting = mb_scheduler_dispatch(&starved, &served);
 		can_dispatch = mb_enabled && waiting == 0;
 		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 		my_slot->waiting = waiting;
+
+		/* how long we have waited counts from our last batch started */
+		if (!starved)
+			my_slot->starved_since = 0;
+		else if (served || my_slot->starved_since == 0)
+			my_slot->starved_since = GetCurrentTimestamp();
 		LWLockRelease(mb_shared->lock);
 
 		/*

@@ -197,7 +197,8 @@ mb_start_dynamic_worker(const char *role, Oid dboid, Datum arg,
  * settings (ALTER DATABASE ... SET is in its owner's hands): every batch in
  * a READ COMMITTED read-write transaction, which the engine needs, with
  * nothing but pg_catalog on the search_path, no timeouts of the session's
- * (batches have their own), and triggers firing as in any session.
+ * (batches have their own), triggers firing as in any session, errors that
+ * stay errors, and the bootstrap superuser as the session's role.
  */
 void
 mb_background_session_defaults(void)
@@ -211,6 +212,8 @@ mb_background_session_defaults(void)
 		{"lock_timeout", "0"},
 		{"idle_in_transaction_session_timeout", "0"},
 		{"session_replication_role", "origin"},
+		{"exit_on_error", "off"},
+		{"role", "none"},
 	};
 
 	for (int i = 0; i < lengthof(defaults); i++)

@@ -65,6 +65,7 @@
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/xid8.h"
@@ -200,8 +201,7 @@ mb_tracking_function(void)
 {
 	Oid			argtypes[3] = {XID8OID, REGCLASSOID, INT8OID};
 
-	return LookupFuncName(list_make2(makeString(MB_SCHEMA),
-									 makeString("tracking_xid_ok")),
+	return LookupFuncName(stringToQualifiedNameList(MB_SCHEMA ".tracking_xid_ok"),
 						  3, argtypes, false);
 }
 
@@ -323,7 +323,7 @@ typedef struct MbGuardTrigger
 
 static const MbGuardTrigger guard_triggers[] = {
 	{MB_TRIGGER_CHANGED, false, TRIGGER_FIRES_ALWAYS, "ENABLE ALWAYS"},
-	{MB_TRIGGER_TRUNCATED, true, TRIGGER_FIRES_ON_ORIGIN, "ENABLE"},
+	{MB_TRIGGER_TRUNCATED, true, TRIGGER_FIRES_ALWAYS, "ENABLE ALWAYS"},
 	{MB_TRIGGER_REPLICATED, true, TRIGGER_FIRES_ON_REPLICA, "ENABLE REPLICA"},
 };
 
@@ -339,6 +339,15 @@ mb_trigger_state_allowed(const char *name, char enabled)
 		if (strcmp(name, guard_triggers[i].name) == 0)
 			return enabled == guard_triggers[i].enabled;
 	return true;
+}
+
+bool
+mb_is_guard_trigger(const char *name)
+{
+	for (int i = 0; i < lengthof(guard_triggers); i++)
+		if (strcmp(name, guard_triggers[i].name) == 0)
+			return true;
+	return false;
 }
 
 /* Whether a table has a B-tree index without predicate led by attnum */
@@ -624,6 +633,61 @@ mb_source_check_values(Oid source)
 				 errdetail("They were copied from another table or restored from another cluster; no batch window would hold them."),
 				 errhint("Give them the current transaction's id with UPDATE ... SET %s = DEFAULT, or delete them.",
 						 MB_TRACKING_COLUMN)));
+}
+
+/*
+ * refresh_pipeline(), before it guards the tables that lack the constraint
+ * (made while the event triggers were disabled): their rows must hold ids
+ * of this cluster, or no window would hold them; and rows behind the
+ * position of a pipeline on an ancestor may never have been processed, if
+ * the table joined the hierarchy then, which nothing can tell from rows
+ * that were: a warning says how many.
+ */
+void
+mb_source_check_unguarded(Oid source)
+{
+	ListCell   *lc;
+
+	foreach(lc, mb_hierarchy_members(source, NoLock))
+	{
+		Oid			member = lfirst_oid(lc);
+		Relation	rel;
+		MbGuardState state;
+		ListCell   *lp;
+
+		if (!mb_holds_rows(member))
+			continue;
+		rel = table_open(member, AccessShareLock);
+		state = mb_tracking_check_state(rel);
+		table_close(rel, NoLock);
+		if (state != MB_GUARD_MISSING)
+			continue;
+
+		mb_source_check_values(member);
+		foreach(lp, mb_pipelines_on_sources(mb_table_and_ancestors(member)))
+		{
+			MbPipeline *pipeline = lfirst(lp);
+			int64		total;
+			int64		pending;
+			int64		behind;
+
+			if (pipeline->source == member)
+				continue;		/* the source itself joined nothing */
+			pending = mb_window_pending_in(pipeline, member, &total);
+			behind = total - pending;
+			if (behind > 0)
+				ereport(WARNING,
+						(errcode(ERRCODE_WARNING),
+						 errmsg_plural("table \"%s\" has " INT64_FORMAT " row that pipeline \"%s\" may never have processed",
+									   "table \"%s\" has " INT64_FORMAT " rows that pipeline \"%s\" may never have processed",
+									   (unsigned long) behind,
+									   get_rel_name(member), behind, pipeline->name),
+						 errdetail("The table had no constraint \"%s\": it may have joined the source while microbatch's event triggers were disabled, and rows behind the pipeline's last batch are not processed.",
+								   MB_TRACKING_CONSTRAINT),
+						 errhint("If they were never processed, give them the current transaction's id with UPDATE ... SET %s = DEFAULT.",
+								 MB_TRACKING_COLUMN)));
+		}
+	}
 }
 
 /*

@@ -211,7 +211,6 @@ static void
 mb_remember_prepared(void)
 {
 	MbPreparedWake *prepared = NULL;
-	ListCell   *lc;
 
 	if (mb_prepared_wakes->size == 0)
 		return;
@@ -224,6 +223,8 @@ mb_remember_prepared(void)
 			prepared = &mb_prepared_wakes->entries[i];
 	if (prepared != NULL)
 	{
+		ListCell   *lc;
+
 		prepared->xid = GetTopFullTransactionId();
 		prepared->dboid = MyDatabaseId;
 		prepared->nroots = 0;

@@ -13,11 +13,14 @@
  * which may be another owner's.
  *
  * A batch that runs longer than its timeout is cancelled and counted as a
- * failure; a pipeline whose lock another transaction holds is skipped, not
- * waited for.  Every error, inside or outside the transforms, is recorded
+ * failure; one that catches the cancel and goes on has its worker
+ * terminated a few seconds later.  A pipeline whose lock another
+ * transaction holds is skipped, not waited for.  Every error, inside or outside the transforms, is recorded
  * as the pipeline's failure, and the worker carries on.  SIGTERM ends the
  * worker at the next interrupt check, in the middle of a transform too; the
- * batch rolls back and is done again later.  A worker left idle for a
+ * batch rolls back, the scheduler records it as failed, and it is done
+ * again later; so does an error made FATAL (exit_on_error set by a
+ * transform).  A cancel between batches is ignored.  A worker left idle for a
  * minute exits, giving its slot back, and one whose slot another database
  * needs, or whose scheduler left, exits as soon as it is idle.
  *
@@ -65,7 +68,14 @@ typedef struct MbWorkerBatch
 } MbWorkerBatch;
 
 static TimeoutId batch_timeout_id;
+static TimeoutId batch_terminate_id;
 static volatile sig_atomic_t batch_timed_out = false;
+static volatile sig_atomic_t batch_terminated = false;
+
+/* The error that ends this worker in the middle of a batch, for its slot */
+static emit_log_hook_type prev_emit_log_hook = NULL;
+static int	fatal_sqlerrcode = 0;
+static char fatal_message[sizeof(((MbSlot *) NULL)->result_message)];
 
 /* Runs in the signal handler: cancel the batch like a statement timeout */
 static void
@@ -73,6 +83,20 @@ mb_batch_timeout_handler(void)
 {
 	batch_timed_out = true;
 	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+/*
+ * Runs in the signal handler: the batch caught its cancel and went on, so
+ * the worker ends as on pg_terminate_backend(), which no transform can
+ * catch; the scheduler records the failure.
+ */
+static void
+mb_batch_terminate_handler(void)
+{
+	batch_terminated = true;
+	ProcDiePending = true;
 	InterruptPending = true;
 	SetLatch(MyLatch);
 }
@@ -141,11 +165,55 @@ mb_worker_release_slot(void)
 	mb_latch_waiting_schedulers();
 }
 
+/*
+ * An error that ends the process (one a transform made FATAL by setting
+ * exit_on_error, for one) is the batch's failure: keep it for the slot.
+ */
+static void
+mb_worker_emit_log(ErrorData *edata)
+{
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+	if (edata->elevel >= FATAL && fatal_sqlerrcode == 0)
+	{
+		fatal_sqlerrcode = edata->sqlerrcode;
+		strlcpy(fatal_message, edata->message ? edata->message : "", sizeof(fatal_message));
+	}
+}
+
+/*
+ * Leaving.  In the middle of a batch (terminated, or an error made FATAL),
+ * whose transaction is rolled back by now, the slot tells the scheduler,
+ * which records the failure.
+ */
 static void
 mb_worker_detach(int code, Datum arg)
 {
 	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
-	mb_worker_release_slot();
+	if (my_slot->pid == MyProcPid && my_slot->state == MB_STATE_RUNNING)
+	{
+		int32		pipeline_id = my_slot->pipeline_id;
+		TimestampTz started_at = my_slot->since;
+		MbSlot	   *scheduler;
+
+		mb_worker_release_slot();
+		my_slot->result_pipeline_id = pipeline_id;
+		my_slot->result_status = MB_BATCH_FAILED;
+		my_slot->result_failures = -1;
+		my_slot->result_started_at = started_at;
+		my_slot->result_capped = false;
+		my_slot->result_commits_covered = 0;
+		my_slot->result_timed_out = batch_terminated;
+		my_slot->result_sqlerrcode = fatal_sqlerrcode;
+		strlcpy(my_slot->result_message, fatal_message,
+				sizeof(my_slot->result_message));
+		my_slot->result_ready = true;
+		scheduler = mb_scheduler_slot(my_slot->dboid);
+		if (scheduler != NULL)
+			SetLatch(scheduler->latch);
+	}
+	else
+		mb_worker_release_slot();
 	LWLockRelease(mb_shared->lock);
 }
 
@@ -229,7 +297,11 @@ mb_worker_run(void)
 						   psprintf("microbatch: pipeline %s", batch.pipeline_name));
 	batch_timed_out = false;
 	if (batch.timeout_ms > 0)
+	{
 		enable_timeout_after(batch_timeout_id, batch.timeout_ms);
+		enable_timeout_after(batch_terminate_id,
+							 batch.timeout_ms + MB_BATCH_CANCEL_GRACE_MS);
+	}
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -245,6 +317,7 @@ mb_worker_run(void)
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		disable_timeout(batch_timeout_id, false);
+		disable_timeout(batch_terminate_id, false);
 	}
 	PG_CATCH();
 	{
@@ -257,6 +330,7 @@ mb_worker_run(void)
 		 */
 		HOLD_INTERRUPTS();
 		disable_timeout(batch_timeout_id, false);
+		disable_timeout(batch_terminate_id, false);
 		MemoryContextSwitchTo(context);
 		error = CopyErrorData();
 		FlushErrorState();
@@ -274,9 +348,8 @@ mb_worker_run(void)
 	}
 	PG_END_TRY();
 
-	/* a timeout that fired as the batch ended cancels nothing after it */
-	if (batch_timed_out)
-		QueryCancelPending = false;
+	/* a cancel that came as the batch ended cancels nothing after it */
+	QueryCancelPending = false;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	mb_worker_report(pipeline_id, &result, &batch, started_at);
@@ -296,6 +369,9 @@ microbatch_worker_main(Datum arg)
 	mb_background_session_defaults();
 	mb_worker_apply_settings();
 	batch_timeout_id = RegisterTimeout(USER_TIMEOUT, mb_batch_timeout_handler);
+	batch_terminate_id = RegisterTimeout(USER_TIMEOUT, mb_batch_terminate_handler);
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = mb_worker_emit_log;
 	pgstat_report_appname("microbatch worker");
 	idle_since = GetCurrentTimestamp();
 
@@ -303,6 +379,8 @@ microbatch_worker_main(Datum arg)
 	{
 		bool		assigned;
 
+		/* a cancel while idle cancels nothing; a termination ends us */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{

@@ -78,13 +78,21 @@ typedef struct MbSlot
 	bool		result_ready;
 	int32		result_pipeline_id;
 	MbBatchStatus result_status;
-	int32		result_failures;
+	int32		result_failures;	/* -1: left in the middle of the batch,
+									 * nothing recorded */
 	TimestampTz result_started_at;
 	bool		result_capped;
 	uint64		result_commits_covered; /* source commits its window has */
+	bool		result_timed_out;	/* left in the middle of the batch, at its
+									 * batch_timeout */
+	int			result_sqlerrcode;	/* left on this error, if known, or 0 */
+	char		result_message[256];
 
 	/* schedulers */
 	int			waiting;		/* due pipelines no worker could take */
+	TimestampTz starved_since;	/* pipelines with rows to process wait for a
+								 * worker, since then or since the last batch
+								 * started; 0: none wait */
 	pg_atomic_uint64 db_commits;	/* commits into any source of the database */
 	pg_atomic_uint32 wants_source_commits;	/* set our latch for them too */
 	pg_atomic_uint32 reload_requested;
@@ -141,6 +149,9 @@ typedef struct MbDatabaseStatus
 	TimestampTz no_scheduler_since; /* the launcher found no free slot */
 	TimestampTz no_worker_since;	/* its scheduler found none */
 } MbDatabaseStatus;
+
+/* How long a batch cancelled at its timeout has to end before its worker is */
+#define MB_BATCH_CANCEL_GRACE_MS 1000
 
 /* Settings (microbatch.c) */
 extern bool mb_enabled;

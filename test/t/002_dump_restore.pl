@@ -249,6 +249,29 @@ SELECT string_agg(batch_id::text, ',' ORDER BY batch_id)
 	'1,2,3',
 	'restored history continues with contiguous batch ids');
 
+# A data-only restore into the live copy would bring rows with the original
+# database's tracking values, which no window of the copy's pipeline would
+# hold: the constraint refuses them, and nothing is loaded.
+my $rows_before = $node->safe_psql('shop_dst', q{SELECT count(*) FROM events});
+my $data_file = $node->basedir . '/events_data.sql';
+$node->command_ok(
+	[
+		'pg_dump', '-h', $node->host, '-p', $node->port, '--data-only',
+		'-t', 'events', '-f', $data_file, 'shop_src'
+	],
+	'pg_dump --data-only of the source table');
+my ($data_out, $data_err) = run_command(
+	[
+		'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+		'-h', $node->host, '-p', $node->port,
+		'-d', 'shop_dst', '-f', $data_file
+	]);
+like($data_err,
+	qr/microbatch_xid of a row of table "events" must be the id of the transaction writing the row/,
+	'a data-only restore into a live source is refused');
+is($node->safe_psql('shop_dst', q{SELECT count(*) FROM events}),
+	$rows_before, 'and loads no row');
+
 # The original database is independent of its copy: its pipeline still has
 # the two waiting rows and continues with its own batch 3.
 is(etl_psql('shop_src', q{SELECT microbatch.run_batch('shop')}),

@@ -60,6 +60,36 @@ is( $node->safe_psql('postgres',
 	'1',
 	'a single batch worker did it all');
 
+# The shortage is said in SQL too, to whoever changes a pipeline, not only
+# in the log: a slow batch holds the only batch worker while another
+# pipeline is due.
+$node->safe_psql('postgres', q{
+	CREATE TABLE slow_src (id int);
+	SELECT microbatch.create_pipeline('slow', 'slow_src', '100 ms');
+	SELECT microbatch.add_transform('slow', 'sleep', 'bronze',
+		'SELECT pg_sleep(3) FROM microbatch.slow_batch LIMIT 1');
+	INSERT INTO slow_src VALUES (1);
+});
+ok( $node->poll_query_until(
+		'postgres', q{SELECT count(*) FROM microbatch.workers WHERE pipeline = 'slow'}, '1'),
+	'a slow batch holds the batch worker');
+$node->safe_psql('postgres', 'INSERT INTO src_1 VALUES (999)');
+my $warned = '';
+for (1 .. 50)
+{
+	my ($ret, $out, $err) = $node->psql('postgres',
+		q{SELECT microbatch.alter_pipeline('p1', batch_interval => '100 ms')});
+	if ($err =~ /(WARNING:  no background worker slot has been free for the batches of database "postgres" since .*)/)
+	{
+		$warned = $1;
+		last;
+	}
+	select(undef, undef, undef, 0.1);
+}
+like($warned, qr/WARNING/, 'alter_pipeline says in SQL that no worker slot is free');
+ok($node->poll_query_until('postgres', 'SELECT count(*) = 31 FROM dst_1'),
+	'the waiting pipeline runs once the slow batch is over');
+
 my $log = slurp_file($node->logfile);
 my $warnings = () = $log =~ /could not start a batch worker/g;
 cmp_ok($warnings, '<=', 1,
