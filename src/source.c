@@ -67,6 +67,7 @@
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/xid8.h"
 
@@ -610,7 +611,9 @@ mb_source_check_values(Oid source)
 	bool		isnull;
 	int64		foreign;
 
+	/* every row committed until now, as mb_window_pending_in() counts */
 	mb_user_code_begin(&uc, GetUserId(), NULL);
+	PushActiveSnapshot(GetLatestSnapshot());
 	if (SPI_execute_with_args(psprintf("SELECT pg_catalog.count(*) FROM %s AS s "
 									   "WHERE s.%s OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin($1) "
 									   "AND NOT pg_catalog.pg_visible_in_snapshot(s.%s, $1) "
@@ -622,6 +625,7 @@ mb_source_check_values(Oid source)
 		elog(ERROR, "could not read the tracking values of relation %u", source);
 	foreign = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										  SPI_tuptable->tupdesc, 1, &isnull));
+	PopActiveSnapshot();
 	mb_user_code_end(&uc);
 	if (foreign > 0)
 		ereport(ERROR,

@@ -746,7 +746,11 @@ mb_window_rows_waiting(const MbPipeline *pipeline)
  * that a pipeline has not processed: those after its position, whenever
  * they commit.  With total, also count all its rows.  This is engine SQL
  * over a plain table, run as the catalog's owner, who may read any member
- * of the hierarchy, in a security-restricted operation all the same.
+ * of the hierarchy, in a security-restricted operation all the same.  The
+ * callers (DDL that takes the table's rows away, or brings new ones) hold a
+ * lock that keeps writers out, and the count must see every row committed
+ * until then, also while they waited for that lock, so it reads the table
+ * with the latest snapshot, not the statement's.
  */
 int64
 mb_window_pending_in(const MbPipeline *pipeline, Oid relid, int64 *total)
@@ -764,6 +768,7 @@ mb_window_pending_in(const MbPipeline *pipeline, Oid relid, int64 *total)
 
 	mb_user_code_begin(&uc, GetUserId(), NULL);
 	mb_user_code_set(&uc, "enable_seqscan", "off");
+	PushActiveSnapshot(GetLatestSnapshot());
 	for (int i = 0; i < n; i++)
 	{
 		bool		isnull;
@@ -795,6 +800,7 @@ mb_window_pending_in(const MbPipeline *pipeline, Oid relid, int64 *total)
 		*total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1, &isnull));
 	}
+	PopActiveSnapshot();
 	mb_user_code_end(&uc);
 	return pending;
 }
