@@ -133,7 +133,7 @@ EOF
     else
         echo "| [4](#4-ingest-overhead-pgbench-tpc-b) pgbench TPC-B | ≥ 0.90× | not run | |"
     fi
-    if declare -p IDLE >/dev/null 2>&1; then
+    if [ -n "${IDLE[interval1s.wal]:-}" ]; then
         echo "| [5](#5-idle-cost) WAL of 100 idle pipelines (batch_interval 1 s; 0) | 0 bytes | ${IDLE[interval1s.wal]}; ${IDLE[interval0.wal]} bytes/min | $(verdict "$(cmp "${IDLE[interval1s.wal]} + ${IDLE[interval0.wal]}" == 0)") |"
     else
         echo "| [5](#5-idle-cost) idle WAL | 0 bytes | not run | |"
@@ -392,7 +392,7 @@ EOF
     echo
     echo "## 5. Idle cost"
     echo
-    if declare -p IDLE >/dev/null 2>&1; then
+    if [ -n "${IDLE[interval1s.wal]:-}" ]; then
         cat <<EOF
 **Method.** Database \`idle\` with 100 pipelines ([idle.sql](../test/bench/idle.sql)),
 each with one transform; each processed one row ($IDLE_BATCHES batches), then
