@@ -120,7 +120,8 @@ mb_subtransaction_error(MemoryContext context, ResourceOwner owner)
  * Run the transforms in a subtransaction.  Returns NULL on success, or the
  * error after rolling the subtransaction back.  A cancel is not a batch
  * failure, and propagates, unless the observer says it was the batch's
- * timeout.
+ * timeout; once that has fired, the batch fails even if the transforms
+ * caught the cancel and ended.
  */
 static ErrorData *
 mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
@@ -136,8 +137,18 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
 
 	PG_TRY();
 	{
+		const char *timed_out;
+
 		mb_window_activate(window);
 		mb_transforms_run(pipeline, transforms, window->batch_id, rows);
+
+		/* a transform that caught its batch's timeout does not save it */
+		timed_out = observer && observer->timeout_reason ?
+			observer->timeout_reason(observer->arg) : NULL;
+		if (timed_out != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("%s", timed_out)));
 		mb_window_deactivate();
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(context);

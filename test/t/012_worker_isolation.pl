@@ -913,6 +913,41 @@ is( $node->safe_psql(
 note '(5b) cancels caught by the stubborn transform: ',
   $node->safe_psql($db, q{SELECT count(*) FROM stubborn_caught});
 
+# (5c) A transform that catches the cancel once and then ends, before its
+# worker would be terminated: the batch fails all the same, and commits
+# nothing of what the transform wrote.
+as_role(
+	'frank', q{
+CREATE TABLE sly_src (id int PRIMARY KEY);
+CREATE TABLE sly_log (id int);
+CREATE FUNCTION sly() RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+    INSERT INTO sly_log SELECT id FROM microbatch.sly_batch;
+    BEGIN
+        PERFORM pg_catalog.pg_sleep(5);
+    EXCEPTION WHEN query_canceled THEN
+        NULL;
+    END;
+END
+$f$;
+SELECT microbatch.create_pipeline('sly', 'sly_src', '100ms', batch_timeout => '300ms');
+SELECT microbatch.add_transform('sly', 'sly', 'bronze', $$SELECT sly()$$);
+});
+$node->safe_psql($db, q{INSERT INTO sly_src VALUES (1)});
+ok( poll_until(
+		$node, $db,
+		q{SELECT count(*) > 0 FROM microbatch.batches
+           WHERE pipeline = 'sly' AND status = 'failed' AND sqlstate = '57014'
+             AND error LIKE '%ran longer than its batch_timeout of 300 ms'},
+		't', 10),
+	'(5c) a batch whose transform caught the cancel fails with 57014');
+$node->safe_psql($db, q{SELECT microbatch.pause_pipeline('sly')});
+is( $node->safe_psql(
+		$db, q{SELECT count(*) FROM microbatch.batches WHERE pipeline = 'sly' AND status = 'committed'}),
+	'0', '(5c) it did not commit');
+is($node->safe_psql($db, q{SELECT count(*) FROM sly_log}),
+	'0', '(5c) nor did what its transform wrote');
+
 ###########################################################################
 # (6) a pipeline locked by an open transaction does not pin the worker
 ###########################################################################
