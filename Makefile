@@ -27,7 +27,7 @@ PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
 MB_TEMP_CONFIG = $(srcdir)/test/microbatch.conf
 REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(MB_TEMP_CONFIG)
-ISOLATION = concurrent_batches ddl_during_batch state_during_batch start_from_now ddl_waiting_rows
+ISOLATION = concurrent_batches ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 	--outputdir=output_iso \
 	--temp-instance=tmp_check_iso --temp-config=$(MB_TEMP_CONFIG)

@@ -308,11 +308,11 @@ COMMENT ON FUNCTION microbatch.source_replicated()
 
 /*
  * DDL on sources and batch views: see src/ddl.c.  ENABLE ALWAYS, so that
- * session_replication_role does not turn them off.  On the statements that
- * can drop a table the start trigger has nothing to check itself: it loads
- * the library, whose drop hook counts the waiting rows of every table the
- * statement drops, in sessions without the preload.  sql_drop fires after
- * every drop, since nearly any drop can cascade to a table.
+ * session_replication_role does not turn them off.  The start trigger fires
+ * for every statement: most drops can cascade to a table (DROP FUNCTION of
+ * a partition key's function, DROP COLLATION...), and in a session without
+ * the preload it loads the library, whose drop hook counts the waiting rows
+ * of every table the statement drops.  sql_drop fires after every drop.
  */
 CREATE FUNCTION microbatch.ddl_guard()
 RETURNS event_trigger
@@ -320,13 +320,10 @@ LANGUAGE C
 AS 'MODULE_PATHNAME', 'microbatch_ddl_guard';
 
 CREATE EVENT TRIGGER microbatch_ddl_start ON ddl_command_start
-    WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER TRIGGER', 'DROP TRIGGER',
-                 'DROP TABLE', 'DROP SCHEMA', 'DROP OWNED', 'DROP EXTENSION',
-                 'DROP TYPE', 'DROP ACCESS METHOD')
     EXECUTE FUNCTION microbatch.ddl_guard();
 CREATE EVENT TRIGGER microbatch_ddl_end ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'ALTER VIEW', 'ALTER FOREIGN TABLE',
-                 'CREATE TABLE', 'CREATE FOREIGN TABLE')
+                 'CREATE TABLE', 'CREATE FOREIGN TABLE', 'CREATE SCHEMA')
     EXECUTE FUNCTION microbatch.ddl_guard();
 CREATE EVENT TRIGGER microbatch_sql_drop ON sql_drop
     EXECUTE FUNCTION microbatch.ddl_guard();

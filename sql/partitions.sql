@@ -104,17 +104,17 @@ INSERT INTO measures VALUES (9, 90);
 DROP OWNED BY mb_partition_owner;
 \echo :SQLSTATE
 -- a refused drop undone by a savepoint leaves nothing behind for the next
--- one in the transaction
+-- one in the transaction, nor a count that is no longer true
 BEGIN;
 SAVEPOINT before_drop;
 DROP TABLE measures_5;
 ROLLBACK TO SAVEPOINT before_drop;
 CREATE TABLE scratch (id int);
 DROP TABLE scratch;
-COMMIT;
--- once processed, all of them may go
 SELECT microbatch.run_batch('measures');
 DROP TABLE measures_5;
+COMMIT;
+-- once processed, all of them may go
 DROP SCHEMA side CASCADE;
 DROP OWNED BY mb_partition_owner;
 DROP ROLE mb_partition_owner;
@@ -145,6 +145,38 @@ SELECT * FROM guards;
 -- count the waiting rows: refused, even with none
 ALTER TABLE measures DETACH PARTITION measures_1 CONCURRENTLY;
 \echo :SQLSTATE
+
+-- Nor can an unlogged table, which a crash empties
+CREATE UNLOGGED TABLE measures_u PARTITION OF measures FOR VALUES FROM (12) TO (13);
+\echo :SQLSTATE
+ALTER TABLE measures_1 SET UNLOGGED;
+\echo :SQLSTATE
+
+-- Partitions created by CREATE SCHEMA, whose tables fire no event trigger
+-- of their own, get the guards too
+CREATE SCHEMA inside CREATE TABLE measures_13 PARTITION OF public.measures FOR VALUES FROM (13) TO (14);
+SELECT k.conname, string_agg(t.tgname, ', ' ORDER BY t.tgname) AS triggers
+  FROM pg_constraint k JOIN pg_trigger t ON t.tgrelid = k.conrelid
+ WHERE k.conrelid = 'inside.measures_13'::regclass AND t.tgname LIKE 'microbatch%'
+ GROUP BY k.conname;
+DROP SCHEMA inside CASCADE;
+
+-- A change to the tracking column of a table without pipelines reaches the
+-- tables below it: refused when one of those is a source
+CREATE TABLE upper_m (day int, v int) PARTITION BY RANGE (day);
+CREATE TABLE lower_m PARTITION OF upper_m FOR VALUES FROM (1) TO (2);
+SELECT microbatch.create_pipeline('upper_m', 'upper_m');
+SELECT microbatch.create_pipeline('lower_m', 'lower_m');
+SELECT microbatch.drop_pipeline('upper_m');
+ALTER TABLE upper_m ALTER COLUMN microbatch_xid DROP DEFAULT;
+\echo :SQLSTATE
+ALTER TABLE upper_m ALTER COLUMN microbatch_xid DROP NOT NULL;
+\echo :SQLSTATE
+-- its own triggers are its owner's business
+ALTER TABLE upper_m DISABLE TRIGGER ALL;
+ALTER TABLE upper_m ENABLE TRIGGER ALL;
+SELECT microbatch.drop_pipeline('lower_m');
+DROP TABLE upper_m;
 
 -- A foreign table cannot hold a source's rows
 CREATE FOREIGN DATA WRAPPER mb_nowhere;
@@ -195,6 +227,9 @@ SELECT c.relname, k.conname, k.connoinherit,
  WHERE c.relname LIKE 'readings%' ORDER BY 1;
 INSERT INTO readings VALUES (1, 1);
 INSERT INTO readings_child VALUES (2, 2);
+-- a temporary child would hold rows no other session sees
+CREATE TEMP TABLE readings_temp () INHERITS (readings);
+\echo :SQLSTATE
 SELECT microbatch.run_batch('readings');
 -- a table with old rows cannot join by INHERIT
 CREATE TABLE readings_old (id int, v int, microbatch_xid xid8 NOT NULL DEFAULT pg_current_xact_id());

@@ -84,6 +84,13 @@ SELECT microbatch.create_pipeline('on_view', 'clicks_view');
 CREATE TEMP TABLE temp_events (id int);
 SELECT microbatch.create_pipeline('on_temp', 'temp_events');
 \echo :SQLSTATE
+-- a crash would empty it, unprocessed rows included
+CREATE UNLOGGED TABLE unlogged_events (id int);
+SELECT microbatch.create_pipeline('on_unlogged', 'unlogged_events');
+\echo :SQLSTATE
+SELECT count(*) AS tracking_columns FROM pg_attribute
+ WHERE attrelid = 'unlogged_events'::regclass AND attname = 'microbatch_xid';
+DROP TABLE unlogged_events;
 CREATE TABLE squatter (id int, microbatch_xid text);
 SELECT microbatch.create_pipeline('squat', 'squatter');
 \echo :SQLSTATE

@@ -647,6 +647,7 @@ mb_rebind_pipeline(const char *pipeline_name, Oid caller)
 		uint64	   *masks;
 		int64	   *counts;
 		StringInfoData value_sql;
+		bool		has_groups;
 		MbUserCode	uc;
 
 		if (get_rel_relkind(member) != RELKIND_RELATION)
@@ -703,18 +704,22 @@ mb_rebind_pipeline(const char *pipeline_name, Oid caller)
 		}
 		mb_user_code_end(&uc);
 
+		if (nmasks == 0)
+			continue;
+
 		/*
 		 * One rewrite for all groups: rows processed by all keep their value
 		 * unless this cluster could mistake it.
 		 */
 		initStringInfo(&value_sql);
-		appendStringInfo(&value_sql, "CASE %s", mask_sql.data);
 		for (uint64 m = 0; m < nmasks; m++)
 		{
 			int			g;
 
 			if (masks[m] == all)
 				continue;
+			if (value_sql.len == 0)
+				appendStringInfo(&value_sql, "CASE %s", mask_sql.data);
 			for (g = 0; g < ngroups && groups[g].mask != masks[m]; g++)
 				;
 			if (g == ngroups)
@@ -729,13 +734,18 @@ mb_rebind_pipeline(const char *pipeline_name, Oid caller)
 							 (int64) masks[m], groups[g].xid);
 			retagged += counts[m];
 		}
-		appendStringInfo(&value_sql, " ELSE '" UINT64_FORMAT "'::pg_catalog.xid8 END",
+		has_groups = value_sql.len > 0;
+		if (has_groups)
+			appendStringInfoString(&value_sql, " ELSE ");
+		appendStringInfo(&value_sql, "'" UINT64_FORMAT "'::pg_catalog.xid8",
 						 U64FromFullTransactionId(FirstNormalFullTransactionId));
+		if (has_groups)
+			appendStringInfoString(&value_sql, " END");
 		mb_source_retag(member, value_sql.data,
-							   psprintf("%s AND (%s OPERATOR(pg_catalog.<>) " INT64_FORMAT
-										" OR s.%s OPERATOR(pg_catalog.>=) '" UINT64_FORMAT "'::pg_catalog.xid8)",
-										where, mask_sql.data, (int64) all,
-										MB_TRACKING_COLUMN, current_xmin));
+						psprintf("%s AND (%s OPERATOR(pg_catalog.<>) " INT64_FORMAT
+								 " OR s.%s OPERATOR(pg_catalog.>=) '" UINT64_FORMAT "'::pg_catalog.xid8)",
+								 where, mask_sql.data, (int64) all,
+								 MB_TRACKING_COLUMN, current_xmin));
 	}
 
 	note = psprintf("rebound: earlier batches were recorded in the cluster with system identifier " UINT64_FORMAT,

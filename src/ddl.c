@@ -50,6 +50,7 @@
 
 #include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
@@ -123,6 +124,18 @@ mb_pipelines_over(Oid relid, bool strict_ancestors)
 	return mb_pipelines_on_sources(tables);
 }
 
+/*
+ * Whether a statement on the table may change what a pipeline reads: one
+ * reads the table or a table above it, or, as ALTER TABLE and RENAME
+ * recurse, a table below it.
+ */
+static bool
+mb_feeds_pipeline(Oid relid)
+{
+	return mb_pipelines_over(relid, false) != NIL ||
+		mb_pipelines_on_sources(mb_hierarchy_members(relid, NoLock)) != NIL;
+}
+
 static Oid
 mb_rangevar_relid(RangeVar *rv)
 {
@@ -145,10 +158,15 @@ mb_refuse(const char *what, Oid relid, const char *detail, const char *hint)
 #define MB_HINT_PROCESS_FIRST "Let the pipelines process its rows first, or drop them."
 
 
-/* Refuse ALTER TABLE subcommands that would loosen a source's tracking */
+/*
+ * Refuse ALTER TABLE subcommands that would loosen a source's tracking.
+ * Changes to the column recurse to the tables below; the table's own
+ * triggers, persistence and partitions matter only if a pipeline reads it.
+ */
 static void
 mb_check_alter_table(AlterTableStmt *stmt, Oid relid)
 {
+	bool		read = mb_pipelines_over(relid, false) != NIL;
 	ListCell   *lc;
 
 	foreach(lc, stmt->cmds)
@@ -182,7 +200,7 @@ mb_check_alter_table(AlterTableStmt *stmt, Oid relid)
 			case AT_EnableAlwaysTrig:
 			case AT_EnableReplicaTrig:
 			case AT_DisableTrig:
-				if (cmd->name &&
+				if (read && cmd->name &&
 					!mb_trigger_state_allowed(cmd->name,
 											  cmd->subtype == AT_EnableTrig ? TRIGGER_FIRES_ON_ORIGIN :
 											  cmd->subtype == AT_EnableAlwaysTrig ? TRIGGER_FIRES_ALWAYS :
@@ -197,12 +215,19 @@ mb_check_alter_table(AlterTableStmt *stmt, Oid relid)
 			case AT_EnableTrigUser:
 			case AT_DisableTrigAll:
 			case AT_DisableTrigUser:
-				mb_refuse("enable or disable all triggers of", relid,
-						  "microbatch's triggers fire as they were created.",
-						  "Name the triggers to enable or disable one by one.");
+				if (read)
+					mb_refuse("enable or disable all triggers of", relid,
+							  "microbatch's triggers fire as they were created.",
+							  "Name the triggers to enable or disable one by one.");
+				break;
+			case AT_SetUnLogged:
+				if (read)
+					mb_refuse("make unlogged", relid,
+							  "A crash empties an unlogged table, rows no batch has processed included.",
+							  MB_HINT_DROP_FIRST);
 				break;
 			case AT_DetachPartition:
-				if (castNode(PartitionCmd, cmd->def)->concurrent)
+				if (read && castNode(PartitionCmd, cmd->def)->concurrent)
 					mb_refuse("detach a partition concurrently from", relid,
 							  "The first transaction of DETACH PARTITION ... CONCURRENTLY commits before the partition's waiting rows could be counted.",
 							  "Use DETACH PARTITION without CONCURRENTLY: it refuses to take waiting rows away.");
@@ -332,6 +357,30 @@ mb_ddl_end_actions(Node *parsetree)
 									InvalidOid, parsetree);
 		return actions;
 	}
+	if (IsA(parsetree, CreateSchemaStmt))
+	{
+		/* its tables fire no event trigger of their own */
+		CreateSchemaStmt *stmt = (CreateSchemaStmt *) parsetree;
+		char	   *schema = stmt->schemaname ? stmt->schemaname :
+		get_rolespec_name(stmt->authrole);
+
+		foreach(lc, stmt->schemaElts)
+		{
+			CreateStmt *element = (CreateStmt *) lfirst(lc);
+			RangeVar   *relation;
+
+			if (!IsA(element, CreateStmt) ||
+				(element->inhRelations == NIL && element->partbound == NULL))
+				continue;
+			relation = copyObject(element->relation);
+			if (relation->schemaname == NULL)
+				relation->schemaname = schema;
+			actions = mb_add_action(actions, MB_DDL_JOINED,
+									mb_rangevar_relid(relation), InvalidOid,
+									parsetree);
+		}
+		return actions;
+	}
 	if (!IsA(parsetree, AlterTableStmt))
 		return NIL;
 
@@ -344,6 +393,7 @@ mb_ddl_end_actions(Node *parsetree)
 		{
 			case AT_AttachPartition:
 			case AT_DetachPartition:
+			case AT_DetachPartitionFinalize:
 				/* the partition joins or leaves the table altered */
 				actions = mb_add_action(actions,
 										cmd->subtype == AT_AttachPartition ? MB_DDL_JOINED : MB_DDL_LEFT,
@@ -393,6 +443,12 @@ mb_note_dropped_rows(Oid relid)
 		dropped_rows = NIL;
 		dropped_rows_lxid = MyProc->lxid;
 	}
+
+	/* what a drop undone by a savepoint noted is counted again */
+	foreach(lp, dropped_rows)
+		if (((MbDroppedRows *) lfirst(lp))->relid == relid)
+			dropped_rows = foreach_delete_current(dropped_rows, lp);
+
 	mb_call_begin(&call);
 	pipelines = mb_pipelines_over(relid, true);
 	foreach(lp, pipelines)
@@ -478,7 +534,7 @@ mb_check_rename(RenameStmt *stmt, Oid relid)
 	if ((stmt->renameType == OBJECT_VIEW || stmt->renameType == OBJECT_TABLE) &&
 		(pipeline = mb_pipeline_of_view(relid)) != NULL)
 		mb_refuse_batch_view_change(pipeline, "rename");
-	if (mb_pipelines_over(relid, false) == NIL)
+	if (!mb_feeds_pipeline(relid))
 		return;
 	if (stmt->renameType == OBJECT_COLUMN && mb_is_tracking_column(stmt->subname))
 		mb_refuse(psprintf("rename column \"%s\" of", MB_TRACKING_COLUMN),
@@ -508,7 +564,7 @@ mb_check_alter(AlterTableStmt *stmt, Oid relid)
 				mb_refuse_batch_view_change(pipeline, "give away");
 		return;
 	}
-	if (mb_pipelines_over(relid, false) != NIL)
+	if (mb_feeds_pipeline(relid))
 		mb_check_alter_table(stmt, relid);
 }
 
@@ -534,6 +590,18 @@ mb_table_joined(Oid relid, Oid caller)
 		ListCell   *lc;
 
 		mb_pipeline_lock_known(pipeline);
+
+		/*
+		 * Until the rebind, this cluster's ids mean nothing to the pipeline,
+		 * and the rebind would take the new table's rows for processed ones.
+		 */
+		if (pipeline->system_identifier != GetSystemIdentifier())
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot add table \"%s\" to the source of pipeline \"%s\", which was restored from another cluster",
+							get_rel_name(relid), pipeline->name),
+					 errhint("Run microbatch.rebind_pipeline(%s) first.",
+							 quote_literal_cstr(pipeline->name))));
 		foreach(lc, mb_hierarchy_members(relid, NoLock))
 		{
 			Oid			member = lfirst_oid(lc);
@@ -659,15 +727,16 @@ microbatch_ddl_guard(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("microbatch.ddl_guard() must be called as an event trigger")));
-	if (mb_ddl_is_own() || !mb_extension_here())
+	if (mb_ddl_is_own())
 		PG_RETURN_VOID();
 
+	/* the start trigger fires for every statement: most have nothing for us */
 	sql_drop = strcmp(trigdata->event, "sql_drop") == 0;
 	if (strcmp(trigdata->event, "ddl_command_start") == 0)
 		actions = mb_ddl_start_actions(trigdata->parsetree);
 	else if (strcmp(trigdata->event, "ddl_command_end") == 0)
 		actions = mb_ddl_end_actions(trigdata->parsetree);
-	if (actions == NIL && !sql_drop)
+	if ((actions == NIL && !sql_drop) || !mb_extension_here())
 		PG_RETURN_VOID();
 
 	mb_call_begin(&call);

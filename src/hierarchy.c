@@ -63,6 +63,32 @@ mb_table_and_ancestors(Oid relid)
 	return result;
 }
 
+/*
+ * A partition of the table whose DETACH PARTITION ... CONCURRENTLY has not
+ * been finished, or InvalidOid.  Such a partition is no longer read through
+ * the table, nor listed among its members.
+ */
+Oid
+mb_partition_detach_pending(Oid relid)
+{
+	Relation	inherits = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			pending = InvalidOid;
+
+	ScanKeyInit(&key, Anum_pg_inherits_inhparent, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(inherits, InheritsParentIndexId, true,
+							  NULL, 1, &key);
+	while ((tuple = systable_getnext(scan)) != NULL)
+		if (((Form_pg_inherits) GETSTRUCT(tuple))->inhdetachpending)
+			pending = ((Form_pg_inherits) GETSTRUCT(tuple))->inhrelid;
+	systable_endscan(scan);
+	table_close(inherits, AccessShareLock);
+	return pending;
+}
+
 /* The tables at the top of a table's hierarchies: ancestors without parents */
 List *
 mb_hierarchy_roots(Oid relid)

@@ -290,6 +290,7 @@ extern void mb_object_access_hook_install(void);
 extern List *mb_hierarchy_members(Oid relid, LOCKMODE lockmode);
 extern List *mb_table_and_ancestors(Oid relid);
 extern List *mb_hierarchy_roots(Oid relid);
+extern Oid	mb_partition_detach_pending(Oid relid);
 
 /* window.c */
 extern Datum mb_empty_snapshot(void);

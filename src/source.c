@@ -82,6 +82,8 @@ static bool retagging = false;
 /* Set while microbatch runs DDL of its own, which the event trigger passes */
 static int	own_ddl_depth = 0;
 
+static void mb_check_member_kind(Relation rel);
+
 void
 mb_ddl_own_begin(void)
 {
@@ -451,12 +453,7 @@ mb_source_check_guarded(const MbPipeline *pipeline)
 		Relation	rel = table_open(member, NoLock);
 		MbGuardState state;
 
-		if (rel->rd_rel->relkind == RELKIND_FOREIGN_TABLE)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("source table of pipeline \"%s\" has a foreign table %s as a partition",
-							pipeline->name, RelationGetRelationName(rel)),
-					 errdetail("Rows of a foreign table carry no transaction id of this cluster.")));
+		mb_check_member_kind(rel);
 		if (member == pipeline->source)
 			(void) mb_tracking_column_check(rel, false);
 		for (int i = 0; i < lengthof(guard_triggers); i++)
@@ -496,6 +493,49 @@ mb_source_check_guarded(const MbPipeline *pipeline)
 }
 
 /*
+ * What no table of a source's hierarchy may be: a foreign table (its rows
+ * carry no transaction id of ours), a temporary table (other sessions, the
+ * background workers among them, cannot see its rows), an unlogged table
+ * (a crash empties it, rows no batch has processed included), or a
+ * partitioned table with a partition half detached (no longer read through
+ * it, with its rows).
+ */
+static void
+mb_check_member_kind(Relation rel)
+{
+	const char *relname = RelationGetRelationName(rel);
+	Oid			pending;
+
+	if (rel->rd_rel->relkind == RELKIND_FOREIGN_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("foreign table %s cannot hold rows of a pipeline source",
+						relname),
+				 errdetail("Rows of a foreign table carry no transaction id of this cluster.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("temporary table %s cannot hold rows of a pipeline source",
+						relname),
+				 errdetail("Other sessions, the background workers among them, cannot see its rows.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_UNLOGGED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("unlogged table %s cannot hold rows of a pipeline source",
+						relname),
+				 errdetail("A crash empties an unlogged table, rows no batch has processed included."),
+				 errhint("Make it logged with ALTER TABLE ... SET LOGGED.")));
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE &&
+		OidIsValid(pending = mb_partition_detach_pending(RelationGetRelid(rel))))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("partition %s of table %s is being detached",
+						get_rel_name(pending), relname),
+				 errdetail("Its rows are no longer read through the table."),
+				 errhint("Finish the detach with ALTER TABLE ... DETACH PARTITION ... FINALIZE.")));
+}
+
+/*
  * Give one table of a hierarchy the guards it lacks, as role.  holds_rows
  * tables get the constraint, the index (inheritance children do not get it
  * from their parent), the TRUNCATE guard and the replica trigger; every
@@ -515,12 +555,7 @@ mb_guard_table(Oid relid, Oid role, bool rebind)
 		mb_has_tracking_index(rel, attnum);
 	char		trigger_states[lengthof(guard_triggers)];
 
-	if (rel->rd_rel->relkind == RELKIND_FOREIGN_TABLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("foreign table %s cannot hold rows of a pipeline source",
-						RelationGetRelationName(rel)),
-				 errdetail("Rows of a foreign table carry no transaction id of this cluster.")));
+	mb_check_member_kind(rel);
 	for (int i = 0; i < lengthof(guard_triggers); i++)
 		trigger_states[i] = mb_trigger_state(rel, guard_triggers[i].name);
 	table_close(rel, NoLock);
