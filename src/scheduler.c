@@ -400,14 +400,15 @@ mb_scheduler_record_exit(const MbScheduled *p, TimestampTz started_at,
 	else
 	{
 		error->sqlerrcode = ERRCODE_OPERATOR_INTERVENTION;
-		error->message = psprintf("the batch worker of pipeline \"%s\" exited in the middle of a batch",
+		error->message = psprintf("the batch worker of pipeline \"%s\" exited before it reported its batch",
 								  p->name);
-		error->detail = pstrdup("The batch was rolled back. The server log has the worker's last message.");
+		error->detail = pstrdup("A batch it started was rolled back. The server log has the worker's last message, such as why it could not connect.");
 	}
 	ereport(LOG,
 			(errmsg("microbatch pipeline \"%s\" could not run a batch: %s",
 					p->name, error->message)));
-	failures = Max(mb_record_failure(p->name, error, started_at), 1);
+	failures = mb_record_failure(p->name, error, started_at);
+	failures = Max(failures, 1);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(context);
 	return failures;
@@ -430,7 +431,7 @@ mb_scheduler_collect(void)
 		bool		capped = false;
 		bool		timed_out = false;
 		int			exit_sqlerrcode = 0;
-		char	   *exit_message = NULL;
+		char		exit_message[sizeof(((MbSlot *) NULL)->result_message)] = "";
 		uint64		commits_covered = 0;
 
 		if (p->slotno < 0)
@@ -450,28 +451,28 @@ mb_scheduler_collect(void)
 			if (failures < 0)
 			{
 				exit_sqlerrcode = slot->result_sqlerrcode;
-				exit_message = pstrdup(slot->result_message);
+				strlcpy(exit_message, slot->result_message, sizeof(exit_message));
 			}
 			slot->result_ready = false;
 		}
 		else if (slot->kind != MB_SLOT_WORKER || slot->dboid != MyDatabaseId ||
 				 slot->pipeline_id != p->id)
 		{
-			/* the worker exited before reporting: try again shortly */
+			/*
+			 * The worker exited before reporting: it could not connect, or
+			 * another database took the slot it left before we read it.
+			 */
 			done = true;
 			status = MB_BATCH_FAILED;
-			started_at = now;
-			failures = 1;
+			started_at = p->last_dispatch;
+			failures = -1;
 		}
 		LWLockRelease(mb_shared->lock);
 		if (!done)
 			continue;
 		if (failures < 0)
-		{
 			failures = mb_scheduler_record_exit(p, started_at, timed_out,
 												exit_sqlerrcode, exit_message);
-			pfree(exit_message);
-		}
 
 		p->slotno = -1;
 		p->last_empty = status == MB_BATCH_EMPTY;
@@ -494,6 +495,26 @@ mb_scheduler_collect(void)
 			p->next_run = Max(now, TimestampTzPlusMilliseconds(started_at, p->interval_ms));
 		mb_schedule_publish(MyDatabaseId, p->id, p->enabled ? p->next_run : 0);
 	}
+
+	/*
+	 * The outcome of a batch of a pipeline dropped since is nobody's: drop
+	 * it, or its worker would never count as idle again.
+	 */
+	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < mb_shared->nslots; i++)
+	{
+		MbSlot	   *slot = &mb_shared->slots[i];
+		bool		ours = false;
+
+		if (slot->kind != MB_SLOT_WORKER || slot->dboid != MyDatabaseId ||
+			!slot->result_ready)
+			continue;
+		for (int j = 0; j < npipelines && !ours; j++)
+			ours = pipelines[j].slotno == i;
+		if (!ours)
+			slot->result_ready = false;
+	}
+	LWLockRelease(mb_shared->lock);
 }
 
 /* Forget workers we started that exited before they took their slot */

@@ -19,6 +19,8 @@
 #include "postgres.h"
 
 #include "access/twophase.h"
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
@@ -198,7 +200,7 @@ mb_start_dynamic_worker(const char *role, Oid dboid, Datum arg,
  * a READ COMMITTED read-write transaction, which the engine needs, with
  * nothing but pg_catalog on the search_path, no timeouts of the session's
  * (batches have their own), triggers firing as in any session, errors that
- * stay errors, and the bootstrap superuser as the session's role.
+ * stay errors, and the bootstrap superuser as the session's user and role.
  */
 void
 mb_background_session_defaults(void)
@@ -216,6 +218,12 @@ mb_background_session_defaults(void)
 		{"role", "none"},
 	};
 
+	/* the check of session_authorization reads the catalog */
+	StartTransactionCommand();
+	SetConfigOption("session_authorization",
+					GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false),
+					PGC_SUSET, PGC_S_OVERRIDE);
 	for (int i = 0; i < lengthof(defaults); i++)
 		SetConfigOption(defaults[i][0], defaults[i][1], PGC_SUSET, PGC_S_OVERRIDE);
+	CommitTransactionCommand();
 }

@@ -300,7 +300,8 @@ mb_worker_run(void)
 	{
 		enable_timeout_after(batch_timeout_id, batch.timeout_ms);
 		enable_timeout_after(batch_terminate_id,
-							 batch.timeout_ms + MB_BATCH_CANCEL_GRACE_MS);
+							 batch.timeout_ms > INT_MAX - MB_BATCH_CANCEL_GRACE_MS ?
+							 INT_MAX : batch.timeout_ms + MB_BATCH_CANCEL_GRACE_MS);
 	}
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();

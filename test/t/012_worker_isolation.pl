@@ -730,7 +730,7 @@ is( $node->safe_psql(
 	"$max_retries|t", '(4d) its failures are recorded');
 $node->safe_psql($db, q{SELECT microbatch.pause_pipeline('boom')});
 @lines = log_lines($log_offset_4d, $worker_exit_re);
-cmp_ok(scalar(@lines), '<=', $max_retries, '(4d) a worker exited for each failure, no more')
+is(scalar(@lines), $max_retries, '(4d) a worker exited for each failure recorded, no more, no fewer')
   or diag(join("\n", @lines[0 .. ($#lines < 2 ? $#lines : 2)]));
 sample_workers();
 
@@ -1027,6 +1027,70 @@ is(log_summary('held'), '3|3|1,2,3', '(6b) each row exactly once');
 sample_workers();
 
 ###########################################################################
+# (7) a batch_timeout near its upper limit, which the worker's own timer
+# must not turn into an instant termination
+###########################################################################
+
+make_pipeline('gina', 'patient', '100ms');
+$node->safe_psql($db,
+	q{SELECT microbatch.alter_pipeline('patient', batch_timeout => '2147483000 ms')});
+$node->safe_psql($db, q{INSERT INTO patient_src VALUES (1)});
+ok(poll_until($node, $db, q{SELECT count(*) FROM patient_log}, '1', 10),
+	'(7) a batch with the longest batch_timeout commits');
+is( $node->safe_psql(
+		$db, q{SELECT count(*) FROM microbatch.batches WHERE pipeline = 'patient' AND status = 'failed'}),
+	'0', '(7) and does not fail');
+$node->safe_psql($db, q{SELECT microbatch.pause_pipeline('patient')});
+
+###########################################################################
+# (8) workers that cannot even connect, or that are killed in the middle
+# of a batch: each time a failure recorded and counted, and the pipeline
+# ends failed instead of a new worker every second forever
+###########################################################################
+
+my $db8 = 'noconnect';
+$node->safe_psql($db, "CREATE DATABASE $db8");
+$node->safe_psql(
+	$db8, q{
+CREATE EXTENSION microbatch;
+CREATE TABLE stuck_src (id int);
+CREATE TABLE stuck_log (id int);
+SELECT microbatch.create_pipeline('stuck', 'stuck_src', '100ms');
+SELECT microbatch.add_transform('stuck', 'wait', 'bronze',
+    'INSERT INTO stuck_log SELECT id FROM microbatch.stuck_batch WHERE pg_advisory_xact_lock(8888) IS NOT NULL');
+});
+my $gate = $node->background_psql($db8);
+$gate->query_safe('SELECT pg_advisory_lock(8888)');
+$node->safe_psql($db8, q{INSERT INTO stuck_src VALUES (1)});
+ok( poll_until(
+		$node, $db, qq{SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = '$db8' AND backend_type = 'microbatch worker'
+                        AND wait_event_type = 'Lock'}, '1', 30),
+	'(8) the batch waits for the gate');
+my $log_offset_8 = -s $node->logfile;
+$node->safe_psql($db, qq{ALTER DATABASE $db8 ALLOW_CONNECTIONS false});
+$node->safe_psql($db, qq{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = '$db8' AND backend_type = 'microbatch worker'});
+# the database takes no new connection: ask through the gate's session
+my $state8 = '';
+for (1 .. 300)
+{
+	$state8 = $gate->query_safe(q{SELECT state FROM microbatch.pipelines WHERE pipeline = 'stuck'});
+	last if $state8 eq 'failed';
+	usleep(100_000);
+}
+is($state8, 'failed', '(8) the pipeline ends failed');
+is( $gate->query_safe(q{SELECT count(*) FROM microbatch.batches WHERE pipeline = 'stuck' AND status = 'failed'}),
+	$max_retries, '(8) each failure is in the ledger');
+like( $gate->query_safe(q{SELECT string_agg(DISTINCT sqlstate, ',') FROM microbatch.batches WHERE pipeline = 'stuck'}),
+	qr/^(57000,57P01|57P01,57000)$/,
+	'(8) the killed batch and the workers that could not connect');
+@lines = log_lines($log_offset_8, $worker_exit_re);
+cmp_ok(scalar(@lines), '<=', $max_retries + 1, '(8) no worker started after the pipeline failed');
+$gate->quit;
+$node->safe_psql($db, qq{ALTER DATABASE $db8 ALLOW_CONNECTIONS true});
+
+###########################################################################
 # (3) database defaults that would break batches
 ###########################################################################
 
@@ -1207,6 +1271,24 @@ $$);
 	is(scalar(@lines), 0, '(3b) no scheduler or worker exited')
 	  or diag(join("\n", @lines[0 .. ($#lines < 2 ? $#lines : 2)]));
 	$node->safe_psql($db3, qq{ALTER DATABASE $db3 RESET ALL});
+
+	# (3c) The same with session_authorization, which PostgreSQL lets the
+	# database's owner set for it: the workers' sessions too would become
+	# carol's.
+	{
+		local $ENV{PGOPTIONS} = "$ENV{PGOPTIONS} -c session_authorization=$bootstrap";
+		$node->safe_psql($db3, qq{ALTER DATABASE $db3 SET session_authorization = 'carol'});
+		$node->restart;
+		my $after_restart_3c = -s $node->logfile;
+		$node->safe_psql($db3, q{INSERT INTO public.before_src VALUES (6)});
+		ok( poll_until(
+				$node, $db3, q{SELECT count(*) FROM public.before_log}, '6', 10),
+			'(3c) with a database default session_authorization, rows are still processed');
+		@lines = log_lines($after_restart_3c, $worker_exit_re);
+		is(scalar(@lines), 0, '(3c) no scheduler or worker exited')
+		  or diag(join("\n", @lines[0 .. ($#lines < 2 ? $#lines : 2)]));
+		$node->safe_psql($db3, qq{ALTER DATABASE $db3 RESET ALL});
+	}
 }
 is($node->safe_psql($db3, q{SHOW statement_timeout}),
 	'0', '(3) the database defaults are restored');
