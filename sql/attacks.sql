@@ -360,6 +360,42 @@ SELECT microbatch.run_batch($$x'); DROP TABLE quoted_src; --$$) FROM generate_se
 SELECT microbatch.run_batch($$x'); DROP TABLE quoted_src; --$$);
 SELECT microbatch.drop_pipeline($$x'); DROP TABLE quoted_src; --$$);
 
+--
+-- 15. A rebind rewrites the rows of the tables it rebinds, and no others:
+-- an owner's trigger that fires meanwhile cannot slip rows with made-up
+-- tracking values into another owner's source
+--
+CREATE TABLE victim_src (id int, note text);
+SELECT microbatch.create_pipeline('victim', 'victim_src');
+GRANT INSERT ON victim_src TO mb_mallory;
+CREATE SCHEMA mallory_app AUTHORIZATION mb_mallory;
+SET ROLE mb_mallory;
+CREATE TABLE mallory_app.mallory_src (id int);
+SELECT microbatch.create_pipeline('mallory_rb', 'mallory_app.mallory_src');
+CREATE FUNCTION mallory_app.smuggle() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.victim_src (id, note, microbatch_xid) VALUES (NEW.id, 'smuggled', '3');
+    RETURN NEW;
+END $$;
+CREATE TRIGGER smuggle AFTER UPDATE ON mallory_app.mallory_src
+    FOR EACH ROW EXECUTE FUNCTION mallory_app.smuggle();
+ALTER TABLE mallory_app.mallory_src ENABLE ALWAYS TRIGGER smuggle;
+INSERT INTO mallory_app.mallory_src VALUES (1);
+RESET ROLE;
+-- as if restored from another cluster
+UPDATE microbatch.pipeline SET system_identifier = 1 WHERE pipeline_name = 'mallory_rb';
+SET ROLE mb_mallory;
+SELECT microbatch.rebind_pipeline('mallory_rb');
+RESET ROLE;
+-- the row got its transaction's id, not the made-up one: victim's next
+-- batch takes it
+SELECT count(*) AS made_up FROM victim_src WHERE microbatch_xid = '3';
+SELECT microbatch.rows_waiting('victim');
+SELECT microbatch.drop_pipeline('mallory_rb');
+SELECT microbatch.drop_pipeline('victim');
+DROP TABLE victim_src;
+DROP SCHEMA mallory_app CASCADE;
+
 DROP TABLE quoted_src, ro_src, deferred_src, fact, dim, group_src, attack_log;
 DROP FUNCTION public.privileged(int);
 DROP ROLE mb_mallory, mb_eve, mb_group;

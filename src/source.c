@@ -76,8 +76,13 @@
 PG_FUNCTION_INFO_V1(microbatch_tracking_xid_ok);
 PG_FUNCTION_INFO_V1(microbatch_source_replicated);
 
-/* Set while rebind_pipeline() rewrites tracking values */
-static bool retagging = false;
+/*
+ * The table whose tracking values rebind_pipeline() is rewriting, and the
+ * tables above it (an inherited constraint names the table it came from):
+ * only its rows pass, not those a trigger of the owner's may write
+ * elsewhere meanwhile.
+ */
+static List *retagging = NIL;
 
 /* Set while microbatch runs DDL of its own, which the event trigger passes */
 static int	own_ddl_depth = 0;
@@ -900,7 +905,7 @@ mb_source_retag(Oid relid, const char *value_sql, const char *where_sql)
 							 PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	mb_user_code_set(&uc, "row_security", "off");
-	retagging = true;
+	retagging = mb_table_and_ancestors(relid);
 	PG_TRY();
 	{
 		if (SPI_execute(psprintf("UPDATE ONLY %s AS s SET %s = %s WHERE %s",
@@ -910,7 +915,7 @@ mb_source_retag(Oid relid, const char *value_sql, const char *where_sql)
 	}
 	PG_FINALLY();
 	{
-		retagging = false;
+		retagging = NIL;
 	}
 	PG_END_TRY();
 	mb_user_code_end(&uc);
@@ -928,7 +933,7 @@ microbatch_tracking_xid_ok(PG_FUNCTION_ARGS)
 	const char *relname = OidIsValid(relid) ? get_rel_name(relid) : NULL;
 	FullTransactionId current;
 
-	if (retagging)
+	if (list_member_oid(retagging, relid))
 		PG_RETURN_BOOL(true);
 	if (relname == NULL)
 		relname = "?";
@@ -991,7 +996,7 @@ microbatch_source_replicated(PG_FUNCTION_ARGS)
 	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 	attnum = SPI_fnumber(RelationGetDescr(trigdata->tg_relation), MB_TRACKING_COLUMN);
-	if (attnum <= 0 || retagging)
+	if (attnum <= 0 || list_member_oid(retagging, RelationGetRelid(trigdata->tg_relation)))
 		return PointerGetDatum(tuple);
 	value = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	mb_wake_for_source(RelationGetRelid(trigdata->tg_relation));
