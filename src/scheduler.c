@@ -92,6 +92,15 @@ static MbScheduled *pipelines = NULL;
 static int	npipelines = 0;
 static MbWorkerHandle *worker_handles = NULL;
 
+/* The slot of a worker that left in the middle of a batch is free again */
+static void
+mb_scheduler_free_left(MbSlot *slot)
+{
+	slot->kind = MB_SLOT_UNUSED;
+	slot->state = MB_STATE_IDLE;
+	mb_latch_waiting_schedulers();
+}
+
 /*
  * Leaving: our workers leave too, once idle (a new scheduler would not know
  * what they were doing), and what we published goes.
@@ -104,7 +113,11 @@ mb_scheduler_detach(int code, Datum arg)
 	{
 		MbSlot	   *slot = &mb_shared->slots[i];
 
-		if (slot->kind == MB_SLOT_WORKER && slot->dboid == MyDatabaseId)
+		if (slot->kind != MB_SLOT_WORKER || slot->dboid != MyDatabaseId)
+			continue;
+		if (slot->state == MB_STATE_LEFT)
+			mb_scheduler_free_left(slot);
+		else
 		{
 			slot->exit_requested = true;
 			if (slot->latch != NULL)
@@ -454,6 +467,8 @@ mb_scheduler_collect(void)
 				strlcpy(exit_message, slot->result_message, sizeof(exit_message));
 			}
 			slot->result_ready = false;
+			if (slot->state == MB_STATE_LEFT)
+				mb_scheduler_free_left(slot);
 		}
 		else if (slot->kind != MB_SLOT_WORKER || slot->dboid != MyDatabaseId ||
 				 slot->pipeline_id != p->id)
@@ -511,8 +526,11 @@ mb_scheduler_collect(void)
 			continue;
 		for (int j = 0; j < npipelines && !ours; j++)
 			ours = pipelines[j].slotno == i;
-		if (!ours)
-			slot->result_ready = false;
+		if (ours)
+			continue;
+		slot->result_ready = false;
+		if (slot->state == MB_STATE_LEFT)
+			mb_scheduler_free_left(slot);
 	}
 	LWLockRelease(mb_shared->lock);
 }
@@ -534,6 +552,7 @@ mb_scheduler_reap(void)
 		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 		/* only if no one claimed the slot again since */
 		if (slot->kind == MB_SLOT_WORKER && slot->pid == 0 &&
+			slot->state != MB_STATE_LEFT &&
 			slot->generation == worker_handles[i].generation)
 		{
 			slot->kind = MB_SLOT_UNUSED;

@@ -174,6 +174,8 @@ mb_slot_state_name(const MbSlot *slot)
 		case MB_STATE_ASSIGNED:
 		case MB_STATE_RUNNING:
 			return "running";
+		case MB_STATE_LEFT:
+			return "exited";
 	}
 	return "unknown";
 }

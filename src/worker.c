@@ -184,7 +184,8 @@ mb_worker_emit_log(ErrorData *edata)
 /*
  * Leaving.  In the middle of a batch (terminated, or an error made FATAL),
  * whose transaction is rolled back by now, the slot tells the scheduler,
- * which records the failure.
+ * which records the failure and then frees the slot: until then no other
+ * database can take it, and the outcome with it.
  */
 static void
 mb_worker_detach(int code, Datum arg)
@@ -196,7 +197,10 @@ mb_worker_detach(int code, Datum arg)
 		TimestampTz started_at = my_slot->since;
 		MbSlot	   *scheduler;
 
-		mb_worker_release_slot();
+		my_slot->state = MB_STATE_LEFT;
+		my_slot->pid = 0;
+		my_slot->latch = NULL;
+		my_slot->pipeline_id = 0;
 		my_slot->result_pipeline_id = pipeline_id;
 		my_slot->result_status = MB_BATCH_FAILED;
 		my_slot->result_failures = -1;
@@ -222,7 +226,8 @@ mb_worker_attach(int slotno)
 {
 	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 	my_slot = &mb_shared->slots[slotno];
-	if (my_slot->kind != MB_SLOT_WORKER || my_slot->pid != 0)
+	if (my_slot->kind != MB_SLOT_WORKER || my_slot->pid != 0 ||
+		my_slot->state == MB_STATE_LEFT)
 	{
 		LWLockRelease(mb_shared->lock);
 		elog(LOG, "microbatch worker slot %d is not waiting for a worker", slotno);
