@@ -325,13 +325,17 @@ mb_ddl_start_actions(Node *parsetree)
 			foreach(lc, ((DropStmt *) parsetree)->objects)
 			{
 				List	   *names = lfirst(lc);
+				int			ntable = list_length(names) - 1;
+				Oid			relid = mb_rangevar_relid(makeRangeVarFromNameList(list_truncate(list_copy(names),
+																							 ntable)));
+				MbDdlAction *action;
 
-				actions = mb_add_action(actions, MB_DDL_DROP_TRIGGER,
-										mb_rangevar_relid(makeRangeVarFromNameList(list_truncate(list_copy(names),
-																								 list_length(names) - 1))),
+				if (!OidIsValid(relid))
+					continue;
+				actions = mb_add_action(actions, MB_DDL_DROP_TRIGGER, relid,
 										InvalidOid, parsetree);
-				if (actions != NIL)
-					((MbDdlAction *) llast(actions))->name = strVal(llast(names));
+				action = llast(actions);
+				action->name = strVal(list_nth(names, ntable));
 			}
 			return actions;
 		default:

@@ -741,6 +741,39 @@ mb_window_rows_waiting(const MbPipeline *pipeline)
 	return rows;
 }
 
+/* A count(*) query of the engine's, read-only */
+static int64
+mb_count_rows(const char *sql)
+{
+	bool		isnull;
+
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not run \"%s\"", sql);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* The rows of one table (ONLY it) in a window */
+static int64
+mb_window_count_in(const MbPipeline *pipeline, MbWindow *window,
+				   const char *table)
+{
+	volatile int64 rows = 0;
+
+	mb_window_activate(window);
+	PG_TRY();
+	{
+		rows = mb_count_rows(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s AS s WHERE %s",
+									  table, mb_window_predicate(pipeline->id, "s")));
+	}
+	PG_FINALLY();
+	{
+		mb_window_deactivate();
+	}
+	PG_END_TRY();
+	return rows;
+}
+
 /*
  * Count the rows of one table of a source's hierarchy (ONLY that table)
  * that a pipeline has not processed: those after its position, whenever
@@ -770,36 +803,9 @@ mb_window_pending_in(const MbPipeline *pipeline, Oid relid, int64 *total)
 	mb_user_code_set(&uc, "enable_seqscan", "off");
 	PushActiveSnapshot(GetLatestSnapshot());
 	for (int i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		mb_window_activate(&windows[i]);
-		PG_TRY();
-		{
-			if (SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s AS s WHERE %s",
-									 table, mb_window_predicate(pipeline->id, "s")),
-							true, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not count the rows of %s", table);
-			pending += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1,
-												   &isnull));
-		}
-		PG_FINALLY();
-		{
-			mb_window_deactivate();
-		}
-		PG_END_TRY();
-	}
+		pending += mb_window_count_in(pipeline, &windows[i], table);
 	if (total != NULL)
-	{
-		bool		isnull;
-
-		if (SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s", table),
-						true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not count the rows of %s", table);
-		*total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	}
+		*total = mb_count_rows(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s", table));
 	PopActiveSnapshot();
 	mb_user_code_end(&uc);
 	return pending;
