@@ -10,6 +10,7 @@ OBJS = \
 	src/hierarchy.o \
 	src/launcher.o \
 	src/microbatch.o \
+	src/quality.o \
 	src/scheduler.o \
 	src/shmem.o \
 	src/source.o \
@@ -25,9 +26,9 @@ PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
 
 # Every suite starts its own throwaway cluster with the library preloaded.
 MB_TEMP_CONFIG = $(srcdir)/test/microbatch.conf
-REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure
+REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure quality
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(MB_TEMP_CONFIG)
-ISOLATION = concurrent_batches ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending
+ISOLATION = concurrent_batches ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending audit_publish
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 	--outputdir=output_iso \
 	--temp-instance=tmp_check_iso --temp-config=$(MB_TEMP_CONFIG)

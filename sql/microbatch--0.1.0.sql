@@ -70,12 +70,15 @@ CREATE TABLE microbatch.batch (
     xid_to           xid8,
     rows_in          bigint,
     rows_digest      bigint,
+    -- input rows that drop expectations kept from the transforms
+    rows_dropped     bigint,
     started_at       timestamptz NOT NULL,
     finished_at      timestamptz NOT NULL,
     replays          integer NOT NULL DEFAULT 0,
     last_replayed_at timestamptz,
     sqlstate         text,
     error            text,
+    error_detail     text,
     error_context    text,
     note             text,
     PRIMARY KEY (pipeline_id, batch_id, attempt),
@@ -89,11 +92,72 @@ CREATE TABLE microbatch.batch (
 CREATE UNIQUE INDEX batch_position_key
     ON microbatch.batch (pipeline_id, batch_id) WHERE status <> 'failed';
 
+/*
+ * Data quality (src/quality.c).  An expectation is a boolean expression over
+ * a batch's input rows, checked for every row before the transforms run; it
+ * is stored as PostgreSQL deparses it with every name outside pg_catalog
+ * qualified, so that one query checks all of a pipeline's expectations
+ * whatever search_path each was written under.  An audit is a query run
+ * after the transforms of a layer; every row it returns is a violation.
+ */
+CREATE TABLE microbatch.expectation (
+    expectation_id   serial PRIMARY KEY,
+    pipeline_id      integer NOT NULL,
+    expectation_name name NOT NULL,
+    predicate        text NOT NULL,
+    on_violation     text NOT NULL CHECK (on_violation IN ('warn', 'drop', 'fail')),
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    UNIQUE (pipeline_id, expectation_name)
+);
+
+CREATE TABLE microbatch.audit (
+    audit_id     serial PRIMARY KEY,
+    pipeline_id  integer NOT NULL,
+    audit_name   name NOT NULL,
+    layer        text NOT NULL CHECK (layer IN ('bronze', 'silver', 'gold')),
+    query        text NOT NULL,
+    on_failure   text NOT NULL CHECK (on_failure IN ('warn', 'fail')),
+    search_path  text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    UNIQUE (pipeline_id, audit_name)
+);
+
+-- The input rows drop expectations kept from a batch, with every
+-- expectation each one failed; written in the batch's transaction.
+CREATE TABLE microbatch.quarantined_row (
+    pipeline_id    integer NOT NULL,
+    batch_id       bigint NOT NULL,
+    expectations   name[] NOT NULL,
+    row_data       jsonb NOT NULL,
+    quarantined_at timestamptz NOT NULL
+);
+CREATE INDEX quarantined_row_batch ON microbatch.quarantined_row (pipeline_id, batch_id);
+
+-- One row per batch per expectation and audit, written with the batch
+CREATE TABLE microbatch.check_result (
+    pipeline_id  integer NOT NULL,
+    batch_id     bigint NOT NULL,
+    kind         text NOT NULL CHECK (kind IN ('expectation', 'audit')),
+    check_name   name NOT NULL,
+    action       text NOT NULL,
+    passed_rows  bigint,
+    failed_rows  bigint NOT NULL,
+    sample       jsonb,
+    checked_at   timestamptz NOT NULL,
+    PRIMARY KEY (pipeline_id, batch_id, kind, check_name)
+);
+
 SELECT pg_catalog.pg_extension_config_dump('microbatch.pipeline', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.pipeline_pipeline_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.transform', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.transform_transform_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.batch', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.expectation', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.expectation_expectation_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.audit', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.audit_audit_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.quarantined_row', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.check_result', '');
 
 REVOKE ALL ON ALL TABLES IN SCHEMA microbatch FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA microbatch FROM PUBLIC;
@@ -194,6 +258,220 @@ COMMENT ON FUNCTION microbatch.remove_transform(name, name)
     IS 'remove a transform from a pipeline';
 
 /*
+ * Data quality: expectations on a batch's input rows, audits of what its
+ * transforms wrote, and the quarantine (see docs/data-quality.md).
+ */
+CREATE FUNCTION microbatch.add_expectation(pipeline name,
+                                           expectation name,
+                                           predicate text,
+                                           on_violation text DEFAULT 'warn')
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_add_expectation';
+
+COMMENT ON FUNCTION microbatch.add_expectation(name, name, text, text)
+    IS 'check a boolean expression on every input row of a pipeline''s batches: warn (count), drop (quarantine) or fail (roll the batch back)';
+
+CREATE FUNCTION microbatch.remove_expectation(pipeline name, expectation name)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_remove_expectation';
+
+COMMENT ON FUNCTION microbatch.remove_expectation(name, name)
+    IS 'remove an expectation from a pipeline';
+
+CREATE FUNCTION microbatch.add_audit(pipeline name,
+                                     audit name,
+                                     layer text,
+                                     query text,
+                                     on_failure text DEFAULT 'fail')
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_add_audit';
+
+COMMENT ON FUNCTION microbatch.add_audit(name, name, text, text, text)
+    IS 'run a query after the transforms of a layer, inside the batch; every row it returns is a violation: fail rolls the batch back, warn records it';
+
+CREATE FUNCTION microbatch.remove_audit(pipeline name, audit name)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_remove_audit';
+
+COMMENT ON FUNCTION microbatch.remove_audit(name, name)
+    IS 'remove an audit from a pipeline';
+
+CREATE FUNCTION microbatch.clear_quarantine(pipeline name,
+                                            before_batch bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_clear_quarantine';
+
+COMMENT ON FUNCTION microbatch.clear_quarantine(name, bigint)
+    IS 'delete the quarantined rows of a pipeline, all of them or those of batches before before_batch; returns how many';
+
+/*
+ * dbt's four generic tests, each one call.  not_null and accepted_values
+ * check input rows (expectations); unique and relationships check a table
+ * the transforms write (audits), restricted to the batch's own rows when
+ * the table records the batch id in batch_column.  They run with the
+ * caller's search_path, which the checks they add keep: the columns'
+ * equality is the one the caller's queries would use (citext compares as
+ * citext).  Every name they build into SQL is quoted, every table and
+ * function qualified.
+ */
+CREATE FUNCTION microbatch.expect_not_null(pipeline name,
+                                           column_name name,
+                                           on_violation text DEFAULT 'drop',
+                                           expectation name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql CALLED ON NULL INPUT VOLATILE
+AS $$
+BEGIN
+    IF column_name IS NULL THEN
+        RAISE EXCEPTION 'column_name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM microbatch.add_expectation(pipeline,
+        coalesce(expectation, pg_catalog.concat('not_null_', column_name)::name),
+        pg_catalog.format('%I IS NOT NULL', column_name), on_violation);
+END
+$$;
+
+COMMENT ON FUNCTION microbatch.expect_not_null(name, name, text, name)
+    IS 'dbt''s not_null as an expectation: the column of every input row is not null';
+
+CREATE FUNCTION microbatch.expect_accepted_values(pipeline name,
+                                                  column_name name,
+                                                  accepted_values text[],
+                                                  on_violation text DEFAULT 'drop',
+                                                  expectation name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql CALLED ON NULL INPUT VOLATILE
+AS $$
+BEGIN
+    IF column_name IS NULL THEN
+        RAISE EXCEPTION 'column_name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF coalesce(pg_catalog.cardinality(accepted_values), 0) = 0
+       OR pg_catalog.array_position(accepted_values, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'accepted_values must be a non-empty array without nulls'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A null column value is accepted, as in dbt; add microbatch.expect_not_null() to refuse it.';
+    END IF;
+    PERFORM microbatch.add_expectation(pipeline,
+        coalesce(expectation, pg_catalog.concat('accepted_values_', column_name)::name),
+        pg_catalog.format('%I IS NULL OR %I IN (%s)', column_name, column_name,
+               (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(a.v), ', ' ORDER BY a.o)
+                  FROM pg_catalog.unnest(accepted_values) WITH ORDINALITY AS a(v, o))),
+        on_violation);
+END
+$$;
+
+COMMENT ON FUNCTION microbatch.expect_accepted_values(name, name, text[], text, name)
+    IS 'dbt''s accepted_values as an expectation: the column of every input row is null or one of the values';
+
+-- A table's name, schema-qualified and quoted, and the columns given as
+-- t.<column>, each quoted, for the audits below
+CREATE FUNCTION microbatch.qualified_table(target regclass)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+AS $$
+    SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) target
+$$;
+
+CREATE FUNCTION microbatch.audit_unique(pipeline name,
+                                        layer text,
+                                        target regclass,
+                                        columns name[],
+                                        batch_column name DEFAULT NULL,
+                                        on_failure text DEFAULT 'fail',
+                                        audit name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql CALLED ON NULL INPUT VOLATILE
+AS $$
+DECLARE
+    tbl text := microbatch.qualified_table(target);
+    cols text;
+    nonnull text;
+    query text;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'target must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF coalesce(pg_catalog.cardinality(columns), 0) = 0
+       OR pg_catalog.array_position(columns, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'columns must be a non-empty array without nulls'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.format('t.%I', a.c), ', ' ORDER BY a.o),
+           pg_catalog.string_agg(pg_catalog.format('t.%I IS NOT NULL', a.c), ' AND ' ORDER BY a.o)
+      INTO cols, nonnull
+      FROM pg_catalog.unnest(columns) WITH ORDINALITY AS a(c, o);
+    IF batch_column IS NULL THEN
+        query := pg_catalog.format('SELECT %s, pg_catalog.count(*) AS occurrences FROM %s AS t WHERE %s '
+                        'GROUP BY %s HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1',
+                        cols, tbl, nonnull, cols);
+    ELSE
+        -- the keys of the batch's rows that occur more than once in the table
+        query := pg_catalog.format('SELECT %s, pg_catalog.count(*) AS occurrences FROM %s AS t '
+                        'WHERE (%s) IN (SELECT %s FROM %s AS t WHERE t.%I OPERATOR(pg_catalog.=) microbatch.current_batch_id()) '
+                        'GROUP BY %s HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1',
+                        cols, tbl, cols, cols, tbl, batch_column, cols);
+    END IF;
+    PERFORM microbatch.add_audit(pipeline,
+        coalesce(audit, pg_catalog.left(pg_catalog.concat('unique_',
+            (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) target),
+            '_', pg_catalog.array_to_string(columns, '_')), 63)::name),
+        layer, query, on_failure);
+END
+$$;
+
+COMMENT ON FUNCTION microbatch.audit_unique(name, text, regclass, name[], name, text, name)
+    IS 'dbt''s unique as an audit: no key of the batch''s rows (or of the whole table, without batch_column) occurs twice in the table';
+
+CREATE FUNCTION microbatch.audit_relationships(pipeline name,
+                                               layer text,
+                                               target regclass,
+                                               column_name name,
+                                               to_table regclass,
+                                               to_column name,
+                                               batch_column name DEFAULT NULL,
+                                               on_failure text DEFAULT 'fail',
+                                               audit name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql CALLED ON NULL INPUT VOLATILE
+AS $$
+DECLARE
+    tbl text := microbatch.qualified_table(target);
+    ref text := microbatch.qualified_table(to_table);
+    query text;
+BEGIN
+    IF tbl IS NULL OR ref IS NULL OR column_name IS NULL OR to_column IS NULL THEN
+        RAISE EXCEPTION 'target, column_name, to_table and to_column must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- = as the caller's search_path finds it for the two columns' types
+    query := pg_catalog.format('SELECT t.%I FROM %s AS t WHERE t.%I IS NOT NULL%s '
+                    'AND NOT EXISTS (SELECT FROM %s AS d WHERE d.%I = t.%I)',
+                    column_name, tbl, column_name,
+                    CASE WHEN batch_column IS NOT NULL THEN
+                        pg_catalog.format(' AND t.%I OPERATOR(pg_catalog.=) microbatch.current_batch_id()', batch_column)
+                    ELSE '' END,
+                    ref, to_column, column_name);
+    PERFORM microbatch.add_audit(pipeline,
+        coalesce(audit, pg_catalog.left(pg_catalog.concat('relationships_',
+            (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) target),
+            '_', column_name), 63)::name),
+        layer, query, on_failure);
+END
+$$;
+
+COMMENT ON FUNCTION microbatch.audit_relationships(name, text, regclass, name, regclass, name, name, text, name)
+    IS 'dbt''s relationships as an audit: every non-null value of the column (in the batch''s rows, with batch_column) is in to_table.to_column';
+
+/*
  * Batches.
  */
 CREATE FUNCTION microbatch.run_batch(pipeline name)
@@ -252,6 +530,22 @@ CREATE FUNCTION microbatch.batch_contains(pipeline_id integer, xid xid8)
 RETURNS boolean
 LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
 AS 'MODULE_PATHNAME', 'microbatch_batch_contains';
+
+/*
+ * Whether a row of the active batch was kept by the drop expectations: the
+ * batch views filter on it.  Its support function tells the planner it
+ * keeps every row, so that plans over batch views are made for the window.
+ */
+CREATE FUNCTION microbatch.batch_row_kept_support(internal)
+RETURNS internal
+LANGUAGE C STRICT
+AS 'MODULE_PATHNAME', 'microbatch_batch_row_kept_support';
+
+CREATE FUNCTION microbatch.batch_row_kept(pipeline_id integer, table_oid oid, row_id tid)
+RETURNS boolean
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
+SUPPORT microbatch.batch_row_kept_support
+AS 'MODULE_PATHNAME', 'microbatch_batch_row_kept';
 
 /*
  * Fingerprint of a set of rows, whatever their order: the ledger keeps one
@@ -369,6 +663,11 @@ SELECT p.pipeline_name AS pipeline,
        p.state,
        last.batch_id AS last_batch_id,
        last.finished_at AS last_batch_at,
+       last.rows_dropped AS last_batch_rows_dropped,
+       (SELECT pg_catalog.sum(r.failed_rows)
+          FROM microbatch.check_result r
+         WHERE r.pipeline_id = p.pipeline_id AND r.batch_id = last.batch_id
+           AND r.action = 'warn') AS last_batch_warnings,
        microbatch.rows_waiting(p.pipeline_name) AS rows_waiting,
        microbatch.next_run_at(p.pipeline_id) AS next_run_at,
        p.consecutive_failures,
@@ -376,7 +675,7 @@ SELECT p.pipeline_name AS pipeline,
        p.created_at
   FROM microbatch.pipeline p
   LEFT JOIN LATERAL (
-        SELECT b.batch_id, b.finished_at
+        SELECT b.batch_id, b.finished_at, b.rows_dropped
           FROM microbatch.batch b
          WHERE b.pipeline_id = p.pipeline_id AND b.status = 'committed'
          ORDER BY b.batch_id DESC
@@ -411,6 +710,7 @@ SELECT p.pipeline_name AS pipeline,
        b.attempt,
        b.status,
        b.rows_in,
+       b.rows_dropped,
        b.started_at,
        b.finished_at,
        b.finished_at - b.started_at AS duration,
@@ -418,14 +718,63 @@ SELECT p.pipeline_name AS pipeline,
        b.last_replayed_at,
        b.sqlstate,
        b.error,
+       b.error_detail,
        b.error_context,
        b.note
   FROM microbatch.batch b
   JOIN microbatch.pipeline p USING (pipeline_id)
  WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
 
+CREATE VIEW microbatch.expectations WITH (security_barrier) AS
+SELECT p.pipeline_name AS pipeline,
+       e.expectation_name AS expectation,
+       e.predicate,
+       e.on_violation,
+       e.created_at
+  FROM microbatch.expectation e
+  JOIN microbatch.pipeline p USING (pipeline_id)
+ WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
+
+CREATE VIEW microbatch.audits WITH (security_barrier) AS
+SELECT p.pipeline_name AS pipeline,
+       a.audit_name AS audit,
+       a.layer,
+       a.query,
+       a.on_failure,
+       a.search_path,
+       a.created_at
+  FROM microbatch.audit a
+  JOIN microbatch.pipeline p USING (pipeline_id)
+ WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
+
+-- The rows hold source data: only roles with the owner's privileges see them
+CREATE VIEW microbatch.quarantine WITH (security_barrier) AS
+SELECT p.pipeline_name AS pipeline,
+       q.batch_id,
+       q.expectations,
+       q.row_data,
+       q.quarantined_at
+  FROM microbatch.quarantined_row q
+  JOIN microbatch.pipeline p USING (pipeline_id)
+ WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
+
+CREATE VIEW microbatch.expectation_results WITH (security_barrier) AS
+SELECT p.pipeline_name AS pipeline,
+       r.batch_id,
+       r.kind,
+       r.check_name AS name,
+       r.action,
+       r.passed_rows,
+       r.failed_rows,
+       r.sample,
+       r.checked_at
+  FROM microbatch.check_result r
+  JOIN microbatch.pipeline p USING (pipeline_id)
+ WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
+
 GRANT SELECT ON microbatch.pipelines, microbatch.transforms, microbatch.batches,
-    microbatch.workers TO PUBLIC;
+    microbatch.workers, microbatch.expectations, microbatch.audits,
+    microbatch.quarantine, microbatch.expectation_results TO PUBLIC;
 
 /*
  * Start this database's scheduler once the extension is committed.  Only

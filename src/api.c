@@ -37,8 +37,11 @@ PG_FUNCTION_INFO_V1(microbatch_remove_transform);
 PG_FUNCTION_INFO_V1(microbatch_run_batch);
 PG_FUNCTION_INFO_V1(microbatch_replay_batch);
 PG_FUNCTION_INFO_V1(microbatch_rows_waiting);
-
-static const char *const layers[] = {"bronze", "silver", "gold"};
+PG_FUNCTION_INFO_V1(microbatch_add_expectation);
+PG_FUNCTION_INFO_V1(microbatch_remove_expectation);
+PG_FUNCTION_INFO_V1(microbatch_add_audit);
+PG_FUNCTION_INFO_V1(microbatch_remove_audit);
+PG_FUNCTION_INFO_V1(microbatch_clear_quarantine);
 
 /* Longest batch interval: batches less often than yearly need no stream */
 #define MB_MAX_INTERVAL_USECS (INT64CONST(366) * USECS_PER_DAY)
@@ -262,6 +265,47 @@ microbatch_drop_pipeline(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Validate a pipeline's expectations and audits again, as role, against
+ * its batch view as it is now: after the view was rebuilt, or before the
+ * pipeline goes to another owner.
+ */
+static void
+mb_check_error_context(void *arg)
+{
+	errcontext("%s", (const char *) arg);
+}
+
+static void
+mb_checks_validate(const MbPipeline *pipeline, Oid role)
+{
+	ListCell   *lc;
+	ErrorContextCallback callback;
+
+	callback.callback = mb_check_error_context;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+	foreach(lc, mb_expectation_list(pipeline->id))
+	{
+		MbExpectation *expectation = lfirst(lc);
+
+		callback.arg = psprintf("expectation \"%s\" of pipeline \"%s\"",
+								expectation->name, pipeline->name);
+		/* stored with every name qualified */
+		(void) mb_expectation_validate(pipeline, expectation->predicate, role,
+									   "pg_catalog");
+	}
+	foreach(lc, mb_audit_list(pipeline->id))
+	{
+		MbAudit    *audit = lfirst(lc);
+
+		callback.arg = psprintf("audit \"%s\" of pipeline \"%s\"",
+								audit->name, pipeline->name);
+		mb_audit_validate(audit->query, role, audit->search_path);
+	}
+	error_context_stack = callback.previous;
+}
+
+/*
  * Rebuild the batch view after columns of the source changed, and give the
  * source's tables the guards they lack (new partitions, for instance).  The
  * pipeline's owner may, and so may the source's owner, who alone may guard
@@ -289,7 +333,10 @@ microbatch_refresh_pipeline(PG_FUNCTION_ARGS)
 	mb_source_check_unguarded(pipeline->source);
 	mb_source_guard(pipeline->source, call.caller, false);
 	mb_batch_view_drop(pipeline);
-	mb_pipeline_set_batch_view(pipeline->id, mb_batch_view_create(pipeline));
+	pipeline->batch_view = mb_batch_view_create(pipeline);
+	mb_pipeline_set_batch_view(pipeline->id, pipeline->batch_view);
+	CommandCounterIncrement();
+	mb_checks_validate(pipeline, pipeline->owner);
 	mb_call_end(&call);
 
 	PG_RETURN_VOID();
@@ -363,8 +410,10 @@ microbatch_alter_pipeline_owner(PG_FUNCTION_ARGS)
 	{
 		MbTransform *transform = lfirst(lc);
 
-		mb_transform_validate(transform->command, new_owner, transform->search_path);
+		mb_transform_validate(transform->command, new_owner, transform->search_path,
+							  "transform command");
 	}
+	mb_checks_validate(pipeline, new_owner);
 	mb_pipeline_set_owner(pipeline->id, new_owner);
 	mb_call_end(&call);
 	mb_wake_scheduler_at_commit();
@@ -429,9 +478,9 @@ mb_layer_arg(FunctionCallInfo fcinfo, int argno)
 
 	mb_require_arg(fcinfo, argno, "layer");
 	layer = text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	for (int i = 0; i < lengthof(layers); i++)
-		if (strcmp(layer, layers[i]) == 0)
-			return layers[i];
+	for (int i = 0; i < MB_NLAYERS; i++)
+		if (strcmp(layer, mb_layers[i]) == 0)
+			return mb_layers[i];
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid layer \"%s\"", layer),
@@ -461,7 +510,8 @@ microbatch_add_transform(PG_FUNCTION_ARGS)
 				 errmsg("transform \"%s\" of pipeline \"%s\" already exists",
 						transform, name),
 				 errhint("Remove it first with microbatch.remove_transform().")));
-	mb_transform_validate(command, pipeline->owner, call.caller_search_path);
+	mb_transform_validate(command, pipeline->owner, call.caller_search_path,
+						  "transform command");
 	mb_transform_insert(pipeline->id, transform, layer, command,
 						call.caller_search_path);
 	mb_call_end(&call);
@@ -552,4 +602,175 @@ microbatch_rows_waiting(PG_FUNCTION_ARGS)
 	if (!known)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(rows);
+}
+
+/* The action of an expectation or an audit, among the allowed ones */
+static const char *
+mb_action_arg(FunctionCallInfo fcinfo, int argno, const char *argname,
+			  bool drop_ok)
+{
+	char	   *action;
+
+	mb_require_arg(fcinfo, argno, argname);
+	action = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (strcmp(action, "warn") == 0 || strcmp(action, "fail") == 0 ||
+		(drop_ok && strcmp(action, "drop") == 0))
+		return action;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid %s \"%s\"", argname, action),
+			 drop_ok ?
+			 errhint("An expectation warns (keeps and counts the row), drops (quarantines it) or fails (rolls the batch back).") :
+			 errhint("An audit fails (rolls the batch back) or warns (records the violations).")));
+	pg_unreachable();
+}
+
+/*
+ * An expectation applies from the next batch: the pipeline's lock waits for
+ * a running one.  The predicate is checked against the batch view, which
+ * must match the source.
+ */
+Datum
+microbatch_add_expectation(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *expectation = mb_name_arg(fcinfo, 1, "expectation");
+	char	   *predicate;
+	const char *action = mb_action_arg(fcinfo, 3, "on_violation", true);
+	MbPipeline *pipeline;
+	MbCall		call;
+
+	mb_require_arg(fcinfo, 2, "predicate");
+	predicate = text_to_cstring(PG_GETARG_TEXT_PP(2));
+
+	mb_check_may_change("add_expectation()");
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_lock(name, call.caller);
+	if (mb_expectation_exists(pipeline->id, expectation))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("expectation \"%s\" of pipeline \"%s\" already exists",
+						expectation, name),
+				 errhint("Remove it first with microbatch.remove_expectation().")));
+	if (list_length(mb_expectation_list(pipeline->id)) >= MB_MAX_EXPECTATIONS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("pipeline \"%s\" cannot have more than %d expectations",
+						name, MB_MAX_EXPECTATIONS),
+				 errhint("Combine checks with AND into one expectation.")));
+	mb_pipeline_check_source_exists(pipeline);
+	mb_pipeline_check_relations(pipeline);
+	mb_expectation_insert(pipeline->id, expectation,
+						  mb_expectation_validate(pipeline, predicate,
+												  pipeline->owner,
+												  call.caller_search_path),
+						  action);
+	mb_call_end(&call);
+
+	PG_RETURN_VOID();
+}
+
+Datum
+microbatch_remove_expectation(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *expectation = mb_name_arg(fcinfo, 1, "expectation");
+	MbPipeline *pipeline;
+	MbCall		call;
+
+	mb_check_may_change("remove_expectation()");
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_lock(name, call.caller);
+	if (!mb_expectation_delete(pipeline->id, expectation))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("expectation \"%s\" of pipeline \"%s\" does not exist",
+						expectation, name),
+				 errhint("The view microbatch.expectations lists the expectations of each pipeline.")));
+	mb_call_end(&call);
+
+	PG_RETURN_VOID();
+}
+
+Datum
+microbatch_add_audit(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *audit = mb_name_arg(fcinfo, 1, "audit");
+	const char *layer = mb_layer_arg(fcinfo, 2);
+	char	   *query;
+	const char *action = mb_action_arg(fcinfo, 4, "on_failure", false);
+	MbPipeline *pipeline;
+	MbCall		call;
+
+	mb_require_arg(fcinfo, 3, "query");
+	query = text_to_cstring(PG_GETARG_TEXT_PP(3));
+
+	mb_check_may_change("add_audit()");
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_lock(name, call.caller);
+	if (mb_audit_exists(pipeline->id, audit))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("audit \"%s\" of pipeline \"%s\" already exists",
+						audit, name),
+				 errhint("Remove it first with microbatch.remove_audit().")));
+	mb_audit_validate(query, pipeline->owner, call.caller_search_path);
+	mb_audit_insert(pipeline->id, audit, layer, query, action,
+					call.caller_search_path);
+	mb_call_end(&call);
+
+	PG_RETURN_VOID();
+}
+
+Datum
+microbatch_remove_audit(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *audit = mb_name_arg(fcinfo, 1, "audit");
+	MbPipeline *pipeline;
+	MbCall		call;
+
+	mb_check_may_change("remove_audit()");
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_lock(name, call.caller);
+	if (!mb_audit_delete(pipeline->id, audit))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("audit \"%s\" of pipeline \"%s\" does not exist",
+						audit, name),
+				 errhint("The view microbatch.audits lists the audits of each pipeline.")));
+	mb_call_end(&call);
+
+	PG_RETURN_VOID();
+}
+
+/* The quarantine holds source rows: only the owner's privileges clear it */
+Datum
+microbatch_clear_quarantine(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	int64		before_batch = 0;
+	int64		cleared;
+	MbPipeline *pipeline;
+	MbCall		call;
+
+	if (!PG_ARGISNULL(1))
+	{
+		before_batch = PG_GETARG_INT64(1);
+		if (before_batch <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("before_batch must be positive"),
+					 errhint("Pass NULL to clear the whole quarantine of the pipeline.")));
+	}
+
+	mb_check_may_change("clear_quarantine()");
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_get(name);
+	mb_pipeline_check_owner(pipeline, call.caller);
+	cleared = mb_quarantine_clear(pipeline->id, before_batch);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(cleared);
 }

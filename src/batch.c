@@ -117,8 +117,26 @@ mb_subtransaction_error(MemoryContext context, ResourceOwner owner)
 }
 
 /*
- * Run the transforms in a subtransaction.  Returns NULL on success, or the
- * error after rolling the subtransaction back.  A cancel is not a batch
+ * The work of a batch over its active window: the expectations, then the
+ * transforms with each layer's audits.  Returns the rows the drop
+ * expectations took out.
+ */
+static int64
+mb_batch_body(const MbPipeline *pipeline, List *transforms, MbWindow *window,
+			  int64 rows)
+{
+	int64		dropped;
+
+	dropped = mb_expectations_check(pipeline, mb_expectation_list(pipeline->id),
+									window, rows);
+	mb_transforms_run(pipeline, transforms, mb_audit_list(pipeline->id),
+					  window->batch_id, rows);
+	return dropped;
+}
+
+/*
+ * Run the batch's checks and transforms in a subtransaction.  Returns NULL
+ * on success, or the error after rolling the subtransaction back.  A cancel is not a batch
  * failure, and propagates, unless the observer says it was the batch's
  * timeout; once that has fired, the batch fails even if the transforms
  * caught the cancel and ended.
@@ -126,7 +144,7 @@ mb_subtransaction_error(MemoryContext context, ResourceOwner owner)
 static ErrorData *
 mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
 						  MbWindow *window, int64 rows,
-						  const MbBatchObserver *observer)
+						  const MbBatchObserver *observer, int64 *dropped)
 {
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -140,7 +158,7 @@ mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
 		const char *timed_out;
 
 		mb_window_activate(window);
-		mb_transforms_run(pipeline, transforms, window->batch_id, rows);
+		*dropped = mb_batch_body(pipeline, transforms, window, rows);
 
 		/* a transform that caught its batch's timeout does not save it */
 		timed_out = observer && observer->timeout_reason ?
@@ -298,6 +316,7 @@ mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
 	MbWindowContent content;
 	MbLedgerEntry entry;
 	List	   *transforms;
+	int64		dropped = -1;
 
 	mb_check_can_run("run a batch");
 	pipeline = wait ? mb_pipeline_lock(pipeline_name, caller) :
@@ -335,7 +354,7 @@ mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
 	if (observer != NULL && observer->batch_started != NULL)
 		observer->batch_started(observer->arg, pipeline, window.batch_id);
 	result.error = mb_transforms_run_guarded(pipeline, transforms, &window,
-											 content.rows, observer);
+											 content.rows, observer, &dropped);
 	result.status = result.error ? MB_BATCH_FAILED : MB_BATCH_COMMITTED;
 	result.capped = window.xid_to != 0;
 
@@ -346,6 +365,7 @@ mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
 	entry.window = &window;
 	entry.rows_in = content.rows;
 	entry.rows_digest = content.digest;
+	entry.rows_dropped = dropped;
 	entry.started_at = result.started_at;
 	entry.finished_at = GetCurrentTimestamp();
 	entry.error = result.error;
@@ -355,9 +375,11 @@ mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
 }
 
 /*
- * Run the current transforms over the input rows of a committed batch, with
- * current_batch_id() returning its id.  Errors propagate: a replay is one
- * statement of the caller's transaction.  Expects mb_call_begin().
+ * Run the current expectations, transforms and audits over the input rows
+ * of a committed batch, with current_batch_id() returning its id; what the
+ * checks found replaces what earlier runs of the batch found.  Errors
+ * propagate: a replay is one statement of the caller's transaction.
+ * Expects mb_call_begin().
  */
 int64
 mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
@@ -367,6 +389,7 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 	MbWindow	window;
 	MbWindowContent content;
 	List	   *transforms;
+	volatile int64 dropped = 0;
 
 	mb_check_can_run("replay a batch");
 	pipeline = mb_pipeline_lock(pipeline_name, caller);
@@ -410,11 +433,12 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 				 errhint("A batch can be replayed as long as its rows are kept in the source table unchanged: rows updated, deleted or re-inserted since, or a column added with a default, prevent it.")));
 
 	transforms = mb_transform_list(pipeline->id);
+	mb_check_results_clear(pipeline->id, batch_id);
 	window.replay = true;
 	mb_window_activate(&window);
 	PG_TRY();
 	{
-		mb_transforms_run(pipeline, transforms, batch_id, content.rows);
+		dropped = mb_batch_body(pipeline, transforms, &window, content.rows);
 	}
 	PG_FINALLY();
 	{
@@ -422,7 +446,8 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 	}
 	PG_END_TRY();
 
-	mb_ledger_record_replay(pipeline->id, batch_id, GetCurrentTimestamp());
+	mb_ledger_record_replay(pipeline->id, batch_id, GetCurrentTimestamp(),
+							dropped);
 	return content.rows;
 }
 

@@ -5,7 +5,8 @@
  *	  the relations it reads are still what they must be.
  *
  * Each pipeline has a view microbatch.<pipeline>_batch with the source's
- * columns, restricted to the active batch window (see window.c).  It is an
+ * columns, restricted to the active batch window (see window.c) less the
+ * rows its drop expectations took out (quality.c).  It is an
  * ordinary view, so transforms join, aggregate and use indexes on it as on
  * any relation, and nothing in the catalog changes from batch to batch.  It
  * belongs to the pipeline's owner, so it reads the source with the owner's
@@ -67,9 +68,10 @@ mb_batch_view_create(const MbPipeline *pipeline)
 						 quote_identifier(NameStr(attr->attname)));
 		first = false;
 	}
-	appendStringInfo(&sql, " FROM %s AS s WHERE %s",
+	appendStringInfo(&sql, " FROM %s AS s WHERE %s "
+					 "AND microbatch.batch_row_kept(%d, s.tableoid, s.ctid)",
 					 mb_qualified_relname(pipeline->source),
-					 mb_window_predicate(pipeline->id, "s"));
+					 mb_window_predicate(pipeline->id, "s"), pipeline->id);
 	table_close(source, NoLock);
 
 	if (get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false)) != InvalidOid)

@@ -32,7 +32,7 @@
 
 #include "microbatch.h"
 
-#define MB_MAX_QUERY_ARGS 16
+#define MB_MAX_QUERY_ARGS 20
 
 typedef struct MbQuery
 {
@@ -85,6 +85,10 @@ static MbQuery q_pipeline_insert = {
 
 static MbQuery q_pipeline_delete = {
 	"WITH transforms AS (DELETE FROM microbatch.transform WHERE pipeline_id" EQ "$1), "
+	"expectations AS (DELETE FROM microbatch.expectation WHERE pipeline_id" EQ "$1), "
+	"audits AS (DELETE FROM microbatch.audit WHERE pipeline_id" EQ "$1), "
+	"quarantine AS (DELETE FROM microbatch.quarantined_row WHERE pipeline_id" EQ "$1), "
+	"results AS (DELETE FROM microbatch.check_result WHERE pipeline_id" EQ "$1), "
 	"batches AS (DELETE FROM microbatch.batch WHERE pipeline_id" EQ "$1) "
 	"DELETE FROM microbatch.pipeline WHERE pipeline_id" EQ "$1",
 	1, {INT4OID}
@@ -204,21 +208,101 @@ static MbQuery q_batch_by_id = {
 static MbQuery q_ledger_insert = {
 	"INSERT INTO microbatch.batch (pipeline_id, batch_id, attempt, status, "
 	"lower_snapshot, upper_snapshot, xid_from, xid_to, rows_in, rows_digest, "
-	"started_at, finished_at, sqlstate, error, error_context, note) "
+	"started_at, finished_at, sqlstate, error, error_context, note, "
+	"rows_dropped, error_detail) "
 	"SELECT $1, $2, pg_catalog.count(*)::pg_catalog.int4 OPERATOR(pg_catalog.+) 1, "
-	"$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 "
+	"$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 "
 	"FROM microbatch.batch "
 	"WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2",
-	15, {INT4OID, INT8OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
+	17, {INT4OID, INT8OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
 		XID8OID, XID8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID}
 };
 
 static MbQuery q_ledger_replay = {
 	"UPDATE microbatch.batch SET replays = replays OPERATOR(pg_catalog.+) 1, "
-	"last_replayed_at = $3 "
+	"last_replayed_at = $3, rows_dropped = $4 "
 	"WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2 AND status" EQ "'committed'",
-	3, {INT4OID, INT8OID, TIMESTAMPTZOID}
+	4, {INT4OID, INT8OID, TIMESTAMPTZOID, INT8OID}
+};
+
+static MbQuery q_expectation_list = {
+	"SELECT expectation_name, predicate, on_violation "
+	"FROM microbatch.expectation WHERE pipeline_id" EQ "$1 ORDER BY expectation_id",
+	1, {INT4OID}
+};
+
+static MbQuery q_expectation_exists = {
+	"SELECT 1 FROM microbatch.expectation "
+	"WHERE pipeline_id" EQ "$1 AND expectation_name" EQ "$2",
+	2, {INT4OID, NAMEOID}
+};
+
+static MbQuery q_expectation_insert = {
+	"INSERT INTO microbatch.expectation "
+	"(pipeline_id, expectation_name, predicate, on_violation) VALUES ($1, $2, $3, $4)",
+	4, {INT4OID, NAMEOID, TEXTOID, TEXTOID}
+};
+
+static MbQuery q_expectation_delete = {
+	"DELETE FROM microbatch.expectation "
+	"WHERE pipeline_id" EQ "$1 AND expectation_name" EQ "$2",
+	2, {INT4OID, NAMEOID}
+};
+
+static MbQuery q_audit_list = {
+	"SELECT audit_id, audit_name, layer, query, search_path, on_failure" EQ "'fail' "
+	"FROM microbatch.audit WHERE pipeline_id" EQ "$1 ORDER BY audit_id",
+	1, {INT4OID}
+};
+
+static MbQuery q_audit_exists = {
+	"SELECT 1 FROM microbatch.audit WHERE pipeline_id" EQ "$1 AND audit_name" EQ "$2",
+	2, {INT4OID, NAMEOID}
+};
+
+static MbQuery q_audit_insert = {
+	"INSERT INTO microbatch.audit "
+	"(pipeline_id, audit_name, layer, query, on_failure, search_path) "
+	"VALUES ($1, $2, $3, $4, $5, $6)",
+	6, {INT4OID, NAMEOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static MbQuery q_audit_delete = {
+	"DELETE FROM microbatch.audit WHERE pipeline_id" EQ "$1 AND audit_name" EQ "$2",
+	2, {INT4OID, NAMEOID}
+};
+
+static MbQuery q_check_results_clear = {
+	"WITH quarantine AS (DELETE FROM microbatch.quarantined_row "
+	"WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2) "
+	"DELETE FROM microbatch.check_result WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2",
+	2, {INT4OID, INT8OID}
+};
+
+static MbQuery q_check_result_insert = {
+	"INSERT INTO microbatch.check_result (pipeline_id, batch_id, kind, check_name, "
+	"action, passed_rows, failed_rows, sample, checked_at) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, pg_catalog.statement_timestamp())",
+	8, {INT4OID, INT8OID, TEXTOID, NAMEOID, TEXTOID, INT8OID, INT8OID, JSONBOID}
+};
+
+/* Each row with the names of the expectations whose bits its mask has */
+static MbQuery q_quarantine_insert = {
+	"INSERT INTO microbatch.quarantined_row "
+	"(pipeline_id, batch_id, expectations, row_data, quarantined_at) "
+	"SELECT $1, $2, ARRAY(SELECT e.name FROM pg_catalog.unnest($3) "
+	"WITH ORDINALITY AS e(name, i) WHERE (q.mask OPERATOR(pg_catalog.&) "
+	"(1::pg_catalog.int8 OPERATOR(pg_catalog.<<) (e.i OPERATOR(pg_catalog.-) 1)::pg_catalog.int4)) "
+	"OPERATOR(pg_catalog.<>) 0 ORDER BY e.i), q.row_data, pg_catalog.statement_timestamp() "
+	"FROM ROWS FROM (pg_catalog.unnest($4), pg_catalog.unnest($5)) AS q(mask, row_data)",
+	5, {INT4OID, INT8OID, NAMEARRAYOID, INT8ARRAYOID, JSONBARRAYOID}
+};
+
+static MbQuery q_quarantine_clear = {
+	"DELETE FROM microbatch.quarantined_row WHERE pipeline_id" EQ "$1 "
+	"AND ($2 IS NULL OR batch_id OPERATOR(pg_catalog.<) $2)",
+	2, {INT4OID, INT8OID}
 };
 
 /*
@@ -856,8 +940,8 @@ mb_text_or_null(const char *str, char *null)
 void
 mb_ledger_insert(const MbLedgerEntry *entry)
 {
-	Datum		values[15];
-	char		nulls[15];
+	Datum		values[17];
+	char		nulls[17];
 	const MbWindow *window = entry->window;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -892,17 +976,217 @@ mb_ledger_insert(const MbLedgerEntry *entry)
 	else
 		nulls[11] = nulls[12] = nulls[13] = 'n';
 	values[14] = mb_text_or_null(entry->note, &nulls[14]);
+	/* only a committed batch has dropped rows */
+	values[15] = Int64GetDatum(entry->rows_dropped);
+	if (entry->rows_dropped < 0 || strcmp(entry->status, "committed") != 0)
+		nulls[15] = 'n';
+	values[16] = mb_text_or_null(entry->error ? entry->error->detail : NULL,
+								 &nulls[16]);
 	mb_query(&q_ledger_insert, values, nulls, 0);
 }
 
 void
 mb_ledger_record_replay(int32 pipeline_id, int64 batch_id,
-						TimestampTz replayed_at)
+						TimestampTz replayed_at, int64 rows_dropped)
 {
-	Datum		values[3];
+	Datum		values[4];
 
 	values[0] = Int32GetDatum(pipeline_id);
 	values[1] = Int64GetDatum(batch_id);
 	values[2] = TimestampTzGetDatum(replayed_at);
+	values[3] = Int64GetDatum(rows_dropped);
 	mb_query(&q_ledger_replay, values, NULL, 0);
+}
+
+/* The expectations of a pipeline, in the order they were added */
+List *
+mb_expectation_list(int32 pipeline_id)
+{
+	Datum		values[1];
+	uint64		n;
+	List	   *expectations = NIL;
+
+	values[0] = Int32GetDatum(pipeline_id);
+	n = mb_query(&q_expectation_list, values, NULL, 0);
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MbExpectation *expectation = palloc(sizeof(MbExpectation));
+		char	   *action = SPI_getvalue(tuple, desc, 3);
+
+		expectation->name = SPI_getvalue(tuple, desc, 1);
+		expectation->predicate = SPI_getvalue(tuple, desc, 2);
+		expectation->action = strcmp(action, "fail") == 0 ? MB_VIOLATION_FAIL :
+			strcmp(action, "drop") == 0 ? MB_VIOLATION_DROP : MB_VIOLATION_WARN;
+		expectations = lappend(expectations, expectation);
+	}
+	return expectations;
+}
+
+bool
+mb_expectation_exists(int32 pipeline_id, const char *name)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	return mb_query(&q_expectation_exists, values, NULL, 1) > 0;
+}
+
+void
+mb_expectation_insert(int32 pipeline_id, const char *name,
+					  const char *predicate, const char *action)
+{
+	Datum		values[4];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	values[2] = CStringGetTextDatum(predicate);
+	values[3] = CStringGetTextDatum(action);
+	mb_query(&q_expectation_insert, values, NULL, 0);
+}
+
+bool
+mb_expectation_delete(int32 pipeline_id, const char *name)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	return mb_query(&q_expectation_delete, values, NULL, 0) > 0;
+}
+
+/* The audits of a pipeline, in the order they were added */
+List *
+mb_audit_list(int32 pipeline_id)
+{
+	Datum		values[1];
+	uint64		n;
+	List	   *audits = NIL;
+
+	values[0] = Int32GetDatum(pipeline_id);
+	n = mb_query(&q_audit_list, values, NULL, 0);
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MbAudit    *audit = palloc(sizeof(MbAudit));
+
+		audit->id = DatumGetInt32(mb_column_notnull_of(i, 1));
+		audit->name = SPI_getvalue(tuple, desc, 2);
+		audit->layer = SPI_getvalue(tuple, desc, 3);
+		audit->query = SPI_getvalue(tuple, desc, 4);
+		audit->search_path = SPI_getvalue(tuple, desc, 5);
+		audit->fail = DatumGetBool(mb_column_notnull_of(i, 6));
+		audits = lappend(audits, audit);
+	}
+	return audits;
+}
+
+bool
+mb_audit_exists(int32 pipeline_id, const char *name)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	return mb_query(&q_audit_exists, values, NULL, 1) > 0;
+}
+
+void
+mb_audit_insert(int32 pipeline_id, const char *name, const char *layer,
+				const char *query, const char *action, const char *search_path)
+{
+	Datum		values[6];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	values[2] = CStringGetTextDatum(layer);
+	values[3] = CStringGetTextDatum(query);
+	values[4] = CStringGetTextDatum(action);
+	values[5] = CStringGetTextDatum(search_path);
+	mb_query(&q_audit_insert, values, NULL, 0);
+}
+
+bool
+mb_audit_delete(int32 pipeline_id, const char *name)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	return mb_query(&q_audit_delete, values, NULL, 0) > 0;
+}
+
+/* Forget what earlier runs of a batch found: its quarantine and results */
+void
+mb_check_results_clear(int32 pipeline_id, int64 batch_id)
+{
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(batch_id);
+	mb_query(&q_check_results_clear, values, NULL, 0);
+}
+
+/* passed -1 when not known (audits); sample (jsonb) 0 for none */
+void
+mb_check_result_insert(int32 pipeline_id, int64 batch_id, const char *kind,
+					   const char *name, const char *action, int64 passed,
+					   int64 failed, Datum sample)
+{
+	Datum		values[8];
+	char		nulls[8];
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(batch_id);
+	values[2] = CStringGetTextDatum(kind);
+	values[3] = mb_name_datum(name);
+	values[4] = CStringGetTextDatum(action);
+	values[5] = Int64GetDatum(passed);
+	if (passed < 0)
+		nulls[5] = 'n';
+	values[6] = Int64GetDatum(failed);
+	values[7] = sample;
+	if (sample == (Datum) 0)
+		nulls[7] = 'n';
+	mb_query(&q_check_result_insert, values, nulls, 0);
+}
+
+/*
+ * Quarantine n rows (jsonb) of a batch; each mask says which of the names
+ * (a name[], bit i for element i + 1) the row failed.
+ */
+void
+mb_quarantine_insert(int32 pipeline_id, int64 batch_id, Datum names, int n,
+					 Datum *masks, Datum *rows)
+{
+	Datum		values[5];
+
+	if (n == 0)
+		return;
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(batch_id);
+	values[2] = names;
+	values[3] = PointerGetDatum(construct_array(masks, n, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[4] = PointerGetDatum(construct_array(rows, n, JSONBOID, -1, false,
+												TYPALIGN_INT));
+	mb_query(&q_quarantine_insert, values, NULL, 0);
+}
+
+/* before_batch 0: all of them */
+int64
+mb_quarantine_clear(int32 pipeline_id, int64 before_batch)
+{
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(before_batch);
+	if (before_batch == 0)
+		nulls[1] = 'n';
+	return (int64) mb_query(&q_quarantine_clear, values, nulls, 0);
 }

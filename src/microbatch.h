@@ -12,6 +12,7 @@
  * src/ddl.c		what DDL may do to sources and batch views
  * src/window.c		batch windows: which source rows a batch covers
  * src/transform.c	validating and running the transforms
+ * src/quality.c	expectations, audits and the quarantine
  * src/batch.c		the batch engine: run, replay, rows waiting, rebind
  *
  * The background processes are declared in worker.h.
@@ -25,10 +26,12 @@
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "nodes/pg_list.h"
+#include "storage/itemptr.h"
 #include "storage/lockdefs.h"
 #include "utils/elog.h"
 
 #define MB_SCHEMA			"microbatch"
+#define MB_NLAYERS			3
 #define MB_BATCH_VIEW_SUFFIX "_batch"
 
 /* What create_pipeline adds to a source (source.c) */
@@ -64,6 +67,43 @@ typedef struct MbTransform
 	char	   *search_path;
 } MbTransform;
 
+/* What an expectation does with a row for which it is not true */
+typedef enum MbViolationAction
+{
+	MB_VIOLATION_WARN,			/* keep the row, count it */
+	MB_VIOLATION_DROP,			/* keep it from the transforms, quarantine it */
+	MB_VIOLATION_FAIL			/* fail the batch */
+} MbViolationAction;
+
+/* Most expectations a pipeline may have: one bit each in a row's mask */
+#define MB_MAX_EXPECTATIONS 63
+
+/* A row of microbatch.expectation */
+typedef struct MbExpectation
+{
+	char	   *name;
+	char	   *predicate;		/* deparsed, names qualified */
+	MbViolationAction action;
+} MbExpectation;
+
+/* A row of microbatch.audit */
+typedef struct MbAudit
+{
+	int32		id;
+	char	   *name;
+	char	   *layer;
+	char	   *query;
+	char	   *search_path;
+	bool		fail;			/* fail the batch, or only record */
+} MbAudit;
+
+/* A source row, by the table that holds it and its place there */
+typedef struct MbRowId
+{
+	Oid			table;
+	ItemPointerData tid;
+} MbRowId;
+
 /*
  * A statement over a batch view, prepared once and planned again when the
  * batches it runs for change in size (see transform.c).
@@ -82,7 +122,9 @@ typedef enum MbPlanKind
 	MB_PLAN_TRANSFORM,			/* by transform id */
 	MB_PLAN_WINDOW_CONTENT,		/* by pipeline id */
 	MB_PLAN_WINDOW_COUNT,		/* by pipeline id */
-	MB_PLAN_WINDOW_NTH_XID		/* by pipeline id */
+	MB_PLAN_WINDOW_NTH_XID,		/* by pipeline id */
+	MB_PLAN_EXPECTATIONS,		/* by pipeline id */
+	MB_PLAN_AUDIT				/* by audit id */
 } MbPlanKind;
 
 /* A pg_snapshot, unpacked for fast visibility checks */
@@ -111,6 +153,8 @@ typedef struct MbWindow
 	MbSnapshot	upper;
 	uint64		xid_from;
 	uint64		xid_to;
+	MbRowId    *dropped;		/* rows drop expectations took out, sorted */
+	int64		ndropped;
 } MbWindow;
 
 /* How many rows a window holds, and their fingerprint */
@@ -143,6 +187,7 @@ typedef struct MbLedgerEntry
 	const MbWindow *window;		/* NULL: failed before the window was known */
 	int64		rows_in;		/* -1: not known */
 	int64		rows_digest;
+	int64		rows_dropped;	/* -1: not known */
 	TimestampTz started_at;
 	TimestampTz finished_at;
 	const ErrorData *error;
@@ -194,6 +239,13 @@ typedef struct MbCall
 	int			saved_sec_context;
 	int			guc_nest_level;
 } MbCall;
+
+/* Text being validated, for mb_parse_error_context(), and what it is */
+typedef struct MbParseContext
+{
+	const char *text;
+	const char *what;
+} MbParseContext;
 
 /* User code in progress (usercode.c) */
 typedef struct MbUserCode
@@ -256,7 +308,28 @@ extern bool mb_ledger_batch(int32 pipeline_id, int64 batch_id,
 							MbLedgerBatch *batch);
 extern void mb_ledger_insert(const MbLedgerEntry *entry);
 extern void mb_ledger_record_replay(int32 pipeline_id, int64 batch_id,
-									TimestampTz replayed_at);
+									TimestampTz replayed_at,
+									int64 rows_dropped);
+extern List *mb_expectation_list(int32 pipeline_id);
+extern bool mb_expectation_exists(int32 pipeline_id, const char *name);
+extern void mb_expectation_insert(int32 pipeline_id, const char *name,
+								  const char *predicate, const char *action);
+extern bool mb_expectation_delete(int32 pipeline_id, const char *name);
+extern List *mb_audit_list(int32 pipeline_id);
+extern bool mb_audit_exists(int32 pipeline_id, const char *name);
+extern void mb_audit_insert(int32 pipeline_id, const char *name,
+							const char *layer, const char *query,
+							const char *action, const char *search_path);
+extern bool mb_audit_delete(int32 pipeline_id, const char *name);
+extern void mb_check_results_clear(int32 pipeline_id, int64 batch_id);
+extern void mb_check_result_insert(int32 pipeline_id, int64 batch_id,
+								   const char *kind, const char *name,
+								   const char *action, int64 passed,
+								   int64 failed, Datum sample);
+extern void mb_quarantine_insert(int32 pipeline_id, int64 batch_id,
+								 Datum names, int n, Datum *masks,
+								 Datum *rows);
+extern int64 mb_quarantine_clear(int32 pipeline_id, int64 before_batch);
 
 /* source.c */
 extern void mb_source_check_usable(Oid source, Oid caller);
@@ -304,6 +377,7 @@ extern void mb_window_deactivate(void);
 extern bool mb_window_is_active(void);
 extern bool mb_window_is_replay(void);
 extern char *mb_window_predicate(int32 pipeline_id, const char *alias);
+extern int	mb_row_id_cmp(const void *a, const void *b);
 extern MbWindowContent mb_window_content(const MbPipeline *pipeline,
 										 MbWindow *window);
 extern MbWindowContent mb_next_window(const MbPipeline *pipeline,
@@ -314,13 +388,29 @@ extern int64 mb_window_pending_in(const MbPipeline *pipeline, Oid relid,
 								  int64 *total);
 
 /* transform.c */
+extern const char *const mb_layers[MB_NLAYERS];
+extern void mb_parse_error_context(void *arg);
 extern MbBatchPlan *mb_batch_plan_slot(MbPlanKind kind, int32 id);
 extern SPIPlanPtr mb_batch_plan(MbBatchPlan *entry, const char *sql,
 								int nargs, Oid *argtypes, int64 rows);
 extern void mb_transform_validate(const char *command, Oid owner,
-								  const char *search_path);
+								  const char *search_path, const char *what);
+extern void mb_check_executable(Node *node, Oid owner);
 extern void mb_transforms_run(const MbPipeline *pipeline, List *transforms,
-							  int64 batch_id, int64 rows);
+							  List *audits, int64 batch_id, int64 rows);
+
+/* quality.c */
+extern const char *mb_violation_action_name(MbViolationAction action);
+extern char *mb_expectation_validate(const MbPipeline *pipeline,
+									 const char *predicate, Oid owner,
+									 const char *search_path);
+extern void mb_audit_validate(const char *query, Oid owner,
+							  const char *search_path);
+extern int64 mb_expectations_check(const MbPipeline *pipeline,
+								   List *expectations, MbWindow *window,
+								   int64 rows);
+extern void mb_audits_run(const MbPipeline *pipeline, List *audits,
+						  const char *layer, int64 batch_id, int64 rows);
 
 /* batch.c */
 extern MbBatchResult mb_run_batch(const char *pipeline_name, Oid caller,

@@ -63,6 +63,9 @@ typedef struct MbPlanEntry
 
 static HTAB *kept_plans = NULL;
 
+/* The layers, in the order a batch runs them */
+const char *const mb_layers[MB_NLAYERS] = {"bronze", "silver", "gold"};
+
 /* Context of an error raised inside a transform */
 typedef struct MbTransformContext
 {
@@ -92,21 +95,23 @@ mb_command_kind(CmdType type)
 }
 
 /*
- * Report positions of errors in a transform's text against that text, not
- * against the statement that called add_transform (as SPI does).
+ * Report positions of errors in a transform's (or a check's) text against
+ * that text, not against the statement that called the API function (as SPI
+ * does).
  */
-static void
-mb_transform_parse_error_context(void *arg)
+void
+mb_parse_error_context(void *arg)
 {
+	MbParseContext *context = arg;
 	int			position = geterrposition();
 
 	if (position > 0)
 	{
 		errposition(0);
 		internalerrposition(position);
-		internalerrquery((const char *) arg);
+		internalerrquery(context->text);
 	}
-	errcontext("transform command");
+	errcontext("%s", context->what);
 }
 
 /* The owner must be able to execute every function a transform calls */
@@ -129,6 +134,13 @@ mb_execute_walker(Node *node, void *context)
 		return query_tree_walker((Query *) node, mb_execute_walker, context, 0);
 	(void) check_functions_in_node(node, mb_check_execute, context);
 	return expression_tree_walker(node, mb_execute_walker, context);
+}
+
+/* Refuse an analysed query or expression that calls a function owner may not */
+void
+mb_check_executable(Node *node, Oid owner)
+{
+	(void) mb_execute_walker(node, &owner);
 }
 
 /*
@@ -199,8 +211,10 @@ mb_plan_targets(PlannedStmt *plan)
  * stored nothing yet.
  */
 void
-mb_transform_validate(const char *command, Oid owner, const char *search_path)
+mb_transform_validate(const char *command, Oid owner, const char *search_path,
+					  const char *what)
 {
+	MbParseContext parse_context = {command, what};
 	List	   *raw_statements;
 	RawStmt    *raw;
 	List	   *queries;
@@ -210,8 +224,8 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 	MbUserCode	uc;
 	ErrorContextCallback callback;
 
-	callback.callback = mb_transform_parse_error_context;
-	callback.arg = (void *) command;
+	callback.callback = mb_parse_error_context;
+	callback.arg = &parse_context;
 	callback.previous = error_context_stack;
 	error_context_stack = &callback;
 
@@ -240,7 +254,7 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path)
 					 errmsg("a transform cannot be a %s statement",
 							GetCommandTagName(CreateCommandTag(query->utilityStmt))),
 					 errhint("A transform is one INSERT, UPDATE, DELETE, MERGE or SELECT statement.")));
-		(void) mb_execute_walker((Node *) query, &owner);
+		mb_check_executable((Node *) query, owner);
 	}
 
 	plans = pg_plan_queries(queries, command, CURSOR_OPT_PARALLEL_OK, NULL);
@@ -366,15 +380,16 @@ mb_transform_error_context(void *arg)
 /*
  * Run the transforms of a batch of rows rows, in order, each as the
  * pipeline's owner through the user-code primitive, so that nothing one
- * sets reaches the next.  The batch window must be active.  Errors
- * propagate: the caller rolls the batch back.
+ * sets reaches the next; after the last transform of each layer, the
+ * layer's audits.  The batch window must be active.  Errors propagate: the
+ * caller rolls the batch back.
  */
 void
-mb_transforms_run(const MbPipeline *pipeline, List *transforms, int64 batch_id,
-				  int64 rows)
+mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
+				  int64 batch_id, int64 rows)
 {
 	MbUserCode	uc;
-	ListCell   *lc;
+	ListCell   *lc = list_head(transforms);
 	MbTransformContext context;
 	ErrorContextCallback callback;
 
@@ -385,24 +400,33 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, int64 batch_id,
 	callback.previous = error_context_stack;
 	error_context_stack = &callback;
 
-	foreach(lc, transforms)
+	/* transforms come in layer order */
+	for (int layer = 0; layer < MB_NLAYERS; layer++)
 	{
-		MbTransform *transform = lfirst(lc);
-		SPIPlanPtr	plan;
-		int			rc;
+		for (; lc != NULL; lc = lnext(transforms, lc))
+		{
+			MbTransform *transform = lfirst(lc);
+			SPIPlanPtr	plan;
+			int			rc;
 
-		CHECK_FOR_INTERRUPTS();
-		context.transform = transform;
-		mb_user_code_begin(&uc, pipeline->owner, transform->search_path);
-		/* batch statements are short and planned for small inputs: JIT never pays */
-		mb_user_code_set(&uc, "jit", "off");
-		plan = mb_batch_plan(mb_batch_plan_slot(MB_PLAN_TRANSFORM, transform->id),
-							 transform->command, 0, NULL, rows);
-		rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
-		if (rc < 0)
-			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-		SPI_freetuptable(SPI_tuptable);
-		mb_user_code_end(&uc);
+			if (strcmp(transform->layer, mb_layers[layer]) != 0)
+				break;
+			CHECK_FOR_INTERRUPTS();
+			context.transform = transform;
+			mb_user_code_begin(&uc, pipeline->owner, transform->search_path);
+			/* batch statements are short and planned for small inputs: JIT never pays */
+			mb_user_code_set(&uc, "jit", "off");
+			plan = mb_batch_plan(mb_batch_plan_slot(MB_PLAN_TRANSFORM, transform->id),
+								 transform->command, 0, NULL, rows);
+			rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
+			if (rc < 0)
+				elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+			SPI_freetuptable(SPI_tuptable);
+			mb_user_code_end(&uc);
+		}
+		error_context_stack = callback.previous;
+		mb_audits_run(pipeline, audits, mb_layers[layer], batch_id, rows);
+		error_context_stack = &callback;
 	}
 
 	error_context_stack = callback.previous;

@@ -38,6 +38,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/supportnodes.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -54,6 +55,8 @@ PG_FUNCTION_INFO_V1(microbatch_batch_upper_xid);
 PG_FUNCTION_INFO_V1(microbatch_batch_lower_running);
 PG_FUNCTION_INFO_V1(microbatch_batch_contains);
 PG_FUNCTION_INFO_V1(microbatch_current_batch_id);
+PG_FUNCTION_INFO_V1(microbatch_batch_row_kept);
+PG_FUNCTION_INFO_V1(microbatch_batch_row_kept_support);
 PG_FUNCTION_INFO_V1(microbatch_rows_digest_accum);
 
 /*
@@ -274,6 +277,8 @@ mb_window_init(MbWindow *window, int32 pipeline_id, int64 batch_id,
 	mb_snapshot_unpack(upper, &window->upper);
 	window->xid_from = xid_from;
 	window->xid_to = xid_to;
+	window->dropped = NULL;
+	window->ndropped = 0;
 }
 
 /* The caller keeps the window alive until mb_window_deactivate() */
@@ -384,6 +389,49 @@ microbatch_batch_contains(PG_FUNCTION_ARGS)
 	uint64		xid = U64FromFullTransactionId(PG_GETARG_FULLTRANSACTIONID(1));
 
 	PG_RETURN_BOOL(window != NULL && mb_window_contains(window, xid));
+}
+
+int
+mb_row_id_cmp(const void *a, const void *b)
+{
+	const MbRowId *left = a;
+	const MbRowId *right = b;
+
+	if (left->table != right->table)
+		return left->table < right->table ? -1 : 1;
+	return ItemPointerCompare((ItemPointer) &left->tid, (ItemPointer) &right->tid);
+}
+
+/* Whether drop expectations left a row of the active window in its batch */
+Datum
+microbatch_batch_row_kept(PG_FUNCTION_ARGS)
+{
+	MbWindow   *window = mb_window_for(PG_GETARG_INT32(0));
+	MbRowId		row;
+
+	if (window == NULL || window->ndropped == 0)
+		PG_RETURN_BOOL(true);
+	row.table = PG_GETARG_OID(1);
+	row.tid = *(ItemPointer) PG_GETARG_POINTER(2);
+	PG_RETURN_BOOL(bsearch(&row, window->dropped, window->ndropped,
+						   sizeof(MbRowId), mb_row_id_cmp) == NULL);
+}
+
+/*
+ * The planner would guess that a boolean function keeps a third of the
+ * rows; batch_row_kept() keeps nearly all of them.
+ */
+Datum
+microbatch_batch_row_kept_support(PG_FUNCTION_ARGS)
+{
+	Node	   *request = (Node *) PG_GETARG_POINTER(0);
+
+	if (IsA(request, SupportRequestSelectivity))
+	{
+		((SupportRequestSelectivity *) request)->selectivity = 1.0;
+		PG_RETURN_POINTER(request);
+	}
+	PG_RETURN_POINTER(NULL);
 }
 
 Datum
@@ -606,7 +654,7 @@ mb_window_content(const MbPipeline *pipeline, MbWindow *window)
 	MbWindowContent content;
 
 	mb_window_query(pipeline, window, MB_PLAN_WINDOW_CONTENT,
-					psprintf("SELECT pg_catalog.count(*), microbatch.rows_digest(b) FROM %s AS b",
+					psprintf("SELECT pg_catalog.count(*), microbatch.rows_digest(b.*) FROM %s AS b",
 							 mb_batch_view_qualified(pipeline)),
 					0, NULL, NULL, 2, result);
 	content.rows = DatumGetInt64(result[0].value);

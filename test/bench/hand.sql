@@ -11,7 +11,9 @@
 --   bigserial does, without the snapshot bookkeeping;
 -- * current_batch_id() returns the setting bench.batch_id;
 -- * add_transform does nothing: the runner reads the statements from the
---   real pipeline, in its run order.
+--   real pipeline, in its run order;
+-- * a drop expectation becomes a condition of the view (the same rows are
+--   kept out, none is quarantined or counted); audits are not run.
 --
 -- No ledger, no lock, no subtransaction, no role switch: the physical limit
 -- of running those statements over those rows.
@@ -25,6 +27,31 @@ INSERT INTO bench.hand_state VALUES (0, 0);
 
 CREATE FUNCTION microbatch.current_batch_id() RETURNS bigint
 LANGUAGE sql STABLE AS $$ SELECT current_setting('bench.batch_id')::bigint $$;
+
+-- The batch view of each pipeline, rebuilt when a drop expectation is added.
+CREATE TABLE bench.hand_views (
+    pipeline   name PRIMARY KEY,
+    source     regclass NOT NULL,
+    key_column name NOT NULL,
+    columns    text NOT NULL,
+    drops      text[] NOT NULL DEFAULT '{}'
+);
+
+CREATE FUNCTION bench.hand_define_view(view_pipeline name) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v bench.hand_views;
+BEGIN
+    SELECT * INTO STRICT v FROM bench.hand_views WHERE pipeline = view_pipeline;
+    EXECUTE format($v$
+        CREATE OR REPLACE VIEW microbatch.%I AS
+        SELECT %s FROM %s
+         WHERE %I > current_setting('bench.lo')::bigint
+           AND %I <= current_setting('bench.hi')::bigint %s $v$,
+        v.pipeline || '_batch', v.columns, v.source, v.key_column, v.key_column,
+        (SELECT coalesce(string_agg(format('AND (%s) IS TRUE', d), ' '), '')
+           FROM unnest(v.drops) AS d));
+END $$;
 
 CREATE FUNCTION microbatch.create_pipeline(pipeline name, source regclass,
                                            batch_interval interval DEFAULT '1 second',
@@ -42,14 +69,48 @@ BEGIN
     SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO columns
       FROM pg_attribute
      WHERE attrelid = source AND attnum > 0 AND NOT attisdropped;
-    EXECUTE format($v$
-        CREATE VIEW microbatch.%I AS
-        SELECT %s FROM %s
-         WHERE %I > current_setting('bench.lo')::bigint
-           AND %I <= current_setting('bench.hi')::bigint $v$,
-        pipeline || '_batch', columns, source, key_column, key_column);
+    INSERT INTO bench.hand_views VALUES (pipeline, source, key_column, columns);
+    PERFORM bench.hand_define_view(pipeline);
 END $$;
 
 CREATE FUNCTION microbatch.add_transform(pipeline name, transform name,
                                          layer text, command text)
+RETURNS void LANGUAGE sql AS $$ SELECT $$;
+
+-- Expectations: a drop expectation filters the batch view, as it does the
+-- real one; nothing is counted or quarantined.  Audits are not run.
+CREATE FUNCTION microbatch.add_expectation(pipeline name, expectation name,
+                                           predicate text, on_violation text DEFAULT 'warn')
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF on_violation = 'drop' THEN
+        UPDATE bench.hand_views v SET drops = v.drops || predicate WHERE v.pipeline = $1;
+        PERFORM bench.hand_define_view(pipeline);
+    END IF;
+END $$;
+
+CREATE FUNCTION microbatch.expect_not_null(pipeline name, column_name name,
+                                           on_violation text DEFAULT 'drop',
+                                           expectation name DEFAULT NULL)
+RETURNS void LANGUAGE sql AS $$
+    SELECT microbatch.add_expectation(pipeline, expectation,
+                                      format('%I IS NOT NULL', column_name), on_violation)
+$$;
+
+CREATE FUNCTION microbatch.expect_accepted_values(pipeline name, column_name name,
+                                                  accepted_values text[],
+                                                  on_violation text DEFAULT 'drop',
+                                                  expectation name DEFAULT NULL)
+RETURNS void LANGUAGE sql AS $$
+    SELECT microbatch.add_expectation(pipeline, expectation,
+        format('%I IS NULL OR %I IN (%s)', column_name, column_name,
+               (SELECT string_agg(quote_literal(v), ', ') FROM unnest(accepted_values) v)),
+        on_violation)
+$$;
+
+CREATE FUNCTION microbatch.audit_relationships(pipeline name, layer text, target regclass,
+                                               column_name name, to_table regclass,
+                                               to_column name, batch_column name DEFAULT NULL,
+                                               on_failure text DEFAULT 'fail',
+                                               audit name DEFAULT NULL)
 RETURNS void LANGUAGE sql AS $$ SELECT $$;

@@ -7,7 +7,7 @@
 # with warnings as errors and installs the extension.  Then it starts a
 # cluster of its own (a fresh data directory in a temporary directory, a free
 # port, a socket in that directory, run as the unprivileged postgres user
-# since PostgreSQL refuses root), runs the seven measurements below, and
+# since PostgreSQL refuses root), runs the eight measurements below, and
 # stops it, also on error.  Every ratio in the report compares two
 # measurements taken in this run, on this machine.
 #
@@ -18,6 +18,7 @@
 #   5 idle         CPU and WAL of 100 idle pipelines
 #   6 ingest       COPY and INSERT into a staging table with and without one
 #   7 cron         the pg_cron + watermark alternative: latency, lost rows
+#   8 quality      the demo's expectations and audit: 10k-row batches with and without
 #
 # Environment: MB_BENCH_SECTIONS (names above, default all),
 # MB_BENCH_QUICK=1 (shorter runs, for trying the script: the report says so),
@@ -35,7 +36,7 @@ PG_BINDIR=/usr/lib/postgresql/$PG_MAJOR/bin
 PG_CONFIG=$PG_BINDIR/pg_config
 RUN_USER=${MICROBATCH_BENCH_USER:-postgres}
 PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-$PG_MAJOR-cron make gcc"
-SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep}
+SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep quality}
 QUICK=${MB_BENCH_QUICK:-}
 
 # Durations and sizes.  The whole run must stay under ~20 minutes on a
@@ -50,6 +51,7 @@ if [ -z "$QUICK" ]; then
     CRON_MIN_SECONDS=30                    # load spans at least one pg_cron run
     IDLE_SECONDS=60 IDLE0_SECONDS=30
     SWEEP_ROWS=10000000 SWEEP_LOAD_BUDGET=110 SWEEP_BATCHES=4
+    QUALITY_ROUNDS=6 QUALITY_BATCHES=5     # 10k-row batches per side and round
 else
     TP_SPECS="1000:10 10000:4 100000:1"
     LAT_SECONDS=4 LAT_MAX_RATES="20000"
@@ -58,6 +60,7 @@ else
     CRON_MIN_SECONDS=8
     IDLE_SECONDS=10 IDLE0_SECONDS=5
     SWEEP_ROWS=1000000 SWEEP_LOAD_BUDGET=20 SWEEP_BATCHES=2
+    QUALITY_ROUNDS=2 QUALITY_BATCHES=2
 fi
 
 say() { printf '[%s %4ds] %s\n' "$(date +%H:%M:%S)" "$SECONDS" "$*"; }
@@ -846,6 +849,108 @@ SQL
 }
 
 #--------------------------------------------------------------------------
+# 8. Data quality: what the demo's expectations and audit cost
+#--------------------------------------------------------------------------
+# quality_round: the durations of QUALITY_BATCHES 10k-row batches (the first
+# batch of the connection, which warms its caches, not counted)
+quality_round() {
+    local before
+    before=$(last_batch quality clickstream)
+    pg pgbench -n -M prepared -c 1 -t $((QUALITY_BATCHES + 1)) -D rows=10000 -f "$WORK/quality.pgbench" quality \
+        >>"$WORK/quality.log" 2>&1 || { tail "$WORK/quality.log"; fail "pgbench failed"; }
+    val quality "SELECT extract(epoch FROM duration) * 1000 FROM microbatch.batches
+                  WHERE pipeline = 'clickstream' AND batch_id > $before + 1 AND rows_in = 10000
+                    AND status = 'committed'" | median
+}
+
+section_quality() {
+    say "[8 quality] 10k-row batches of the demo pipeline with its five expectations and audit vs without"
+    set_enabled off
+    val postgres "CREATE DATABASE quality" >/dev/null
+    sql quality -f "$DEMO_SQL" >/dev/null
+    sql quality -f "$BENCH/gen.sql" >/dev/null
+    # Valid rows only, so that the pipeline without its checks does the same
+    # work with them (a malformed amount would fail its silver cast): what
+    # is measured is the checks' own cost, the pass over the batch and the
+    # views' row filter.
+    printf '%s\n' "SELECT nextval('bench.load_seq') AS seed \\gset
+INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
+SELECT * FROM bench.gen_events(:rows + :rows / 10, :seed) g
+ WHERE g.user_id IS NOT NULL AND g.amount IS DISTINCT FROM '12,50' AND length(g.payload) > 25
+ LIMIT :rows;
+SELECT microbatch.run_batch('clickstream');" >"$WORK/quality.pgbench"
+    sql quality >/dev/null <<'SQL'
+CREATE TABLE bench.saved_expectations AS
+SELECT expectation, predicate, on_violation FROM microbatch.expectations WHERE pipeline = 'clickstream';
+CREATE TABLE bench.saved_audits AS
+SELECT audit, layer, query, on_failure, search_path FROM microbatch.audits WHERE pipeline = 'clickstream';
+SQL
+    QUALITY_CHECKS=$(val quality "SELECT (SELECT count(*) FROM bench.saved_expectations) || ' expectations ('
+        || (SELECT string_agg(on_violation, ', ' ORDER BY expectation) FROM bench.saved_expectations)
+        || '), ' || (SELECT count(*) FROM bench.saved_audits) || ' audit'")
+    # Three sides in each round: the demo's checks; as many checks with the
+    # same actions whose predicates cost nothing (true, and an audit that
+    # reads nothing), which is the engine's own cost; no checks at all.
+    local round with=() trivial=() without=()
+    for round in $(seq 1 "$QUALITY_ROUNDS"); do
+        with+=("$(quality_round)")
+        sql quality >/dev/null <<'SQL'
+SELECT microbatch.remove_expectation('clickstream', expectation) FROM bench.saved_expectations;
+SELECT microbatch.remove_audit('clickstream', audit) FROM bench.saved_audits;
+SELECT microbatch.add_expectation('clickstream', expectation, 'true', on_violation)
+  FROM bench.saved_expectations ORDER BY expectation;
+SELECT microbatch.add_audit('clickstream', audit, layer, 'SELECT 1 WHERE false', on_failure)
+  FROM bench.saved_audits;
+SQL
+        trivial+=("$(quality_round)")
+        sql quality >/dev/null <<'SQL'
+SELECT microbatch.remove_expectation('clickstream', expectation) FROM bench.saved_expectations;
+SELECT microbatch.remove_audit('clickstream', audit) FROM bench.saved_audits;
+SQL
+        without+=("$(quality_round)")
+        sql quality >/dev/null <<'SQL'
+SELECT microbatch.add_expectation('clickstream', expectation, predicate, on_violation)
+  FROM bench.saved_expectations ORDER BY expectation;
+SELECT set_config('search_path', search_path, true),
+       microbatch.add_audit('clickstream', audit, layer, query, on_failure)
+  FROM bench.saved_audits;
+SQL
+    done
+    QUALITY_WITH_MS=$(printf '%s\n' "${with[@]}" | median)
+    QUALITY_TRIVIAL_MS=$(printf '%s\n' "${trivial[@]}" | median)
+    QUALITY_WITHOUT_MS=$(printf '%s\n' "${without[@]}" | median)
+    # throughput with the checks over throughput without, round by round
+    read -r QUALITY_RATIO QUALITY_RATIO_MIN QUALITY_RATIO_MAX \
+        <<<"$(paired_ratio "${with[*]}" "${without[*]}" | awk '{ printf "%.2f %.2f %.2f\n", 1 / $1, 1 / $3, 1 / $2 }')"
+    read -r QUALITY_ENGINE_RATIO QUALITY_ENGINE_MIN QUALITY_ENGINE_MAX \
+        <<<"$(paired_ratio "${trivial[*]}" "${without[*]}" | awk '{ printf "%.2f %.2f %.2f\n", 1 / $1, 1 / $3, 1 / $2 }')"
+    # what each of the demo's predicates costs alone, over 10,000 rows of a batch
+    QUALITY_PREDICATES=$(sql quality -At -F'|' <<'SQL'
+SET jit = off;
+CREATE TEMP TABLE sample AS
+SELECT * FROM staging.events ORDER BY ingest_id DESC LIMIT 10000;
+CREATE FUNCTION pg_temp.cost_ms(predicate text) RETURNS numeric LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz;
+    best numeric;
+    n bigint;
+BEGIN
+    FOR i IN 1..3 LOOP
+        t0 := clock_timestamp();
+        EXECUTE format('SELECT count(*) FROM pg_temp.sample WHERE (%s) IS NOT TRUE', predicate) INTO n;
+        best := least(best, extract(epoch FROM clock_timestamp() - t0) * 1000);
+    END LOOP;
+    RETURN round(best, 1);
+END $$;
+SET search_path = pg_catalog;
+SELECT expectation, pg_temp.cost_ms(predicate) FROM bench.saved_expectations ORDER BY expectation;
+SQL
+)
+    QUALITY_N=$QUALITY_ROUNDS
+    say "  median batch: $QUALITY_WITH_MS ms with the demo's checks, $QUALITY_TRIVIAL_MS ms with trivial ones, $QUALITY_WITHOUT_MS ms without; throughput ratios $QUALITY_RATIO ($QUALITY_RATIO_MIN-$QUALITY_RATIO_MAX), engine only $QUALITY_ENGINE_RATIO"
+}
+
+#--------------------------------------------------------------------------
 # Run the sections, then write the report
 #--------------------------------------------------------------------------
 for section in $SECTIONS; do
@@ -855,7 +960,7 @@ done
 say "writing $REPORT"
 # The results, to rewrite the report without measuring again (with
 # MB_BENCH_KEEP): . results.sh; . report.sh; write_report
-declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
+declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|QUALITY_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
     >"$WORK/results.sh" 2>/dev/null || true
 . "$BENCH/report.sh"
 write_report >"$REPORT.tmp" || fail "writing the report failed (the results are in $WORK/results.sh with MB_BENCH_KEEP=1)"

@@ -9,7 +9,8 @@
 --     v
 --   bronze.events             the raw rows, tagged with their batch id
 --   silver.events             valid events: typed, deduplicated, e-mail masked
---   silver.quarantine         the malformed rows, with the reason
+--                             (expectations keep the malformed rows out, in
+--                             microbatch.quarantine)
 --   gold.dim_page             page dimension
 --   gold.dim_user             user dimension (masked e-mail only)
 --   gold.page_day_users       each user once per day, page and event type
@@ -77,14 +78,17 @@ SELECT microbatch.add_transform('clickstream', 'raw_events', 'bronze', $$
 $$);
 
 --------------------------------------------------------------------------
--- Silver: the validation rules live in one function, so that the valid
--- rows and the quarantined rows are exactly complementary.
+-- Silver: expectations check every row of the batch, in one pass, before
+-- the transforms.  A row that fails a drop expectation is kept out of
+-- microbatch.clickstream_batch and put in microbatch.quarantine with the
+-- names of what it failed; a warn expectation only counts.  Both commit
+-- with the batch, and microbatch.expectation_results has the counts per
+-- batch.  A null result is a violation, hence the IS NULL OR.
 --------------------------------------------------------------------------
 
 -- The payload as jsonb, or NULL when it is not valid JSON (PostgreSQL 15
--- has no IS JSON predicate).  PARALLEL UNSAFE, as is everything that calls
--- it: the exception block is a subtransaction, which parallel workers
--- cannot start.
+-- has no IS JSON predicate).  PARALLEL UNSAFE: the exception block is a
+-- subtransaction, which parallel workers cannot start.
 CREATE FUNCTION silver.try_jsonb(doc text) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $$
 BEGIN
@@ -93,17 +97,15 @@ EXCEPTION WHEN invalid_text_representation THEN
     RETURN NULL;
 END $$;
 
--- Why an event cannot enter silver, or NULL when it can.
-CREATE FUNCTION silver.invalid_reason(user_id bigint, amount text, payload text)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL UNSAFE AS $$
-    SELECT CASE
-        WHEN user_id IS NULL THEN 'missing user_id'
-        WHEN amount !~ '^[0-9]{1,10}(\.[0-9]{1,2})?$' THEN 'amount is not a number'
-        WHEN payload IS NOT NULL AND silver.try_jsonb(payload) IS NULL
-            THEN 'payload is not valid JSON'
-    END
-$$;
+SELECT microbatch.expect_not_null('clickstream', 'user_id');
+SELECT microbatch.add_expectation('clickstream', 'amount_is_number',
+    $$amount IS NULL OR amount ~ '^[0-9]{1,10}(\.[0-9]{1,2})?$'$$, 'drop');
+SELECT microbatch.add_expectation('clickstream', 'payload_is_json',
+    'payload IS NULL OR silver.try_jsonb(payload) IS NOT NULL', 'drop');
+SELECT microbatch.expect_accepted_values('clickstream', 'event_type',
+    ARRAY['page_view', 'add_to_cart', 'purchase'], 'warn');
+SELECT microbatch.add_expectation('clickstream', 'email_has_domain',
+    $$email IS NULL OR email LIKE '%_@_%._%'$$, 'warn');
 
 -- 'carol.42@example.com' -> 'c***@example.com': enough to tell domains and
 -- users apart in reports, without the address.
@@ -111,13 +113,6 @@ CREATE FUNCTION silver.mask_email(email text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT left(email, 1) || '***@' || split_part(email, '@', 2)
 $$;
-
-CREATE TABLE silver.quarantine (
-    ingest_id   bigint PRIMARY KEY,
-    batch_id    bigint NOT NULL,
-    reason      text NOT NULL,
-    raw         jsonb NOT NULL          -- the staging row, as it came
-);
 
 -- One row per event: batch_id is the batch that saw the event first, which
 -- is how gold finds the events each batch added.
@@ -135,35 +130,22 @@ CREATE TABLE silver.events (
 );
 CREATE INDEX ON silver.events (batch_id);
 
--- One statement fills both silver tables, so that each row is checked once
--- (the JSON check is the costliest step of the pipeline): the WITH query
--- writes the malformed rows to the quarantine, the main query the others.
--- A retried event can come twice in one batch (DISTINCT ON keeps the first
--- copy) or in a later batch (ON CONFLICT keeps the copy already in silver).
--- So a replay leaves silver as it is; for a replay to rewrite silver after a
--- fix to this transform, use DO UPDATE ... WHERE the row's batch_id is the
--- batch's.
+-- The batch view holds only the rows the expectations kept, so the casts
+-- cannot fail.  A retried event can come twice in one batch (DISTINCT ON
+-- keeps the first copy) or in a later batch (ON CONFLICT keeps the copy
+-- already in silver).  So a replay leaves silver as it is; for a replay to
+-- rewrite silver after a fix to this transform, use DO UPDATE ... WHERE the
+-- row's batch_id is the batch's.
 SELECT microbatch.add_transform('clickstream', 'events', 'silver', $$
-    WITH checked AS (
-        SELECT b.*, silver.invalid_reason(b.user_id, b.amount, b.payload) AS reason
-          FROM microbatch.clickstream_batch b),
-    quarantined AS (
-        INSERT INTO silver.quarantine
-        SELECT c.ingest_id, microbatch.current_batch_id(), c.reason,
-               to_jsonb(c) - 'ingest_id' - 'reason'
-          FROM checked c
-         WHERE c.reason IS NOT NULL
-            ON CONFLICT (ingest_id) DO NOTHING)
     INSERT INTO silver.events
-    SELECT DISTINCT ON (c.event_id)
-           c.event_id, microbatch.current_batch_id(), c.user_id,
-           silver.mask_email(c.email),
-           regexp_replace(c.url, '^[a-z]+://[^/]*|[?#].*$', '', 'g'),
-           c.event_type, c.amount::numeric(12,2), c.payload::jsonb,
-           c.received_at, (c.received_at AT TIME ZONE 'UTC')::date
-      FROM checked c
-     WHERE c.reason IS NULL
-     ORDER BY c.event_id, c.ingest_id
+    SELECT DISTINCT ON (b.event_id)
+           b.event_id, microbatch.current_batch_id(), b.user_id,
+           silver.mask_email(b.email),
+           regexp_replace(b.url, '^[a-z]+://[^/]*|[?#].*$', '', 'g'),
+           b.event_type, b.amount::numeric(12,2), b.payload::jsonb,
+           b.received_at, (b.received_at AT TIME ZONE 'UTC')::date
+      FROM microbatch.clickstream_batch b
+     ORDER BY b.event_id, b.ingest_id
         ON CONFLICT (event_id) DO NOTHING
 $$);
 
@@ -302,3 +284,9 @@ SELECT day, page_id, event_type,
        sum(revenue)           AS revenue
   FROM gold.page_events_by_batch
  GROUP BY day, page_id, event_type;
+
+-- Write-audit-publish: a batch whose fact rows point at a page the
+-- dimension does not have is rolled back before anyone can read it.
+SELECT microbatch.audit_relationships('clickstream', 'gold', 'gold.page_events_by_batch',
+                                      'page_id', 'gold.dim_page', 'page_id',
+                                      batch_column => 'batch_id');

@@ -42,33 +42,35 @@ SELECT email_domain,
  GROUP BY email_domain
  ORDER BY users DESC;
 
-\echo '== What silver kept out'
-SELECT reason, count(*) AS rows
-  FROM silver.quarantine
- GROUP BY reason
+\echo '== What the expectations kept out of silver, and what they only counted'
+SELECT name AS expectation, action, sum(failed_rows) AS rows
+  FROM microbatch.expectation_results
+ WHERE pipeline = 'clickstream' AND kind = 'expectation'
+ GROUP BY name, action
 UNION ALL
-SELECT 'duplicate event_id (dropped)',
-       (SELECT count(*) FROM bronze.events b
-         WHERE silver.invalid_reason(b.user_id, b.amount, b.payload) IS NULL)
-       - (SELECT count(*) FROM silver.events)
+SELECT 'duplicate event_id (the silver transform keeps one)', 'dedup',
+       (SELECT count(*) FROM bronze.events) - (SELECT count(*) FROM silver.events)
  ORDER BY rows DESC;
 
--- Exactly once, end to end: every staged row is in bronze once, each is
--- either quarantined or a copy of an event of silver, and the fact holds
--- every silver event and each page's distinct users.  Meaningful once
--- microbatch.pipelines shows no rows waiting.
-\echo '== Reconciliation: staging = bronze = quarantine + valid; silver = fact'
-WITH staged AS (
-    SELECT count(*) AS rows,
-           count(*) FILTER (WHERE silver.invalid_reason(user_id, amount, payload) IS NULL)
-               AS valid_rows,
-           count(DISTINCT event_id)
-               FILTER (WHERE silver.invalid_reason(user_id, amount, payload) IS NULL)
-               AS valid_events
-      FROM staging.events),
-loaded AS (
-    SELECT (SELECT count(*) FROM bronze.events)             AS bronze,
-           (SELECT count(*) FROM silver.quarantine)         AS quarantined,
+\echo '== A few quarantined rows'
+SELECT batch_id, expectations, row_data->>'amount' AS amount,
+       left(row_data->>'payload', 30) AS payload, row_data->>'user_id' AS user_id
+  FROM microbatch.quarantine
+ WHERE pipeline = 'clickstream'
+ ORDER BY batch_id DESC
+ LIMIT 5;
+
+-- Exactly once, end to end: every staged row is either quarantined or in
+-- bronze, once; each bronze row is a copy of an event of silver, and the
+-- fact holds every silver event and each page's distinct users.
+-- Meaningful once microbatch.pipelines shows no rows waiting.
+\echo '== Reconciliation: staging = bronze + quarantine; silver = distinct bronze events = fact'
+WITH loaded AS (
+    SELECT (SELECT count(*) FROM staging.events)            AS staged,
+           (SELECT count(*) FROM bronze.events)             AS bronze,
+           (SELECT count(DISTINCT event_id) FROM bronze.events) AS bronze_events,
+           (SELECT count(*) FROM microbatch.quarantine
+             WHERE pipeline = 'clickstream')                AS quarantined,
            (SELECT count(*) FROM silver.events)             AS silver_events,
            (SELECT sum(events) FROM gold.page_events_daily) AS fact_events),
 user_mismatches AS (
@@ -80,11 +82,10 @@ user_mismatches AS (
              GROUP BY 1, 2, 3) u
       FULL JOIN gold.page_events_daily f USING (day, page_id, event_type)
      WHERE u.users IS DISTINCT FROM f.users)
-SELECT s.rows AS staged, l.bronze, l.quarantined, s.valid_rows, s.valid_events,
-       l.silver_events, l.fact_events, m.groups AS user_count_mismatches,
-       s.rows = l.bronze
-       AND s.rows = s.valid_rows + l.quarantined
-       AND s.valid_events = l.silver_events
+SELECT l.staged, l.bronze, l.quarantined, l.bronze_events, l.silver_events,
+       l.fact_events, m.groups AS user_count_mismatches,
+       l.staged = l.bronze + l.quarantined
+       AND l.bronze_events = l.silver_events
        AND l.silver_events = l.fact_events
        AND m.groups = 0 AS ok
-  FROM staged s, loaded l, user_mismatches m;
+  FROM loaded l, user_mismatches m;

@@ -70,6 +70,9 @@ SELECT microbatch.add_transform('shop', 'kind_totals', 'gold', $$
     ON CONFLICT (kind) DO UPDATE
     SET n = kind_totals.n + excluded.n, total = kind_totals.total + excluded.total
 $$);
+SELECT microbatch.add_expectation('shop', 'positive', 'amount > 0');
+SELECT microbatch.add_audit('shop', 'logged_once', 'bronze',
+    'SELECT id FROM event_log GROUP BY id HAVING count(*) > 1', 'warn');
 });
 
 # Two batches of history, then rows that are committed but not yet batched
@@ -105,7 +108,10 @@ SELECT 'log', batch_id, id, amount FROM event_log
 UNION ALL
 SELECT 'total', n, NULL, total FROM kind_totals
 ORDER BY 1, 2, 3, 4},
-	source => q{SELECT id, kind, amount, microbatch_xid FROM events ORDER BY id},);
+	source => q{SELECT id, kind, amount, microbatch_xid FROM events ORDER BY id},
+	expectations => q{SELECT * FROM microbatch.expectations ORDER BY pipeline, expectation},
+	audits => q{SELECT * FROM microbatch.audits ORDER BY pipeline, audit},
+	results => q{SELECT * FROM microbatch.expectation_results ORDER BY pipeline, batch_id, kind, name},);
 my %before;
 $before{$_} = $node->safe_psql('shop_src', $queries{$_}) for keys %queries;
 
@@ -136,7 +142,7 @@ is( $node->safe_psql('shop_dst',
 	'1', 'restored database has the extension');
 
 # Catalog and history, compared row for row.
-for my $what (qw(pipelines transforms batches ledger targets source))
+for my $what (qw(pipelines transforms batches ledger targets source expectations audits results))
 {
 	is($node->safe_psql('shop_dst', $queries{$what}),
 		$before{$what}, "restored $what match the original");
@@ -215,6 +221,12 @@ is( $node->safe_psql(
 		'shop_dst', q{SELECT rows_in FROM microbatch.batches WHERE pipeline = 'shop' AND batch_id = 3}),
 	'4',
 	'batch 3 processed 4 rows');
+is( $node->safe_psql(
+		'shop_dst', q{
+SELECT string_agg(kind || ':' || name || ':' || coalesce(passed_rows::text, '-') || ':' || failed_rows, ',' ORDER BY kind)
+  FROM microbatch.expectation_results WHERE pipeline = 'shop' AND batch_id = 3}),
+	'audit:logged_once:-:0,expectation:positive:4:0',
+	'the restored expectation and audit checked batch 3');
 is(etl_psql('shop_dst', q{SELECT microbatch.run_batch('shop')}),
 	'', 'nothing left after batch 3');
 
