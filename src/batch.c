@@ -136,10 +136,10 @@ mb_batch_body(const MbPipeline *pipeline, List *transforms, MbWindow *window,
 
 /*
  * Run the batch's checks and transforms in a subtransaction.  Returns NULL
- * on success, or the error after rolling the subtransaction back.  A cancel is not a batch
- * failure, and propagates, unless the observer says it was the batch's
- * timeout; once that has fired, the batch fails even if the transforms
- * caught the cancel and ended.
+ * on success, or the error after rolling the subtransaction back.  A cancel
+ * is not a batch failure, and propagates, unless the observer says it was
+ * the batch's timeout; once that has fired, the batch fails even if the
+ * transforms caught the cancel and ended.
  */
 static ErrorData *
 mb_transforms_run_guarded(const MbPipeline *pipeline, List *transforms,
