@@ -370,12 +370,18 @@ mb_quarantine_flush(const MbPipeline *pipeline, const MbWindow *window,
 	MemoryContextReset(chunk_context);
 }
 
-/* The check query runs as the owner, with the settings it was stored under */
+/*
+ * The check query runs as the owner, with the settings it was stored under,
+ * and reads the window through the tracking column's bitmap scans, as the
+ * engine's counts do (window.c): its cost follows the batch, not the table.
+ */
 static void
 mb_check_user_code_begin(MbUserCode *uc, const MbPipeline *pipeline)
 {
 	mb_user_code_begin(uc, pipeline->owner, NULL);
 	mb_user_code_set(uc, "jit", "off");
+	mb_user_code_set(uc, "enable_seqscan", "off");
+	mb_user_code_set(uc, "enable_indexscan", "off");
 	mb_pin_constant_settings(uc);
 }
 

@@ -249,6 +249,8 @@ CREATE TABLE gold.page_events_by_batch (
     revenue    numeric(14,2) NOT NULL,
     PRIMARY KEY (day, page_id, event_type, batch_id)
 );
+-- for the audit below, which reads the batch's own rows
+CREATE INDEX ON gold.page_events_by_batch (batch_id);
 
 -- A user counted as new in a group had an event in it in this batch, so
 -- every group of new_users is a group of events.
