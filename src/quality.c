@@ -7,10 +7,11 @@
  * batch rows.  It is parsed and analysed when it is added, as the owner
  * under the caller's search_path, against the batch view, and refused if it
  * refers to anything but the view's columns, contains a subquery, an
- * aggregate, a window or set-returning function, or a volatile function: it
- * must give the same answer each time it is asked about the same row.  It
+ * aggregate, a window or set-returning function, a volatile function (its
+ * answer must not change while a batch is checked) or a temporary one.  It
  * is stored as PostgreSQL deparses it, with every name outside pg_catalog
- * qualified, so that all of a pipeline's expectations are checked by one
+ * qualified, and only if it reads back the same under search_path
+ * pg_catalog, so that all of a pipeline's expectations are checked by one
  * query, in one pass over the batch's rows, before the transforms run.  A
  * row for which an expectation is not true (false or null) violates it.
  *
