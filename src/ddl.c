@@ -283,19 +283,24 @@ typedef struct MbDdlAction
 	const char *name;			/* of the trigger dropped */
 } MbDdlAction;
 
-static List *
-mb_add_action(List *actions, MbDdlKind kind, Oid relid, Oid parent, Node *stmt)
+static MbDdlAction *
+mb_new_action(MbDdlKind kind, Oid relid, Oid parent, Node *stmt)
 {
-	MbDdlAction *action;
+	MbDdlAction *action = palloc0(sizeof(MbDdlAction));
 
-	if (!OidIsValid(relid))
-		return actions;
-	action = palloc0(sizeof(MbDdlAction));
 	action->kind = kind;
 	action->relid = relid;
 	action->parent = parent;
 	action->stmt = stmt;
-	return lappend(actions, action);
+	return action;
+}
+
+static List *
+mb_add_action(List *actions, MbDdlKind kind, Oid relid, Oid parent, Node *stmt)
+{
+	if (!OidIsValid(relid))
+		return actions;
+	return lappend(actions, mb_new_action(kind, relid, parent, stmt));
 }
 
 static List *
@@ -332,10 +337,10 @@ mb_ddl_start_actions(Node *parsetree)
 
 				if (!OidIsValid(relid))
 					continue;
-				actions = mb_add_action(actions, MB_DDL_DROP_TRIGGER, relid,
-										InvalidOid, parsetree);
-				action = llast(actions);
+				action = mb_new_action(MB_DDL_DROP_TRIGGER, relid, InvalidOid,
+									   parsetree);
 				action->name = strVal(list_nth(names, ntable));
+				actions = lappend(actions, action);
 			}
 			return actions;
 		default:
