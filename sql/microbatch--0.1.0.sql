@@ -23,6 +23,8 @@ CREATE TABLE microbatch.pipeline (
     batch_interval  interval NOT NULL CHECK (batch_interval >= interval '0'),
     max_batch_rows  bigint CHECK (max_batch_rows > 0),
     batch_timeout   interval CHECK (batch_timeout > interval '0'),
+    -- how long its batch history is kept; NULL: microbatch.history_retention
+    history_retention interval CHECK (history_retention >= interval '0'),
     state           text NOT NULL DEFAULT 'enabled'
                     CHECK (state IN ('enabled', 'paused', 'failed')),
     consecutive_failures integer NOT NULL DEFAULT 0,
@@ -42,8 +44,22 @@ CREATE TABLE microbatch.transform (
     layer           text NOT NULL CHECK (layer IN ('bronze', 'silver', 'gold')),
     command         text NOT NULL,
     search_path     text NOT NULL,
+    version         integer NOT NULL DEFAULT 1 CHECK (version > 0),
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     UNIQUE (pipeline_id, transform_name)
+);
+
+-- Every version of every transform, so that a batch's transform_versions
+-- can be read back as the statements that processed it
+CREATE TABLE microbatch.transform_version (
+    pipeline_id     integer NOT NULL,
+    transform_name  name NOT NULL,
+    version         integer NOT NULL CHECK (version > 0),
+    layer           text NOT NULL,
+    command         text NOT NULL,
+    search_path     text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (pipeline_id, transform_name, version)
 );
 
 /*
@@ -72,6 +88,8 @@ CREATE TABLE microbatch.batch (
     rows_digest      bigint,
     -- input rows that drop expectations kept from the transforms
     rows_dropped     bigint,
+    -- {transform name: version} of the transforms that last processed it
+    transform_versions jsonb,
     started_at       timestamptz NOT NULL,
     finished_at      timestamptz NOT NULL,
     replays          integer NOT NULL DEFAULT 0,
@@ -147,10 +165,30 @@ CREATE TABLE microbatch.check_result (
     PRIMARY KEY (pipeline_id, batch_id, kind, check_name)
 );
 
+/*
+ * Retention of the rows of staging tables (src/retention.c).  removed_below
+ * is the highest horizon rows were removed below, in the transaction ids of
+ * the cluster it names: a batch whose window reaches below it may have lost
+ * rows, and is not replayed.
+ */
+CREATE TABLE microbatch.retention_setting (
+    source_table       regclass PRIMARY KEY,
+    -- NULL: keep the rows again, after some were removed
+    retain             interval CHECK (retain >= interval '0'),
+    removed_below      xid8,
+    system_identifier  bigint,
+    rows_removed       bigint NOT NULL DEFAULT 0,
+    partitions_dropped bigint NOT NULL DEFAULT 0,
+    last_removed_at    timestamptz,
+    created_at         timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
 SELECT pg_catalog.pg_extension_config_dump('microbatch.pipeline', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.pipeline_pipeline_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.transform', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.transform_transform_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.transform_version', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.retention_setting', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.batch', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.expectation', '');
 SELECT pg_catalog.pg_extension_config_dump('microbatch.expectation_expectation_id_seq', '');
@@ -256,6 +294,68 @@ AS 'MODULE_PATHNAME', 'microbatch_remove_transform';
 
 COMMENT ON FUNCTION microbatch.remove_transform(name, name)
     IS 'remove a transform from a pipeline';
+
+CREATE FUNCTION microbatch.replace_transform(pipeline name,
+                                             transform name,
+                                             command text)
+RETURNS integer
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_replace_transform';
+
+COMMENT ON FUNCTION microbatch.replace_transform(name, name, text)
+    IS 'change the SQL of a transform in place, keeping its layer and its place in the run order; returns its new version';
+
+CREATE FUNCTION microbatch.reset_pipeline(pipeline name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_reset_pipeline';
+
+COMMENT ON FUNCTION microbatch.reset_pipeline(name)
+    IS 'make the next batch of a pipeline process every row still in its source again; returns the id of the batch that records the reset';
+
+CREATE FUNCTION microbatch.set_history_retention(pipeline name, retain interval)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_set_history_retention';
+
+COMMENT ON FUNCTION microbatch.set_history_retention(name, interval)
+    IS 'keep the batch history of a pipeline for this long; NULL returns it to microbatch.history_retention';
+
+CREATE FUNCTION microbatch.trim_history(pipeline name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_trim_history';
+
+COMMENT ON FUNCTION microbatch.trim_history(name)
+    IS 'remove now the batches of a pipeline older than its history retention, as the retention worker does; returns how many ledger rows';
+
+/*
+ * Retention of staging tables: see docs/lifecycle.md.
+ */
+CREATE FUNCTION microbatch.set_retention(source regclass, retain interval)
+RETURNS void
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_set_retention';
+
+COMMENT ON FUNCTION microbatch.set_retention(regclass, interval)
+    IS 'remove the rows of a staging table that every pipeline on it has processed, once the batches that processed them are older than retain; NULL keeps them forever';
+
+CREATE FUNCTION microbatch.retention_now(source regclass)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_retention_now';
+
+COMMENT ON FUNCTION microbatch.retention_now(regclass)
+    IS 'remove now, in this transaction, the rows of a staging table that its retention allows removing; returns how many';
+
+CREATE FUNCTION microbatch.retention_state(source regclass,
+                                           OUT horizon_xid xid8,
+                                           OUT held_back_by name,
+                                           OUT held_back_state text,
+                                           OUT removable_rows bigint)
+RETURNS record
+LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_retention_state';
 
 /*
  * Data quality: expectations on a batch's input rows, audits of what its
@@ -490,6 +590,63 @@ AS 'MODULE_PATHNAME', 'microbatch_replay_batch';
 COMMENT ON FUNCTION microbatch.replay_batch(name, bigint)
     IS 'run the current transforms again over exactly the input rows of a committed batch; returns the number of rows';
 
+/*
+ * Backfills: replays of ranges of batches, committing after each batch
+ * (src/backfill.c).
+ */
+CREATE PROCEDURE microbatch.replay(pipeline name, from_batch bigint, to_batch bigint)
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'microbatch_replay_range';
+
+COMMENT ON PROCEDURE microbatch.replay(name, bigint, bigint)
+    IS 'replay the committed batches from from_batch to to_batch, in order, committing after each one';
+
+CREATE PROCEDURE microbatch.replay(pipeline name, from_time timestamptz, to_time timestamptz)
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'microbatch_replay_range';
+
+COMMENT ON PROCEDURE microbatch.replay(name, timestamptz, timestamptz)
+    IS 'replay the committed batches that started in [from_time, to_time), in order, committing after each one';
+
+CREATE FUNCTION microbatch.start_replay(pipeline name, from_batch bigint, to_batch bigint)
+RETURNS integer
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_start_replay';
+
+COMMENT ON FUNCTION microbatch.start_replay(name, bigint, bigint)
+    IS 'replay a range of batches on a background worker; returns its process id at once';
+
+CREATE FUNCTION microbatch.start_replay(pipeline name, from_time timestamptz, to_time timestamptz)
+RETURNS integer
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_start_replay';
+
+COMMENT ON FUNCTION microbatch.start_replay(name, timestamptz, timestamptz)
+    IS 'replay on a background worker the batches that started in [from_time, to_time); returns its process id at once';
+
+CREATE FUNCTION microbatch.replay_progress_slots(OUT pid integer, OUT database oid,
+                                                 OUT pipeline_id integer,
+                                                 OUT pipeline name, OUT owner oid,
+                                                 OUT background boolean,
+                                                 OUT from_batch bigint, OUT to_batch bigint,
+                                                 OUT batches_total bigint,
+                                                 OUT batches_done bigint,
+                                                 OUT current_batch bigint,
+                                                 OUT rows_done bigint,
+                                                 OUT started_at timestamptz)
+RETURNS SETOF record
+LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_replay_progress_slots';
+
+CREATE FUNCTION microbatch.preview_batch(pipeline name)
+RETURNS TABLE (step integer, kind text, name name, layer text, rows bigint,
+               duration interval)
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_preview_batch';
+
+COMMENT ON FUNCTION microbatch.preview_batch(name)
+    IS 'run the next batch of a pipeline and roll it back: the rows each expectation, transform and audit found or wrote, and the time each took';
+
 CREATE FUNCTION microbatch.rows_waiting(pipeline name)
 RETURNS bigint
 LANGUAGE C STRICT VOLATILE
@@ -660,6 +817,7 @@ SELECT p.pipeline_name AS pipeline,
        p.batch_interval,
        p.max_batch_rows,
        p.batch_timeout,
+       p.history_retention,
        p.state,
        last.batch_id AS last_batch_id,
        last.finished_at AS last_batch_at,
@@ -697,6 +855,7 @@ SELECT p.pipeline_name AS pipeline,
                                                 WHEN 'silver' THEN 2
                                                 ELSE 3 END,
                                    t.transform_id) AS run_order,
+       t.version,
        t.command,
        t.search_path,
        t.created_at
@@ -711,6 +870,7 @@ SELECT p.pipeline_name AS pipeline,
        b.status,
        b.rows_in,
        b.rows_dropped,
+       b.transform_versions,
        b.started_at,
        b.finished_at,
        b.finished_at - b.started_at AS duration,
@@ -772,9 +932,61 @@ SELECT p.pipeline_name AS pipeline,
   JOIN microbatch.pipeline p USING (pipeline_id)
  WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
 
+CREATE VIEW microbatch.transform_history WITH (security_barrier) AS
+SELECT p.pipeline_name AS pipeline,
+       v.transform_name AS transform,
+       v.version,
+       v.layer,
+       v.command,
+       v.search_path,
+       v.created_at
+  FROM microbatch.transform_version v
+  JOIN microbatch.pipeline p USING (pipeline_id)
+ WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
+
+-- Visible to the roles with the privileges of the staging table's owner
+CREATE VIEW microbatch.retention WITH (security_barrier) AS
+SELECT r.source_table AS source,
+       r.retain,
+       s.horizon_xid,
+       s.held_back_by,
+       s.held_back_state,
+       s.removable_rows,
+       r.rows_removed,
+       r.partitions_dropped,
+       r.last_removed_at
+  FROM microbatch.retention_setting r
+  JOIN pg_catalog.pg_class c ON c.oid = r.source_table
+  CROSS JOIN LATERAL microbatch.retention_state(r.source_table) s
+ WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE');
+
+-- In the style of pg_stat_progress_*: one row per running backfill
+CREATE VIEW microbatch.replay_progress WITH (security_barrier) AS
+SELECT s.pid,
+       s.pipeline,
+       s.background,
+       s.from_batch,
+       s.to_batch,
+       s.batches_total,
+       s.batches_done,
+       s.current_batch,
+       s.rows_done,
+       s.started_at,
+       pg_catalog.now() - s.started_at AS elapsed,
+       CASE WHEN s.batches_done > 0 THEN
+            (pg_catalog.now() - s.started_at) / s.batches_done::float8
+            * (s.batches_total - s.batches_done)::float8
+       END AS estimated_remaining
+  FROM microbatch.replay_progress_slots() s
+ WHERE s.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                      WHERE d.datname = pg_catalog.current_database())
+   AND pg_catalog.pg_has_role(s.owner, 'USAGE');
+
 GRANT SELECT ON microbatch.pipelines, microbatch.transforms, microbatch.batches,
     microbatch.workers, microbatch.expectations, microbatch.audits,
-    microbatch.quarantine, microbatch.expectation_results TO PUBLIC;
+    microbatch.quarantine, microbatch.expectation_results,
+    microbatch.transform_history, microbatch.retention,
+    microbatch.replay_progress TO PUBLIC;
 
 /*
  * Start this database's scheduler once the extension is committed.  Only

@@ -12,15 +12,18 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
+#include "utils/xid8.h"
 
 #include "microbatch.h"
 
@@ -42,6 +45,14 @@ PG_FUNCTION_INFO_V1(microbatch_remove_expectation);
 PG_FUNCTION_INFO_V1(microbatch_add_audit);
 PG_FUNCTION_INFO_V1(microbatch_remove_audit);
 PG_FUNCTION_INFO_V1(microbatch_clear_quarantine);
+PG_FUNCTION_INFO_V1(microbatch_replace_transform);
+PG_FUNCTION_INFO_V1(microbatch_reset_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_set_history_retention);
+PG_FUNCTION_INFO_V1(microbatch_trim_history);
+PG_FUNCTION_INFO_V1(microbatch_set_retention);
+PG_FUNCTION_INFO_V1(microbatch_retention_now);
+PG_FUNCTION_INFO_V1(microbatch_retention_state);
+PG_FUNCTION_INFO_V1(microbatch_preview_batch);
 
 /* Longest batch interval: batches less often than yearly need no stream */
 #define MB_MAX_INTERVAL_USECS (INT64CONST(366) * USECS_PER_DAY)
@@ -773,4 +784,262 @@ microbatch_clear_quarantine(PG_FUNCTION_ARGS)
 	mb_call_end(&call);
 
 	PG_RETURN_INT64(cleared);
+}
+
+Datum
+microbatch_replace_transform(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *transform = mb_name_arg(fcinfo, 1, "transform");
+	char	   *command;
+	MbPipeline *pipeline;
+	MbCall		call;
+	int32		version;
+
+	mb_require_arg(fcinfo, 2, "command");
+	command = text_to_cstring(PG_GETARG_TEXT_PP(2));
+
+	mb_check_may_change("replace_transform()");
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_lock(name, call.caller);
+	if (!mb_transform_exists(pipeline->id, transform))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("transform \"%s\" of pipeline \"%s\" does not exist",
+						transform, name),
+				 errhint("Add it with microbatch.add_transform().")));
+	mb_transform_validate(command, pipeline->owner, call.caller_search_path,
+						  "transform command");
+	version = mb_transform_replace(pipeline->id, transform, command,
+								   call.caller_search_path);
+	mb_call_end(&call);
+
+	PG_RETURN_INT32(version);
+}
+
+Datum
+microbatch_reset_pipeline(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	MbCall		call;
+	int64		batch_id;
+
+	mb_check_may_change("reset_pipeline()");
+	mb_call_begin(&call);
+	batch_id = mb_reset_pipeline(name, call.caller);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(batch_id);
+}
+
+/* An interval argument that must not be negative, or NULL */
+static Interval *
+mb_retain_arg(FunctionCallInfo fcinfo, int argno)
+{
+	Interval   *retain;
+	Interval	zero;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	retain = PG_GETARG_INTERVAL_P(argno);
+	memset(&zero, 0, sizeof(zero));
+	if (DatumGetBool(DirectFunctionCall2(interval_lt, IntervalPGetDatum(retain),
+										 IntervalPGetDatum(&zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retain must not be negative"),
+				 errhint("Pass NULL to keep everything.")));
+	return retain;
+}
+
+Datum
+microbatch_set_history_retention(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	Interval   *retain = mb_retain_arg(fcinfo, 1);
+	MbPipeline *pipeline;
+	MbCall		call;
+
+	mb_check_may_change("set_history_retention()");
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_lock(name, call.caller);
+	mb_pipeline_set_history_retention(pipeline->id, retain);
+	mb_call_end(&call);
+	mb_wake_scheduler_at_commit();
+
+	PG_RETURN_VOID();
+}
+
+Datum
+microbatch_trim_history(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	MbPipeline *pipeline;
+	MbCall		call;
+	int64		removed;
+
+	mb_check_may_change("trim_history()");
+	mb_call_begin(&call);
+	pipeline = mb_pipeline_lock(name, call.caller);
+	removed = mb_trim_history(pipeline);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(removed);
+}
+
+/* A table argument: it exists, and the caller has its owner's privileges */
+static Oid
+mb_owned_table_arg(FunctionCallInfo fcinfo, int argno, Oid caller)
+{
+	Oid			relid;
+
+	mb_require_arg(fcinfo, argno, "source");
+	relid = PG_GETARG_OID(argno);
+	if (get_rel_name(relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	if (!pg_class_ownercheck(relid, caller))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
+	return relid;
+}
+
+Datum
+microbatch_set_retention(PG_FUNCTION_ARGS)
+{
+	Interval   *retain = mb_retain_arg(fcinfo, 1);
+	Oid			source;
+	MbCall		call;
+
+	mb_check_may_change("set_retention()");
+	mb_call_begin(&call);
+	source = mb_owned_table_arg(fcinfo, 0, call.caller);
+	if (retain != NULL)
+	{
+		List	   *members = mb_hierarchy_members(source, AccessShareLock);
+		List	   *tables = list_concat_unique_oid(list_copy(members),
+													mb_table_and_ancestors(source));
+		ListCell   *lc;
+
+		if (mb_pipelines_on_sources(tables) == NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("no pipeline reads table \"%s\"", get_rel_name(source)),
+					 errhint("Retention removes the rows pipelines have processed: create a pipeline on the table, or on a table above it, first.")));
+		foreach(lc, mb_retention_list(tables))
+		{
+			MbRetention *other = lfirst(lc);
+
+			if (other->source != source && other->retain != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("table \"%s\" shares rows with table \"%s\", which has a retention",
+								get_rel_name(source), get_rel_name(other->source)),
+						 errhint("One retention applies to a whole partition tree: change the one of \"%s\", or remove it with microbatch.set_retention(..., NULL).",
+								 get_rel_name(other->source))));
+		}
+	}
+	mb_retention_set(source, retain);
+	mb_call_end(&call);
+	mb_wake_scheduler_at_commit();
+
+	PG_RETURN_VOID();
+}
+
+Datum
+microbatch_retention_now(PG_FUNCTION_ARGS)
+{
+	Oid			source;
+	MbCall		call;
+	int64		removed;
+
+	mb_check_may_change("retention_now()");
+	mb_call_begin(&call);
+	source = mb_owned_table_arg(fcinfo, 0, call.caller);
+	removed = mb_retention_now(source, call.caller);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(removed);
+}
+
+/*
+ * What the view microbatch.retention shows; nulls for a table the caller
+ * may not see, or that is gone, so that the view never fails.
+ */
+Datum
+microbatch_retention_state(PG_FUNCTION_ARGS)
+{
+	Oid			source = PG_GETARG_OID(0);
+	TupleDesc	desc;
+	Datum		values[4];
+	bool		nulls[4] = {true, true, true, true};
+	MbCall		call;
+	uint64		horizon;
+	char	   *holder;
+	const char *why;
+	int64		removable;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	mb_call_begin(&call);
+	if (!mb_window_is_active() && get_rel_name(source) != NULL &&
+		pg_class_ownercheck(source, call.caller) &&
+		mb_retention_state(source, &horizon, &holder, &why, &removable))
+	{
+		if (horizon > U64FromFullTransactionId(FirstNormalFullTransactionId))
+		{
+			values[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(horizon));
+			nulls[0] = false;
+		}
+		if (holder != NULL)
+		{
+			values[1] = DirectFunctionCall1(namein, CStringGetDatum(holder));
+			values[2] = CStringGetTextDatum(why);
+			nulls[1] = nulls[2] = false;
+		}
+		values[3] = Int64GetDatum(removable);
+		nulls[3] = false;
+	}
+	mb_call_end(&call);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+Datum
+microbatch_preview_batch(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MbCall		call;
+	List	   *steps;
+	ListCell   *lc;
+	int			stepno = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+	mb_call_begin(&call);
+	steps = mb_preview_batch(name, call.caller);
+	mb_call_end(&call);
+
+	foreach(lc, steps)
+	{
+		MbStep	   *step = lfirst(lc);
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		Interval   *duration = palloc0(sizeof(Interval));
+
+		duration->time = step->usecs;
+		values[0] = Int32GetDatum(stepno++);
+		values[1] = CStringGetTextDatum(step->kind);
+		if (step->name)
+			values[2] = DirectFunctionCall1(namein, CStringGetDatum(step->name));
+		else
+			nulls[2] = true;
+		if (step->layer)
+			values[3] = CStringGetTextDatum(step->layer);
+		else
+			nulls[3] = true;
+		values[4] = Int64GetDatum(step->rows);
+		values[5] = IntervalPGetDatum(duration);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -32,6 +32,7 @@
 #include "catalog/pg_class.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -86,6 +87,28 @@ mb_check_same_cluster(const MbPipeline *pipeline)
 						   pipeline->system_identifier, GetSystemIdentifier()),
 				 errhint("Run microbatch.rebind_pipeline(%s) to carry on from the rows it had not processed.",
 						 quote_literal_cstr(pipeline->name))));
+}
+
+/* {transform name: version}, as the ledger records what processed a batch */
+static char *
+mb_transform_versions(List *transforms)
+{
+	StringInfoData json;
+	ListCell   *lc;
+
+	initStringInfo(&json);
+	appendStringInfoChar(&json, '{');
+	foreach(lc, transforms)
+	{
+		MbTransform *transform = lfirst(lc);
+
+		if (json.len > 1)
+			appendStringInfoString(&json, ", ");
+		escape_json(&json, transform->name);
+		appendStringInfo(&json, ": %d", transform->version);
+	}
+	appendStringInfoChar(&json, '}');
+	return json.data;
 }
 
 /* Everything a batch, a replay or a count of a pipeline needs first */
@@ -321,6 +344,10 @@ mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
 	mb_check_can_run("run a batch");
 	pipeline = wait ? mb_pipeline_lock(pipeline_name, caller) :
 		mb_pipeline_try_lock(pipeline_name, caller);
+
+	/* a backfill holds the lock for one batch at a time: our turn is next */
+	if (pipeline == NULL && mb_backfill_running(MyDatabaseId, pipeline_name))
+		pipeline = mb_pipeline_lock(pipeline_name, caller);
 	if (pipeline == NULL)
 	{
 		result.status = MB_BATCH_BUSY;
@@ -369,6 +396,7 @@ mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
 	entry.started_at = result.started_at;
 	entry.finished_at = GetCurrentTimestamp();
 	entry.error = result.error;
+	entry.transform_versions = mb_transform_versions(transforms);
 	mb_ledger_insert(&entry);
 	result.failures = mb_account_outcome(pipeline, window.batch_id, result.error);
 	return result;
@@ -395,11 +423,15 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 	pipeline = mb_pipeline_lock(pipeline_name, caller);
 	mb_check_pipeline(pipeline);
 	if (!mb_ledger_batch(pipeline->id, batch_id, &batch))
+	{
+		/* gone from the history, or never there */
+		mb_retention_check_replayable(pipeline, batch_id, batch_id);
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("pipeline \"%s\" has no committed batch " INT64_FORMAT,
 						pipeline->name, batch_id),
 				 errhint("The view microbatch.batches lists the batches of each pipeline.")));
+	}
 	if (batch.skipped)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -413,6 +445,7 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 						batch_id, pipeline->name),
 				 errdetail("The pipeline was rebound at batch " INT64_FORMAT "; earlier windows no longer match its rows.",
 						   pipeline->rebind_batch_id)));
+	mb_retention_check_replayable(pipeline, batch_id, batch_id);
 
 	mb_window_init(&window, pipeline->id, batch_id, batch.lower_datum,
 				   batch.upper_datum, batch.xid_from, batch.xid_to);
@@ -447,8 +480,97 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 	PG_END_TRY();
 
 	mb_ledger_record_replay(pipeline->id, batch_id, GetCurrentTimestamp(),
-							dropped);
+							dropped, mb_transform_versions(transforms));
 	return content.rows;
+}
+
+/*
+ * Run the next batch of a pipeline, its expectations, transforms and
+ * audits, in a subtransaction that is rolled back whatever happens, and
+ * return what each step did (a list of MbStep).  A fail expectation or
+ * audit does not fail a preview: its step shows what it found.  An error
+ * of a transform propagates.  Expects mb_call_begin().
+ */
+List *
+mb_preview_batch(const char *pipeline_name, Oid caller)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	List	   *volatile steps = NIL;
+
+	mb_check_can_run("preview a batch");
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		MbPipeline *pipeline;
+		MbWindow	window;
+		MbWindowContent content;
+		List	   *transforms;
+		TimestampTz started = GetCurrentTimestamp();
+
+		pipeline = mb_pipeline_lock(pipeline_name, caller);
+		mb_check_pipeline(pipeline);
+		transforms = mb_transform_list(pipeline->id);
+		mb_steps_begin(context);
+		content = mb_next_window(pipeline, &window, NULL);
+		mb_step_record("window", NULL, NULL, content.rows, started);
+		if (content.rows > 0)
+		{
+			mb_window_activate(&window);
+			(void) mb_batch_body(pipeline, transforms, &window, content.rows);
+			mb_window_deactivate();
+		}
+		steps = mb_steps_end();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		mb_window_deactivate();
+		(void) mb_steps_end();
+		ReThrowError(mb_subtransaction_error(context, owner));
+	}
+	PG_END_TRY();
+	return steps;
+}
+
+/*
+ * Make the next batch start again from the first row still in the source:
+ * a skipped batch whose window ends at the empty snapshot.  Its history
+ * stays, and so do the batch ids, which keep increasing.  Expects
+ * mb_call_begin().  Returns the id of the skipped batch.
+ */
+int64
+mb_reset_pipeline(const char *pipeline_name, Oid caller)
+{
+	MbPipeline *pipeline;
+	MbLedgerBatch position;
+	MbLedgerEntry entry;
+	MbWindow	window;
+
+	mb_check_can_run("reset a pipeline");
+	pipeline = mb_pipeline_lock(pipeline_name, caller);
+	mb_check_same_cluster(pipeline);
+	/* no retention step removes rows the next batch now covers, meanwhile */
+	mb_lock_history(pipeline->id, ShareLock, true);
+
+	memset(&entry, 0, sizeof(entry));
+	entry.pipeline_id = pipeline->id;
+	entry.batch_id = mb_ledger_position(pipeline->id, &position) ?
+		position.batch_id + 1 : 1;
+	entry.status = "skipped";
+	mb_window_init(&window, pipeline->id, entry.batch_id, mb_empty_snapshot(),
+				   mb_empty_snapshot(), 0, 0);
+	entry.window = &window;
+	entry.rows_in = -1;
+	entry.started_at = entry.finished_at = GetCurrentTimestamp();
+	entry.note = psprintf("reset by %s: the next batch processes every row still in the source",
+						  GetUserNameFromId(caller, false));
+	mb_ledger_insert(&entry);
+	mb_wake_scheduler_at_commit();
+	return entry.batch_id;
 }
 
 /*

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -25,6 +26,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -48,7 +50,7 @@ typedef struct MbQuery
 	"SELECT pipeline_id, pipeline_name, source_table::pg_catalog.oid, " \
 	"batch_view::pg_catalog.oid, owner_role::pg_catalog.oid, " \
 	"max_batch_rows, state, consecutive_failures, failure_alerted, " \
-	"system_identifier, rebind_batch_id " \
+	"system_identifier, rebind_batch_id, history_retention " \
 	"FROM microbatch.pipeline "
 
 static MbQuery q_pipeline_by_name = {
@@ -87,6 +89,7 @@ static MbQuery q_pipeline_delete = {
 	"WITH transforms AS (DELETE FROM microbatch.transform WHERE pipeline_id" EQ "$1), "
 	"expectations AS (DELETE FROM microbatch.expectation WHERE pipeline_id" EQ "$1), "
 	"audits AS (DELETE FROM microbatch.audit WHERE pipeline_id" EQ "$1), "
+	"versions AS (DELETE FROM microbatch.transform_version WHERE pipeline_id" EQ "$1), "
 	"quarantine AS (DELETE FROM microbatch.quarantined_row WHERE pipeline_id" EQ "$1), "
 	"results AS (DELETE FROM microbatch.check_result WHERE pipeline_id" EQ "$1), "
 	"batches AS (DELETE FROM microbatch.batch WHERE pipeline_id" EQ "$1) "
@@ -159,7 +162,7 @@ static MbQuery q_alert = {
 };
 
 static MbQuery q_transform_list = {
-	"SELECT transform_id, transform_name, layer, command, search_path "
+	"SELECT transform_id, transform_name, layer, command, search_path, version "
 	"FROM microbatch.transform WHERE pipeline_id" EQ "$1 "
 	"ORDER BY CASE WHEN layer" EQ "'bronze' THEN 1 "
 	"WHEN layer" EQ "'silver' THEN 2 ELSE 3 END, transform_id",
@@ -172,11 +175,28 @@ static MbQuery q_transform_exists = {
 	2, {INT4OID, NAMEOID}
 };
 
+/* A transform added again under an old name carries on its numbering */
 static MbQuery q_transform_insert = {
-	"INSERT INTO microbatch.transform "
-	"(pipeline_id, transform_name, layer, command, search_path) "
-	"VALUES ($1, $2, $3, $4, $5)",
+	"WITH v AS (SELECT COALESCE(pg_catalog.max(version), 0) "
+	"OPERATOR(pg_catalog.+) 1 AS version FROM microbatch.transform_version "
+	"WHERE pipeline_id" EQ "$1 AND transform_name" EQ "$2), "
+	"t AS (INSERT INTO microbatch.transform "
+	"(pipeline_id, transform_name, layer, command, search_path, version) "
+	"SELECT $1, $2, $3, $4, $5, v.version FROM v RETURNING version) "
+	"INSERT INTO microbatch.transform_version "
+	"(pipeline_id, transform_name, version, layer, command, search_path) "
+	"SELECT $1, $2, t.version, $3, $4, $5 FROM t",
 	5, {INT4OID, NAMEOID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static MbQuery q_transform_replace = {
+	"WITH t AS (UPDATE microbatch.transform SET command = $3, search_path = $4, "
+	"version = version OPERATOR(pg_catalog.+) 1 "
+	"WHERE pipeline_id" EQ "$1 AND transform_name" EQ "$2 RETURNING version, layer) "
+	"INSERT INTO microbatch.transform_version "
+	"(pipeline_id, transform_name, version, layer, command, search_path) "
+	"SELECT $1, $2, t.version, t.layer, $3, $4 FROM t RETURNING version",
+	4, {INT4OID, NAMEOID, TEXTOID, TEXTOID}
 };
 
 static MbQuery q_transform_delete = {
@@ -209,21 +229,151 @@ static MbQuery q_ledger_insert = {
 	"INSERT INTO microbatch.batch (pipeline_id, batch_id, attempt, status, "
 	"lower_snapshot, upper_snapshot, xid_from, xid_to, rows_in, rows_digest, "
 	"started_at, finished_at, sqlstate, error, error_context, note, "
-	"rows_dropped, error_detail) "
+	"rows_dropped, error_detail, transform_versions) "
 	"SELECT $1, $2, pg_catalog.count(*)::pg_catalog.int4 OPERATOR(pg_catalog.+) 1, "
-	"$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 "
+	"$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+	"$18::pg_catalog.jsonb "
 	"FROM microbatch.batch "
 	"WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2",
-	17, {INT4OID, INT8OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
+	18, {INT4OID, INT8OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
 		XID8OID, XID8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID}
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID}
 };
 
 static MbQuery q_ledger_replay = {
 	"UPDATE microbatch.batch SET replays = replays OPERATOR(pg_catalog.+) 1, "
-	"last_replayed_at = $3, rows_dropped = $4 "
+	"last_replayed_at = $3, rows_dropped = $4, "
+	"transform_versions = $5::pg_catalog.jsonb "
 	"WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2 AND status" EQ "'committed'",
-	4, {INT4OID, INT8OID, TIMESTAMPTZOID, INT8OID}
+	5, {INT4OID, INT8OID, TIMESTAMPTZOID, INT8OID, TEXTOID}
+};
+
+/* The lowest batch id the history still has */
+static MbQuery q_ledger_first = {
+	"SELECT batch_id FROM microbatch.batch WHERE pipeline_id" EQ "$1 "
+	"ORDER BY batch_id LIMIT 1",
+	1, {INT4OID}
+};
+
+/*
+ * The last committed or skipped batch below $3 that finished before $2: the
+ * ones after it are still within a retention
+ */
+static MbQuery q_ledger_last_finished_before = {
+	"SELECT batch_id FROM microbatch.batch WHERE pipeline_id" EQ "$1 "
+	"AND status OPERATOR(pg_catalog.<>) 'failed' "
+	"AND finished_at OPERATOR(pg_catalog.<) $2 AND batch_id OPERATOR(pg_catalog.<) $3 "
+	"ORDER BY batch_id DESC LIMIT 1",
+	3, {INT4OID, TIMESTAMPTZOID, INT8OID}
+};
+
+/*
+ * The lowest tracking value any row of the committed or skipped batches in
+ * [$2, $3] can have: a row of a window is not visible in its lower snapshot,
+ * so it is at least that snapshot's xmin, and at least the window's cut.
+ */
+static MbQuery q_ledger_lowest_xid = {
+	"SELECT pg_catalog.min(GREATEST(xid_from, "
+	"pg_catalog.pg_snapshot_xmin(lower_snapshot))) FROM microbatch.batch "
+	"WHERE pipeline_id" EQ "$1 AND status OPERATOR(pg_catalog.<>) 'failed' "
+	"AND (status" EQ "'committed' OR NOT $4) "
+	"AND batch_id OPERATOR(pg_catalog.>=) $2 AND batch_id OPERATOR(pg_catalog.<=) $3",
+	4, {INT4OID, INT8OID, INT8OID, BOOLOID}
+};
+
+/* Batch ids to replay: committed ones, by id or by start time */
+static MbQuery q_ledger_range_by_id = {
+	"SELECT pg_catalog.count(*), pg_catalog.min(batch_id), pg_catalog.max(batch_id) "
+	"FROM microbatch.batch WHERE pipeline_id" EQ "$1 AND status" EQ "'committed' "
+	"AND batch_id OPERATOR(pg_catalog.>=) $2 AND batch_id OPERATOR(pg_catalog.<=) $3",
+	3, {INT4OID, INT8OID, INT8OID}
+};
+
+static MbQuery q_ledger_range_by_time = {
+	"SELECT pg_catalog.count(*), pg_catalog.min(batch_id), pg_catalog.max(batch_id) "
+	"FROM microbatch.batch WHERE pipeline_id" EQ "$1 AND status" EQ "'committed' "
+	"AND started_at OPERATOR(pg_catalog.>=) $2 AND started_at OPERATOR(pg_catalog.<) $3",
+	3, {INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+static MbQuery q_ledger_next_committed = {
+	"SELECT batch_id FROM microbatch.batch WHERE pipeline_id" EQ "$1 "
+	"AND status" EQ "'committed' AND batch_id OPERATOR(pg_catalog.>) $2 "
+	"AND batch_id OPERATOR(pg_catalog.<=) $3 ORDER BY batch_id LIMIT 1",
+	3, {INT4OID, INT8OID, INT8OID}
+};
+
+static MbQuery q_pipeline_set_history_retention = {
+	"UPDATE microbatch.pipeline SET history_retention = $2 WHERE pipeline_id" EQ "$1",
+	2, {INT4OID, INTERVALOID}
+};
+
+/*
+ * A bounded step of history retention: rows of batches up to $2 (all
+ * finished more than the retention ago, before the position), at most $3
+ * of each table
+ */
+static MbQuery q_history_trim = {
+	"WITH ledger AS (DELETE FROM microbatch.batch WHERE ctid" EQ "ANY (ARRAY("
+	"SELECT ctid FROM microbatch.batch WHERE pipeline_id" EQ "$1 "
+	"AND batch_id OPERATOR(pg_catalog.<=) $2 LIMIT $3)) RETURNING 1), "
+	"quarantine AS (DELETE FROM microbatch.quarantined_row WHERE ctid" EQ "ANY (ARRAY("
+	"SELECT ctid FROM microbatch.quarantined_row WHERE pipeline_id" EQ "$1 "
+	"AND batch_id OPERATOR(pg_catalog.<=) $2 LIMIT $3)) RETURNING 1), "
+	"results AS (DELETE FROM microbatch.check_result WHERE ctid" EQ "ANY (ARRAY("
+	"SELECT ctid FROM microbatch.check_result WHERE pipeline_id" EQ "$1 "
+	"AND batch_id OPERATOR(pg_catalog.<=) $2 LIMIT $3)) RETURNING 1) "
+	"SELECT (SELECT pg_catalog.count(*) FROM ledger), "
+	"(SELECT pg_catalog.count(*) FROM quarantine) OPERATOR(pg_catalog.+) "
+	"(SELECT pg_catalog.count(*) FROM results)",
+	3, {INT4OID, INT8OID, INT8OID}
+};
+
+#define RETENTION_COLUMNS \
+	"SELECT source_table::pg_catalog.oid, retain, removed_below, system_identifier " \
+	"FROM microbatch.retention_setting "
+
+static MbQuery q_retention_all = {
+	RETENTION_COLUMNS "ORDER BY source_table::pg_catalog.oid", 0, {InvalidOid}
+};
+
+static MbQuery q_retention_of = {
+	RETENTION_COLUMNS "WHERE source_table::pg_catalog.oid" EQ "ANY ($1) "
+	"ORDER BY source_table::pg_catalog.oid", 1, {OIDARRAYOID}
+};
+
+/*
+ * A setting removed stays while rows were removed under it: replays of
+ * their batches must still be refused
+ */
+static MbQuery q_retention_set = {
+	"INSERT INTO microbatch.retention_setting (source_table, retain) VALUES ($1, $2) "
+	"ON CONFLICT (source_table) DO UPDATE SET retain = EXCLUDED.retain",
+	2, {REGCLASSOID, INTERVALOID}
+};
+
+static MbQuery q_retention_drop = {
+	"DELETE FROM microbatch.retention_setting WHERE source_table::pg_catalog.oid" EQ "$1",
+	1, {OIDOID}
+};
+
+static MbQuery q_retention_forget = {
+	"DELETE FROM microbatch.retention_setting WHERE source_table::pg_catalog.oid" EQ "$1 "
+	"AND retain IS NULL AND removed_below IS NULL",
+	1, {OIDOID}
+};
+
+/* The horizon only rises, within one cluster's transaction ids */
+static MbQuery q_retention_record = {
+	"UPDATE microbatch.retention_setting SET "
+	"removed_below = CASE WHEN system_identifier" EQ "$5 "
+	"THEN GREATEST(removed_below, $2) ELSE $2 END, "
+	"system_identifier = $5, "
+	"rows_removed = rows_removed OPERATOR(pg_catalog.+) $3, "
+	"partitions_dropped = partitions_dropped OPERATOR(pg_catalog.+) $4, "
+	"last_removed_at = pg_catalog.now() "
+	"WHERE source_table::pg_catalog.oid" EQ "$1",
+	5, {OIDOID, XID8OID, INT8OID, INT8OID, INT8OID}
 };
 
 static MbQuery q_expectation_list = {
@@ -466,6 +616,9 @@ mb_pipeline_from_row(uint64 row, MbPipeline *pipeline)
 	pipeline->system_identifier = (uint64) DatumGetInt64(mb_column_notnull_of(row, 10));
 	value = mb_column_of(row, 11, &isnull);
 	pipeline->rebind_batch_id = isnull ? 0 : DatumGetInt64(value);
+	value = mb_column_of(row, 12, &isnull);
+	pipeline->history_retention = isnull ? NULL :
+		DatumGetIntervalP(datumCopy(value, false, sizeof(Interval)));
 }
 
 static List *
@@ -564,6 +717,23 @@ mb_lock_pipeline(int32 pipeline_id, bool wait)
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) pipeline_id, 0,
 						 MB_LOCKTAG_PIPELINE);
 	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * What replays and resets of a pipeline rely on, its source rows and its
+ * history, against retention: they take the pipeline's history lock in
+ * share mode, a retention step takes it exclusively (a background one
+ * without waiting).  Live batches read rows that retention never removes,
+ * and do not take it.
+ */
+bool
+mb_lock_history(int32 pipeline_id, LOCKMODE mode, bool wait)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) pipeline_id, 1,
+						 MB_LOCKTAG_PIPELINE);
+	return LockAcquire(&tag, mode, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
 }
 
 /*
@@ -832,6 +1002,7 @@ mb_transform_list(int32 pipeline_id)
 		transform->layer = SPI_getvalue(tuple, desc, 3);
 		transform->command = SPI_getvalue(tuple, desc, 4);
 		transform->search_path = SPI_getvalue(tuple, desc, 5);
+		transform->version = DatumGetInt32(mb_column_notnull_of(i, 6));
 		transforms = lappend(transforms, transform);
 	}
 	return transforms;
@@ -859,6 +1030,22 @@ mb_transform_insert(int32 pipeline_id, const char *name, const char *layer,
 	values[3] = CStringGetTextDatum(command);
 	values[4] = CStringGetTextDatum(search_path);
 	mb_query(&q_transform_insert, values, NULL, 0);
+}
+
+/* Returns the new version, or 0 if there is no such transform */
+int32
+mb_transform_replace(int32 pipeline_id, const char *name, const char *command,
+					 const char *search_path)
+{
+	Datum		values[4];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = mb_name_datum(name);
+	values[2] = CStringGetTextDatum(command);
+	values[3] = CStringGetTextDatum(search_path);
+	if (mb_query(&q_transform_replace, values, NULL, 0) == 0)
+		return 0;
+	return DatumGetInt32(mb_column_notnull_of(0, 1));
 }
 
 bool
@@ -940,8 +1127,8 @@ mb_text_or_null(const char *str, char *null)
 void
 mb_ledger_insert(const MbLedgerEntry *entry)
 {
-	Datum		values[17];
-	char		nulls[17];
+	Datum		values[18];
+	char		nulls[18];
 	const MbWindow *window = entry->window;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -982,20 +1169,228 @@ mb_ledger_insert(const MbLedgerEntry *entry)
 		nulls[15] = 'n';
 	values[16] = mb_text_or_null(entry->error ? entry->error->detail : NULL,
 								 &nulls[16]);
+	values[17] = mb_text_or_null(entry->transform_versions, &nulls[17]);
 	mb_query(&q_ledger_insert, values, nulls, 0);
 }
 
 void
 mb_ledger_record_replay(int32 pipeline_id, int64 batch_id,
-						TimestampTz replayed_at, int64 rows_dropped)
+						TimestampTz replayed_at, int64 rows_dropped,
+						const char *transform_versions)
 {
-	Datum		values[4];
+	Datum		values[5];
 
 	values[0] = Int32GetDatum(pipeline_id);
 	values[1] = Int64GetDatum(batch_id);
 	values[2] = TimestampTzGetDatum(replayed_at);
 	values[3] = Int64GetDatum(rows_dropped);
+	values[4] = CStringGetTextDatum(transform_versions);
 	mb_query(&q_ledger_replay, values, NULL, 0);
+}
+
+/* The lowest batch id in a pipeline's history, or 0 if it has none */
+int64
+mb_ledger_first_batch(int32 pipeline_id)
+{
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	if (mb_query(&q_ledger_first, values, NULL, 1) == 0)
+		return 0;
+	return DatumGetInt64(mb_column_notnull_of(0, 1));
+}
+
+/*
+ * The last committed or skipped batch below before_batch that finished
+ * before the given time, or 0
+ */
+int64
+mb_ledger_last_finished_before(int32 pipeline_id, TimestampTz cutoff,
+							   int64 before_batch)
+{
+	Datum		values[3];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = TimestampTzGetDatum(cutoff);
+	values[2] = Int64GetDatum(before_batch);
+	if (mb_query(&q_ledger_last_finished_before, values, NULL, 1) == 0)
+		return 0;
+	return DatumGetInt64(mb_column_notnull_of(0, 1));
+}
+
+/*
+ * The lowest tracking value a row of the committed (and unless
+ * committed_only, skipped) batches in [from_batch, to_batch] can have;
+ * false if there are none.
+ */
+bool
+mb_ledger_lowest_xid(int32 pipeline_id, int64 from_batch, int64 to_batch,
+					 bool committed_only, uint64 *lowest)
+{
+	Datum		values[4];
+	bool		isnull;
+	Datum		value;
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(from_batch);
+	values[2] = Int64GetDatum(to_batch);
+	values[3] = BoolGetDatum(committed_only);
+	mb_query(&q_ledger_lowest_xid, values, NULL, 1);
+	value = mb_column_of(0, 1, &isnull);
+	if (isnull)
+		return false;
+	*lowest = U64FromFullTransactionId(DatumGetFullTransactionId(value));
+	return true;
+}
+
+/*
+ * How many committed batches a range holds, and the first and last: by
+ * batch id (from and to are bigints, both included) or by start time
+ * (timestamptzs, [from, to)).
+ */
+int64
+mb_ledger_range(int32 pipeline_id, bool by_time, Datum from, Datum to,
+				int64 *first, int64 *last)
+{
+	Datum		values[3];
+	int64		count;
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = from;
+	values[2] = to;
+	mb_query(by_time ? &q_ledger_range_by_time : &q_ledger_range_by_id,
+			 values, NULL, 1);
+	count = DatumGetInt64(mb_column_notnull_of(0, 1));
+	if (count > 0)
+	{
+		*first = DatumGetInt64(mb_column_notnull_of(0, 2));
+		*last = DatumGetInt64(mb_column_notnull_of(0, 3));
+	}
+	return count;
+}
+
+/* The first committed batch in (after, to], or 0 */
+int64
+mb_ledger_next_committed(int32 pipeline_id, int64 after, int64 to)
+{
+	Datum		values[3];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(after);
+	values[2] = Int64GetDatum(to);
+	if (mb_query(&q_ledger_next_committed, values, NULL, 1) == 0)
+		return 0;
+	return DatumGetInt64(mb_column_notnull_of(0, 1));
+}
+
+/* NULL: the pipeline follows microbatch.history_retention */
+void
+mb_pipeline_set_history_retention(int32 id, Interval *retain)
+{
+	Datum		values[2];
+	char		nulls[2] = "  ";
+
+	values[0] = Int32GetDatum(id);
+	values[1] = IntervalPGetDatum(retain);
+	if (retain == NULL)
+		nulls[1] = 'n';
+	mb_query(&q_pipeline_set_history_retention, values, nulls, 0);
+}
+
+/*
+ * Remove at most limit rows from each of the ledger, the quarantine and the
+ * check results, of the batches of a pipeline up to through_batch.  Returns
+ * the ledger rows removed; *others gets the rest.
+ */
+int64
+mb_history_trim(int32 pipeline_id, int64 through_batch, int64 limit,
+				int64 *others)
+{
+	Datum		values[3];
+
+	values[0] = Int32GetDatum(pipeline_id);
+	values[1] = Int64GetDatum(through_batch);
+	values[2] = Int64GetDatum(limit);
+	mb_query(&q_history_trim, values, NULL, 1);
+	*others = DatumGetInt64(mb_column_notnull_of(0, 2));
+	return DatumGetInt64(mb_column_notnull_of(0, 1));
+}
+
+static List *
+mb_retentions_from_rows(uint64 n)
+{
+	List	   *retentions = NIL;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		MbRetention *retention = palloc0(sizeof(MbRetention));
+		bool		isnull;
+		Datum		value;
+
+		retention->source = DatumGetObjectId(mb_column_notnull_of(i, 1));
+		value = mb_column_of(i, 2, &isnull);
+		retention->retain = isnull ? NULL :
+			DatumGetIntervalP(datumCopy(value, false, sizeof(Interval)));
+		value = mb_column_of(i, 3, &isnull);
+		retention->removed_below = isnull ? 0 :
+			U64FromFullTransactionId(DatumGetFullTransactionId(value));
+		value = mb_column_of(i, 4, &isnull);
+		retention->system_identifier = isnull ? 0 : (uint64) DatumGetInt64(value);
+		retentions = lappend(retentions, retention);
+	}
+	return retentions;
+}
+
+/* Every retention setting of the database, or those of the given tables */
+List *
+mb_retention_list(List *relids)
+{
+	Datum		values[1];
+
+	if (relids == NIL)
+		return mb_retentions_from_rows(mb_query(&q_retention_all, NULL, NULL, 0));
+	values[0] = mb_oid_array_datum(relids);
+	return mb_retentions_from_rows(mb_query(&q_retention_of, values, NULL, 0));
+}
+
+/* NULL retain keeps the rows from now on */
+void
+mb_retention_set(Oid source, Interval *retain)
+{
+	Datum		values[2];
+	char		nulls[2] = "  ";
+
+	values[0] = ObjectIdGetDatum(source);
+	values[1] = IntervalPGetDatum(retain);
+	if (retain == NULL)
+		nulls[1] = 'n';
+	mb_query(&q_retention_set, values, nulls, 0);
+	if (retain == NULL)
+		mb_query(&q_retention_forget, values, NULL, 0);
+}
+
+/* The table is gone, and its setting with it */
+void
+mb_retention_drop(Oid source)
+{
+	Datum		values[1];
+
+	values[0] = ObjectIdGetDatum(source);
+	mb_query(&q_retention_drop, values, NULL, 0);
+}
+
+/* Rows were removed below horizon: replays of windows reaching below it fail */
+void
+mb_retention_record(Oid source, uint64 horizon, int64 rows, int64 partitions)
+{
+	Datum		values[5];
+
+	values[0] = ObjectIdGetDatum(source);
+	values[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(horizon));
+	values[2] = Int64GetDatum(rows);
+	values[3] = Int64GetDatum(partitions);
+	values[4] = Int64GetDatum((int64) GetSystemIdentifier());
+	mb_query(&q_retention_record, values, NULL, 0);
 }
 
 /* The expectations of a pipeline, in the order they were added */

@@ -25,6 +25,9 @@ int			mb_max_retries = 5;
 int			mb_max_retry_delay = 300000;
 int			mb_max_pipelines = 1024;
 int			mb_batch_timeout = 60 * 60 * 1000;
+int			mb_history_retention = -1;
+int			mb_retention_step_rows = 10000;
+int			mb_backfill_delay = 10;
 static int	mb_synchronous_commit = SYNCHRONOUS_COMMIT_OFF;
 
 /* The values synchronous_commit takes, hidden aliases included */
@@ -89,6 +92,20 @@ _PG_init(void)
 							 &mb_synchronous_commit, SYNCHRONOUS_COMMIT_OFF,
 							 mb_synchronous_commit_options,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("microbatch.history_retention",
+							"How long the batch history of a pipeline is kept; -1 keeps it forever.",
+							"The batch each pipeline's next batch starts from is always kept. microbatch.set_history_retention() overrides it for a pipeline.",
+							&mb_history_retention, -1, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("microbatch.retention_step_rows",
+							"Most rows one step of retention removes, in one transaction.",
+							NULL, &mb_retention_step_rows, 10000, 1, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("microbatch.backfill_delay",
+							"Pause of a background backfill between two batches.",
+							"Live batches of the pipeline come first in any case.",
+							&mb_backfill_delay, 10, 0, 3600 * 1000,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	mb_register_xact_callback();
 	mb_object_access_hook_install();
 

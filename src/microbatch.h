@@ -13,7 +13,10 @@
  * src/window.c		batch windows: which source rows a batch covers
  * src/transform.c	validating and running the transforms
  * src/quality.c	expectations, audits and the quarantine
- * src/batch.c		the batch engine: run, replay, rows waiting, rebind
+ * src/batch.c		the batch engine: run, replay, preview, reset, rows waiting,
+ *					rebind
+ * src/backfill.c	replays of ranges of batches, and their progress
+ * src/retention.c	retention of staging rows and of batch history
  *
  * The background processes are declared in worker.h.
  *
@@ -55,6 +58,7 @@ typedef struct MbPipeline
 	bool		failure_alerted;	/* a failed alert awaits its recovery alert */
 	uint64		system_identifier;	/* of the cluster of its history */
 	int64		rebind_batch_id;	/* 0 if never rebound */
+	Interval   *history_retention;	/* NULL: microbatch.history_retention */
 } MbPipeline;
 
 /* A row of microbatch.transform */
@@ -65,6 +69,7 @@ typedef struct MbTransform
 	char	   *layer;
 	char	   *command;
 	char	   *search_path;
+	int32		version;
 } MbTransform;
 
 /* What an expectation does with a row for which it is not true */
@@ -192,7 +197,27 @@ typedef struct MbLedgerEntry
 	TimestampTz finished_at;
 	const ErrorData *error;
 	const char *note;
+	const char *transform_versions; /* JSON object, or NULL */
 } MbLedgerEntry;
+
+/* What one step of a previewed batch did */
+typedef struct MbStep
+{
+	const char *kind;			/* window, expectations, transform, audit */
+	char	   *name;
+	char	   *layer;
+	int64		rows;
+	int64		usecs;
+} MbStep;
+
+/* A row of microbatch.retention */
+typedef struct MbRetention
+{
+	Oid			source;
+	Interval   *retain;			/* NULL: rows are kept */
+	uint64		removed_below;	/* 0: nothing removed yet */
+	uint64		system_identifier;	/* of removed_below's transaction ids */
+} MbRetention;
 
 typedef enum MbBatchStatus
 {
@@ -258,6 +283,9 @@ typedef struct MbUserCode
 /* Settings (microbatch.c) */
 extern int	mb_batch_timeout;
 extern int	mb_max_retries;
+extern int	mb_history_retention;
+extern int	mb_retention_step_rows;
+extern int	mb_backfill_delay;
 
 /* usercode.c */
 extern void mb_user_code_begin(MbUserCode *uc, Oid role, const char *search_path);
@@ -278,6 +306,7 @@ extern MbPipeline *mb_pipeline_lock(const char *name, Oid caller);
 extern MbPipeline *mb_pipeline_try_lock(const char *name, Oid caller);
 extern void mb_pipeline_lock_known(MbPipeline *pipeline);
 extern void mb_pipeline_check_owner(const MbPipeline *pipeline, Oid role);
+extern bool mb_lock_history(int32 pipeline_id, LOCKMODE mode, bool wait);
 extern int32 mb_pipeline_next_id(void);
 extern void mb_pipeline_insert(const MbPipeline *pipeline, Datum batch_interval,
 							   Datum batch_timeout, bool timeout_null);
@@ -302,6 +331,8 @@ extern bool mb_transform_exists(int32 pipeline_id, const char *name);
 extern void mb_transform_insert(int32 pipeline_id, const char *name,
 								const char *layer, const char *command,
 								const char *search_path);
+extern int32 mb_transform_replace(int32 pipeline_id, const char *name,
+								  const char *command, const char *search_path);
 extern bool mb_transform_delete(int32 pipeline_id, const char *name);
 extern bool mb_ledger_position(int32 pipeline_id, MbLedgerBatch *position);
 extern bool mb_ledger_batch(int32 pipeline_id, int64 batch_id,
@@ -309,7 +340,26 @@ extern bool mb_ledger_batch(int32 pipeline_id, int64 batch_id,
 extern void mb_ledger_insert(const MbLedgerEntry *entry);
 extern void mb_ledger_record_replay(int32 pipeline_id, int64 batch_id,
 									TimestampTz replayed_at,
-									int64 rows_dropped);
+									int64 rows_dropped,
+									const char *transform_versions);
+extern int64 mb_ledger_first_batch(int32 pipeline_id);
+extern int64 mb_ledger_last_finished_before(int32 pipeline_id,
+											TimestampTz cutoff,
+											int64 before_batch);
+extern bool mb_ledger_lowest_xid(int32 pipeline_id, int64 from_batch,
+								 int64 to_batch, bool committed_only,
+								 uint64 *lowest);
+extern int64 mb_ledger_range(int32 pipeline_id, bool by_time, Datum from,
+							 Datum to, int64 *first, int64 *last);
+extern int64 mb_ledger_next_committed(int32 pipeline_id, int64 after, int64 to);
+extern void mb_pipeline_set_history_retention(int32 id, Interval *retain);
+extern int64 mb_history_trim(int32 pipeline_id, int64 through_batch,
+							 int64 limit, int64 *others);
+extern List *mb_retention_list(List *relids);
+extern void mb_retention_set(Oid source, Interval *retain);
+extern void mb_retention_drop(Oid source);
+extern void mb_retention_record(Oid source, uint64 horizon, int64 rows,
+								int64 partitions);
 extern List *mb_expectation_list(int32 pipeline_id);
 extern bool mb_expectation_exists(int32 pipeline_id, const char *name);
 extern void mb_expectation_insert(int32 pipeline_id, const char *name,
@@ -389,6 +439,11 @@ extern int64 mb_window_pending_in(const MbPipeline *pipeline, Oid relid,
 
 /* transform.c */
 extern const char *const mb_layers[MB_NLAYERS];
+extern bool mb_previewing;
+extern void mb_steps_begin(MemoryContext context);
+extern List *mb_steps_end(void);
+extern void mb_step_record(const char *kind, const char *name,
+						   const char *layer, int64 rows, TimestampTz started);
 extern void mb_parse_error_context(void *arg);
 extern MbBatchPlan *mb_batch_plan_slot(MbPlanKind kind, int32 id);
 extern SPIPlanPtr mb_batch_plan(MbBatchPlan *entry, const char *sql,
@@ -412,11 +467,26 @@ extern int64 mb_expectations_check(const MbPipeline *pipeline,
 extern void mb_audits_run(const MbPipeline *pipeline, List *audits,
 						  const char *layer, int64 batch_id, int64 rows);
 
+/* retention.c */
+extern int64 mb_retention_now(Oid source, Oid caller);
+extern bool mb_retention_state(Oid source, uint64 *horizon, char **held_back_by,
+							   const char **held_back_state, int64 *removable);
+extern void mb_retention_check_replayable(const MbPipeline *pipeline,
+										  int64 from_batch, int64 to_batch);
+extern int64 mb_trim_history(const MbPipeline *pipeline);
+extern bool mb_retention_wanted(void);
+
+/* backfill.c */
+extern int64 mb_backfill_hold(Oid dboid, int32 pipeline_id);
+extern bool mb_backfill_running(Oid dboid, const char *pipeline_name);
+
 /* batch.c */
 extern MbBatchResult mb_run_batch(const char *pipeline_name, Oid caller,
 								  bool wait, const MbBatchObserver *observer);
 extern int64 mb_replay_batch(const char *pipeline_name, int64 batch_id,
 							 Oid caller);
+extern List *mb_preview_batch(const char *pipeline_name, Oid caller);
+extern int64 mb_reset_pipeline(const char *pipeline_name, Oid caller);
 extern bool mb_rows_waiting(const char *pipeline_name, Oid caller,
 							int64 *rows);
 extern int32 mb_record_failure(const char *pipeline_name,

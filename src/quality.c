@@ -427,6 +427,8 @@ mb_expectations_check(const MbPipeline *pipeline, List *expectations,
 	ListCell   *lc;
 	int			i;
 	ErrorContextCallback callback;
+	int64		violating = 0;
+	TimestampTz started = GetCurrentTimestamp();
 
 	if (n == 0)
 		return 0;
@@ -493,6 +495,7 @@ mb_expectations_check(const MbPipeline *pipeline, List *expectations,
 			SPI_freetuptable(fetched);
 			break;
 		}
+		violating += (int64) nfetched;
 
 		for (uint64 row = 0; row < nfetched; row++)
 		{
@@ -553,10 +556,12 @@ mb_expectations_check(const MbPipeline *pipeline, List *expectations,
 	}
 	SPI_cursor_close(portal);
 	MemoryContextDelete(chunk_context);
+	mb_step_record("expectations", NULL, NULL, violating, started);
 
 	for (i = 0; i < n; i++)
 	{
-		if (by_bit[i]->action != MB_VIOLATION_FAIL || failed[i] == 0)
+		if (by_bit[i]->action != MB_VIOLATION_FAIL || failed[i] == 0 ||
+			mb_previewing)
 			continue;
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
@@ -659,6 +664,7 @@ mb_audits_run(const MbPipeline *pipeline, List *audits, const char *layer,
 		Portal		portal;
 		int64		violations;
 		char	   *sample = NULL;
+		TimestampTz started = GetCurrentTimestamp();
 
 		if (strcmp(audit->layer, layer) != 0)
 			continue;
@@ -681,7 +687,8 @@ mb_audits_run(const MbPipeline *pipeline, List *audits, const char *layer,
 		SPI_cursor_close(portal);
 		mb_user_code_end(&uc);
 
-		if (violations > 0 && audit->fail)
+		mb_step_record("audit", audit->name, audit->layer, violations, started);
+		if (violations > 0 && audit->fail && !mb_previewing)
 			ereport(ERROR,
 					(errcode(ERRCODE_CHECK_VIOLATION),
 					 errmsg_plural("audit \"%s\" of pipeline \"%s\" failed: it returned " INT64_FORMAT " row",

@@ -91,6 +91,7 @@ static MbSlot *my_slot = NULL;
 static MbScheduled *pipelines = NULL;
 static int	npipelines = 0;
 static MbWorkerHandle *worker_handles = NULL;
+static BackgroundWorkerHandle *retention_worker = NULL;
 
 /* The slot of a worker that left in the middle of a batch is free again */
 static void
@@ -226,6 +227,35 @@ mb_commits_of(const MbScheduled *p)
 	"ORDER BY b.batch_id DESC, b.attempt DESC LIMIT 1) last ON true"
 
 /*
+ * The retention worker of this database runs while retention is set up (it
+ * leaves by itself once nothing is); we start it again if it is gone.
+ */
+static void
+mb_scheduler_start_retention(void)
+{
+	pid_t		pid;
+	MemoryContext oldcxt;
+
+	if (retention_worker != NULL &&
+		GetBackgroundWorkerPid(retention_worker, &pid) != BGWH_STOPPED)
+		return;
+	if (retention_worker != NULL)
+		pfree(retention_worker);
+	retention_worker = NULL;
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	if (!mb_start_dynamic_worker("retention", MyDatabaseId,
+								 ObjectIdGetDatum(MyDatabaseId), &retention_worker))
+	{
+		retention_worker = NULL;
+		ereport(LOG,
+				(errmsg("microbatch could not start the retention worker of database %u",
+						MyDatabaseId),
+				 errhint("Raise max_worker_processes.")));
+	}
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
  * Read the pipelines of this database.  Pipelines already known keep their
  * schedule; new ones start from their last batch in the ledger.
  */
@@ -237,6 +267,7 @@ mb_scheduler_reload(void)
 	int			nfresh;
 	TimestampTz now = GetCurrentTimestamp();
 	bool		installed;
+	bool		retention_wanted;
 	Oid		   *roots;
 
 	SetCurrentStatementStartTimestamp();
@@ -250,6 +281,7 @@ mb_scheduler_reload(void)
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up the microbatch extension");
 	installed = SPI_processed > 0;
+	retention_wanted = installed && mb_retention_wanted();
 	if (installed && SPI_execute(MB_SCHEDULER_QUERY, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read microbatch.pipeline");
 
@@ -377,6 +409,9 @@ mb_scheduler_reload(void)
 		pfree(pipelines);
 	pipelines = fresh;
 	npipelines = nfresh;
+
+	if (retention_wanted && mb_enabled)
+		mb_scheduler_start_retention();
 }
 
 /*
@@ -954,7 +989,7 @@ microbatch_scheduler_main(Datum arg)
 
 	mb_scheduler_attach(dboid);
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	mb_background_session_defaults();
+	mb_background_session_defaults(true);
 	pgstat_report_appname("microbatch scheduler");
 	worker_handles = MemoryContextAllocZero(TopMemoryContext,
 											sizeof(MbWorkerHandle) * mb_shared->nslots);

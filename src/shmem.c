@@ -76,6 +76,7 @@ mb_shmem_request(void)
 	RequestAddinShmemSpace(hash_estimate_size(MB_MAX_DATABASE_STATUS,
 											  sizeof(MbDatabaseStatus)));
 	RequestNamedLWLockTranche("microbatch", 1);
+	mb_backfill_shmem_request();
 }
 
 static HTAB *
@@ -125,6 +126,7 @@ mb_shmem_startup(void)
 									sizeof(MbSourceKey), sizeof(MbSourceCommits));
 	mb_database_hash = mb_shared_hash("microbatch databases", MB_MAX_DATABASE_STATUS,
 									  sizeof(Oid), sizeof(MbDatabaseStatus));
+	mb_backfill_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -200,10 +202,11 @@ mb_start_dynamic_worker(const char *role, Oid dboid, Datum arg,
  * a READ COMMITTED read-write transaction, which the engine needs, with
  * nothing but pg_catalog on the search_path, no timeouts of the session's
  * (batches have their own), triggers firing as in any session, errors that
- * stay errors, and the bootstrap superuser as the session's user and role.
+ * stay errors, and, as_superuser, the bootstrap superuser as the session's
+ * user and role (a backfill worker stays the role that started it).
  */
 void
-mb_background_session_defaults(void)
+mb_background_session_defaults(bool as_superuser)
 {
 	static const char *const defaults[][2] = {
 		{"search_path", "pg_catalog, pg_temp"},
@@ -220,9 +223,10 @@ mb_background_session_defaults(void)
 
 	/* the check of session_authorization reads the catalog */
 	StartTransactionCommand();
-	SetConfigOption("session_authorization",
-					GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false),
-					PGC_SUSET, PGC_S_OVERRIDE);
+	if (as_superuser)
+		SetConfigOption("session_authorization",
+						GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false),
+						PGC_SUSET, PGC_S_OVERRIDE);
 	for (int i = 0; i < lengthof(defaults); i++)
 		SetConfigOption(defaults[i][0], defaults[i][1], PGC_SUSET, PGC_S_OVERRIDE);
 	CommitTransactionCommand();

@@ -367,6 +367,52 @@ mb_batch_plan_slot(MbPlanKind kind, int32 id)
 	return &entry->plan;
 }
 
+/* While a preview runs (batch.c): what each step of its batch did */
+bool		mb_previewing = false;
+static List *preview_steps = NIL;
+static MemoryContext preview_context = NULL;
+
+/* Start recording steps, into the given context */
+void
+mb_steps_begin(MemoryContext context)
+{
+	mb_previewing = true;
+	preview_steps = NIL;
+	preview_context = context;
+}
+
+/* Stop recording; returns what was recorded */
+List *
+mb_steps_end(void)
+{
+	List	   *steps = preview_steps;
+
+	mb_previewing = false;
+	preview_steps = NIL;
+	preview_context = NULL;
+	return steps;
+}
+
+void
+mb_step_record(const char *kind, const char *name, const char *layer,
+			   int64 rows, TimestampTz started)
+{
+	MemoryContext old;
+	MbStep	   *step;
+
+	if (!mb_previewing)
+		return;
+	old = MemoryContextSwitchTo(preview_context);
+	step = palloc(sizeof(MbStep));
+	step->kind = kind;
+	step->name = name ? pstrdup(name) : NULL;
+	step->layer = layer ? pstrdup(layer) : NULL;
+	step->rows = rows;
+	step->usecs = GetCurrentTimestamp() - started;
+	preview_steps = lappend(preview_steps, step);
+	MemoryContextSwitchTo(old);
+}
+
 static void
 mb_transform_error_context(void *arg)
 {
@@ -408,6 +454,7 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
 			MbTransform *transform = lfirst(lc);
 			SPIPlanPtr	plan;
 			int			rc;
+			TimestampTz started = GetCurrentTimestamp();
 
 			if (strcmp(transform->layer, mb_layers[layer]) != 0)
 				break;
@@ -421,6 +468,8 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
 			rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
 			if (rc < 0)
 				elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+			mb_step_record("transform", transform->name, transform->layer,
+						   (int64) SPI_processed, started);
 			SPI_freetuptable(SPI_tuptable);
 			mb_user_code_end(&uc);
 		}

@@ -372,7 +372,7 @@ microbatch_worker_main(Datum arg)
 
 	mb_worker_attach(DatumGetInt32(arg));
 	BackgroundWorkerInitializeConnectionByOid(my_slot->dboid, InvalidOid, 0);
-	mb_background_session_defaults();
+	mb_background_session_defaults(true);
 	mb_worker_apply_settings();
 	batch_timeout_id = RegisterTimeout(USER_TIMEOUT, mb_batch_timeout_handler);
 	batch_terminate_id = RegisterTimeout(USER_TIMEOUT, mb_batch_terminate_handler);

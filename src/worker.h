@@ -174,7 +174,7 @@ extern MbSlot *mb_scheduler_slot(Oid dboid);
 extern void mb_latch_waiting_schedulers(void);
 extern bool mb_start_dynamic_worker(const char *role, Oid dboid, Datum arg,
 									BackgroundWorkerHandle **handle);
-extern void mb_background_session_defaults(void);
+extern void mb_background_session_defaults(bool as_superuser);
 
 /* wakeup.c */
 extern void mb_register_xact_callback(void);
@@ -193,6 +193,14 @@ extern PGDLLEXPORT void microbatch_launcher_main(Datum arg);
 
 /* scheduler.c */
 extern PGDLLEXPORT void microbatch_scheduler_main(Datum arg);
+
+/* retention.c */
+extern PGDLLEXPORT void microbatch_retention_main(Datum arg);
+
+/* backfill.c */
+extern void mb_backfill_shmem_request(void);
+extern void mb_backfill_shmem_startup(void);
+extern PGDLLEXPORT void microbatch_backfill_main(Datum arg);
 
 /* worker.c */
 extern PGDLLEXPORT void microbatch_worker_main(Datum arg);

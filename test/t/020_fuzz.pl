@@ -650,6 +650,15 @@ my @command_pool = (
 	q{SELECT microbatch.alter_pipeline('p_owner', '0')},
 	q{SELECT microbatch.refresh_pipeline('p_owner')},
 	q{SELECT microbatch.rows_waiting('p_owner')}, 'SELECT microbatch.current_batch_id()',
+	q{SELECT * FROM microbatch.preview_batch('p_owner')},
+	q{SELECT microbatch.reset_pipeline('p_owner')},
+	q{SELECT microbatch.replace_transform('p_owner', 't_copy', 'SELECT 1')},
+	q{SELECT microbatch.start_replay('p_owner', 1, 2)},
+	q{SELECT microbatch.set_retention('public.fz_plain', '0')},
+	q{SELECT microbatch.retention_now('public.fz_plain')},
+	q{SELECT microbatch.trim_history('p_owner')},
+	q{CALL microbatch.replay('p_owner', 1, 2)},
+	'SELECT * FROM microbatch.retention', 'SELECT * FROM microbatch.replay_progress',
 	'SELECT microbatch.batch_contains(1, pg_current_xact_id())',
 	'SELECT * FROM microbatch.pipelines', 'SELECT * FROM microbatch.workers',
 	'SELECT microbatch.extension_created()', 'SELECT microbatch.source_changed()',
@@ -1734,6 +1743,16 @@ sub execute_item
 			$errmsg ? "the error: $errmsg" : undef);
 	}
 	$last_fp = $repair ? compute_fp() : $fp;
+
+	# a backfill a committed call started goes on in the background: the
+	# next item's changes are its own only once it has ended
+	if (item_sql($item) =~ /start_replay/)
+	{
+		poll_until_tolerant($node, $db,
+			'SELECT count(*) FROM microbatch.replay_progress_slots()', '0', 60,
+			'the backfills started by the fuzz');
+		$last_fp = compute_fp();
+	}
 
 	scan_log($item);
 	return;
