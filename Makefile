@@ -3,6 +3,7 @@
 MODULE_big = microbatch
 OBJS = \
 	src/api.o \
+	src/backfill.o \
 	src/batch.o \
 	src/batchview.o \
 	src/catalog.o \
@@ -11,6 +12,7 @@ OBJS = \
 	src/launcher.o \
 	src/microbatch.o \
 	src/quality.o \
+	src/retention.o \
 	src/scheduler.o \
 	src/shmem.o \
 	src/source.o \
@@ -26,9 +28,9 @@ PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
 
 # Every suite starts its own throwaway cluster with the library preloaded.
 MB_TEMP_CONFIG = $(srcdir)/test/microbatch.conf
-REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure quality
+REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure quality lifecycle
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(MB_TEMP_CONFIG)
-ISOLATION = concurrent_batches ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending audit_publish
+ISOLATION = concurrent_batches ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending audit_publish retention_loaders
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
 	--outputdir=output_iso \
 	--temp-instance=tmp_check_iso --temp-config=$(MB_TEMP_CONFIG)

@@ -958,7 +958,7 @@ SELECT r.source_table AS source,
   FROM microbatch.retention_setting r
   JOIN pg_catalog.pg_class c ON c.oid = r.source_table
   CROSS JOIN LATERAL microbatch.retention_state(r.source_table) s
- WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE');
+ WHERE r.retain IS NOT NULL AND pg_catalog.pg_has_role(c.relowner, 'USAGE');
 
 -- In the style of pg_stat_progress_*: one row per running backfill
 CREATE VIEW microbatch.replay_progress WITH (security_barrier) AS

@@ -978,6 +978,7 @@ microbatch_retention_state(PG_FUNCTION_ARGS)
 	char	   *holder;
 	const char *why;
 	int64		removable;
+	MemoryContext caller_context = CurrentMemoryContext;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -986,6 +987,9 @@ microbatch_retention_state(PG_FUNCTION_ARGS)
 		pg_class_ownercheck(source, call.caller) &&
 		mb_retention_state(source, &horizon, &holder, &why, &removable))
 	{
+		/* out of SPI's memory, which the end of the call frees */
+		MemoryContext old = MemoryContextSwitchTo(caller_context);
+
 		if (horizon > U64FromFullTransactionId(FirstNormalFullTransactionId))
 		{
 			values[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(horizon));
@@ -999,6 +1003,7 @@ microbatch_retention_state(PG_FUNCTION_ARGS)
 		}
 		values[3] = Int64GetDatum(removable);
 		nulls[3] = false;
+		MemoryContextSwitchTo(old);
 	}
 	mb_call_end(&call);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
@@ -1014,9 +1019,12 @@ microbatch_preview_batch(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	int			stepno = 0;
 
+	MemoryContext caller_context;
+
 	InitMaterializedSRF(fcinfo, 0);
+	caller_context = CurrentMemoryContext;
 	mb_call_begin(&call);
-	steps = mb_preview_batch(name, call.caller);
+	steps = mb_preview_batch(name, call.caller, caller_context);
 	mb_call_end(&call);
 
 	foreach(lc, steps)

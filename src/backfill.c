@@ -272,6 +272,32 @@ mb_range_args(const MbBackfillSlot *slot, Datum *from, Datum *to)
 }
 
 /*
+ * Check that every batch of a range can be replayed.  Returns how many
+ * committed batches it has, the first and the last.  Expects
+ * mb_call_begin().
+ */
+static int64
+mb_range_check(const MbPipeline *pipeline, bool by_time, Datum from, Datum to,
+			   int64 *first, int64 *last)
+{
+	int64		total = mb_ledger_range(pipeline->id, by_time, from, to, first, last);
+
+	if (total == 0)
+		return 0;
+	if (*first < pipeline->rebind_batch_id)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batches before " INT64_FORMAT " of pipeline \"%s\" were recorded in another cluster",
+						pipeline->rebind_batch_id, pipeline->name),
+				 errhint("Start the range at batch " INT64_FORMAT " or later.",
+						 pipeline->rebind_batch_id)));
+	mb_retention_check_replayable(pipeline,
+								  by_time ? *first : Min(*first, DatumGetInt64(from)),
+								  *last);
+	return total;
+}
+
+/*
  * Find the range's batches and check them all, in the first transaction of
  * the backfill, with its hold published first (see retention.c).  Returns
  * false when the range has no committed batch.
@@ -301,16 +327,7 @@ mb_backfill_start(int slotno)
 		slot->total = total;
 		slot->current_batch = first;
 		LWLockRelease(mb_shared->lock);
-		if (first < pipeline->rebind_batch_id)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("batches before " INT64_FORMAT " of pipeline \"%s\" were recorded in another cluster",
-							pipeline->rebind_batch_id, pipeline->name),
-					 errhint("Start the range at batch " INT64_FORMAT " or later.",
-							 pipeline->rebind_batch_id)));
-		mb_retention_check_replayable(pipeline,
-									  slot->by_time ? first : Min(first, DatumGetInt64(from)),
-									  last);
+		(void) mb_range_check(pipeline, slot->by_time, from, to, &first, &last);
 	}
 	mb_call_end(&call);
 	return total > 0;
@@ -413,10 +430,9 @@ mb_backfill_run(int slotno, void (*commit) (void), int delay_ms, bool notices,
 		}
 	}
 	ereport(notices ? NOTICE : LOG,
-			(errmsg_plural("replayed " INT64_FORMAT " batch of pipeline \"%s\" (" INT64_FORMAT " rows) in %s",
-						   "replayed " INT64_FORMAT " batches of pipeline \"%s\" (" INT64_FORMAT " rows) in %s",
-						   (unsigned long) done, done, name, rows,
-						   mb_seconds_text((double) (GetCurrentTimestamp() - started) / USECS_PER_SEC))));
+			(errmsg_plural("replayed " INT64_FORMAT " batch of pipeline \"%s\" (" INT64_FORMAT " rows)",
+						   "replayed " INT64_FORMAT " batches of pipeline \"%s\" (" INT64_FORMAT " rows)",
+						   (unsigned long) done, done, name, rows)));
 }
 
 static void
@@ -439,7 +455,9 @@ mb_backfill_args(FunctionCallInfo fcinfo, bool *by_time, int64 *from,
 				 int64 *to)
 {
 	Oid			type = get_fn_expr_argtype(fcinfo->flinfo, 1);
-	MbPipeline *pipeline;
+	MbPipeline *found;
+	MbPipeline *pipeline = palloc0(sizeof(MbPipeline));
+	MemoryContext caller_context = CurrentMemoryContext;
 	MbCall		call;
 
 	for (int i = 0; i < 3; i++)
@@ -465,8 +483,12 @@ mb_backfill_args(FunctionCallInfo fcinfo, bool *by_time, int64 *from,
 	mb_backfills_check();
 
 	mb_call_begin(&call);
-	pipeline = mb_pipeline_get(NameStr(*PG_GETARG_NAME(0)));
-	mb_pipeline_check_owner(pipeline, call.caller);
+	found = mb_pipeline_get(NameStr(*PG_GETARG_NAME(0)));
+	mb_pipeline_check_owner(found, call.caller);
+	/* what the slot needs, out of SPI's memory */
+	pipeline->id = found->id;
+	pipeline->owner = found->owner;
+	pipeline->name = MemoryContextStrdup(caller_context, found->name);
 	mb_call_end(&call);
 	return pipeline;
 }
@@ -528,6 +550,22 @@ microbatch_start_replay(PG_FUNCTION_ARGS)
 	BgwHandleStatus status;
 
 	pipeline = mb_backfill_args(fcinfo, &by_time, &from, &to);
+
+	/* what can be known now is an error now, not in the worker's log */
+	{
+		MbCall		call;
+		MbPipeline *known;
+		int64		first;
+		int64		last;
+
+		mb_call_begin(&call);
+		known = mb_pipeline_get(pipeline->name);
+		(void) mb_range_check(known, by_time,
+							  by_time ? TimestampTzGetDatum(from) : Int64GetDatum(from),
+							  by_time ? TimestampTzGetDatum(to) : Int64GetDatum(to),
+							  &first, &last);
+		mb_call_end(&call);
+	}
 	slotno = mb_backfill_claim(pipeline, true, by_time, from, to);
 	/* the backfill is part of our transaction: it starts when it commits */
 	mb_backfills->slots[slotno].start_xid = GetTopTransactionId();

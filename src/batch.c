@@ -487,12 +487,13 @@ mb_replay_batch(const char *pipeline_name, int64 batch_id, Oid caller)
 /*
  * Run the next batch of a pipeline, its expectations, transforms and
  * audits, in a subtransaction that is rolled back whatever happens, and
- * return what each step did (a list of MbStep).  A fail expectation or
- * audit does not fail a preview: its step shows what it found.  An error
- * of a transform propagates.  Expects mb_call_begin().
+ * return what each step did (a list of MbStep, in result_context).  A fail
+ * expectation or audit does not fail a preview: its step shows what it
+ * found.  An error of a transform propagates.  Expects mb_call_begin().
  */
 List *
-mb_preview_batch(const char *pipeline_name, Oid caller)
+mb_preview_batch(const char *pipeline_name, Oid caller,
+				 MemoryContext result_context)
 {
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -512,7 +513,7 @@ mb_preview_batch(const char *pipeline_name, Oid caller)
 		pipeline = mb_pipeline_lock(pipeline_name, caller);
 		mb_check_pipeline(pipeline);
 		transforms = mb_transform_list(pipeline->id);
-		mb_steps_begin(context);
+		mb_steps_begin(result_context);
 		content = mb_next_window(pipeline, &window, NULL);
 		mb_step_record("window", NULL, NULL, content.rows, started);
 		if (content.rows > 0)

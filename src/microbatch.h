@@ -485,7 +485,8 @@ extern MbBatchResult mb_run_batch(const char *pipeline_name, Oid caller,
 								  bool wait, const MbBatchObserver *observer);
 extern int64 mb_replay_batch(const char *pipeline_name, int64 batch_id,
 							 Oid caller);
-extern List *mb_preview_batch(const char *pipeline_name, Oid caller);
+extern List *mb_preview_batch(const char *pipeline_name, Oid caller,
+							  MemoryContext result_context);
 extern int64 mb_reset_pipeline(const char *pipeline_name, Oid caller);
 extern bool mb_rows_waiting(const char *pipeline_name, Oid caller,
 							int64 *rows);

@@ -464,6 +464,8 @@ mb_retention_state(Oid source, uint64 *horizon, char **held_back_by,
  * Refuse to replay batches whose rows retention may have removed, or that
  * history retention removed, before anything is replayed; and hold the
  * history lock, so that no retention step removes them while they are.
+ * The error names the first batch of the range: windows only move up, so
+ * if any batch of the range reaches below the horizon, the first does.
  */
 void
 mb_retention_check_replayable(const MbPipeline *pipeline, int64 from_batch,
@@ -480,11 +482,8 @@ mb_retention_check_replayable(const MbPipeline *pipeline, int64 from_batch,
 	if (first > 1 && from_batch < first)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 from_batch == to_batch ?
 				 errmsg("batch " INT64_FORMAT " of pipeline \"%s\" is no longer in its history",
-						from_batch, pipeline->name) :
-				 errmsg("batches " INT64_FORMAT " to " INT64_FORMAT " of pipeline \"%s\" are no longer all in its history",
-						from_batch, to_batch, pipeline->name),
+						from_batch, pipeline->name),
 				 errdetail("Its history starts at batch " INT64_FORMAT ".", first),
 				 errhint("History retention removes older batches; see microbatch.history_retention and microbatch.set_history_retention().")));
 	if (!mb_ledger_lowest_xid(pipeline->id, from_batch, to_batch, true, &lowest))
@@ -499,11 +498,8 @@ mb_retention_check_replayable(const MbPipeline *pipeline, int64 from_batch,
 			continue;
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 from_batch == to_batch ?
 				 errmsg("batch " INT64_FORMAT " of pipeline \"%s\" is outside the retention of table \"%s\"",
-						from_batch, pipeline->name, get_rel_name(retention->source)) :
-				 errmsg("batches " INT64_FORMAT " to " INT64_FORMAT " of pipeline \"%s\" reach outside the retention of table \"%s\"",
-						from_batch, to_batch, pipeline->name, get_rel_name(retention->source)),
+						from_batch, pipeline->name, get_rel_name(retention->source)),
 				 errdetail("Rows processed by batches that finished more than %s ago may have been removed.",
 						   DatumGetCString(DirectFunctionCall1(interval_out,
 															   IntervalPGetDatum(retention->retain)))),
@@ -690,16 +686,19 @@ mb_background_round(bool *wanted)
 	{
 		MbCall		call;
 
+		List	   *retentions;
+
 		mb_call_begin(&call);
 		*wanted = mb_retention_wanted();
-		MemoryContextSwitchTo(round);
-		foreach(lc, mb_retention_list(NIL))
-			sources = lappend_oid(sources, ((MbRetention *) lfirst(lc))->source);
-		MemoryContextSwitchTo(round);
+		retentions = mb_retention_list(NIL);
 		if (SPI_execute("SELECT pipeline_id FROM microbatch.pipeline ORDER BY 1",
 						true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read microbatch.pipeline");
+
+		/* SPI's memory goes with the call: what we keep goes in ours */
 		MemoryContextSwitchTo(round);
+		foreach(lc, retentions)
+			sources = lappend_oid(sources, ((MbRetention *) lfirst(lc))->source);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			bool		isnull;
