@@ -122,8 +122,10 @@ mb_pipeline_horizon(const MbPipeline *pipeline, const Interval *retain,
 		return 0;
 	mb_window_init(&next, pipeline->id, 0, position.lower_datum,
 				   position.upper_datum, 0, 0);
-	horizon = position.xid_to != 0 ?
-		Max(position.xid_to, next.lower.xmin) : next.upper.xmin;
+	/* the window after the position, and the rest of a cut one */
+	horizon = next.upper.xmin;
+	if (position.xid_to != 0)
+		horizon = Min(horizon, Max(position.xid_to, next.lower.xmin));
 
 	last_old = mb_ledger_last_finished_before(pipeline->id,
 											  mb_now_minus(retain), hold);
