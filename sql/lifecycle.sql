@@ -161,9 +161,12 @@ SELECT count(*) AS other_sees FROM microbatch.retention;
 RESET ROLE;
 SET ROLE mb_lc_owner;
 
--- NULL removes the setting
+-- NULL removes the setting; replays of batches whose rows it removed are
+-- still refused
 SELECT microbatch.set_retention('lc.events', NULL);
 SELECT count(*) AS settings FROM microbatch.retention;
+SELECT microbatch.replay_batch('lc_a', 1);
+\echo :SQLSTATE
 
 --
 -- 5. Partitioned sources
@@ -216,8 +219,10 @@ SELECT rows_removed, partitions_dropped FROM microbatch.retention WHERE source =
 ROLLBACK;
 
 -- a partition on a time key wholly in the past, all of whose rows can go,
--- is detached and dropped; one holding a row not processed yet is emptied
--- of the others; the last one, with no upper bound, is emptied
+-- is detached and dropped once the table has a default partition, which
+-- takes late rows (without one, such a row would have nowhere to go, so the
+-- partition is only emptied); one holding a row not processed yet is
+-- emptied of the others; the last one, with no upper bound, is emptied
 CREATE TABLE lc.log (at timestamptz, id int) PARTITION BY RANGE (at);
 CREATE TABLE lc.log_2020 PARTITION OF lc.log FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
 CREATE TABLE lc.log_2021 PARTITION OF lc.log FOR VALUES FROM ('2021-01-01') TO ('2022-01-01');
@@ -238,6 +243,13 @@ SELECT to_regclass('lc.log_2020') AS log_2020;
 SELECT inhrelid::regclass AS partition FROM pg_inherits
  WHERE inhparent = 'lc.log'::regclass ORDER BY 1::text;
 SELECT rows_removed, partitions_dropped FROM microbatch.retention WHERE source = 'lc.log'::regclass;
+CREATE TABLE lc.log_late PARTITION OF lc.log DEFAULT;
+SELECT microbatch.retention_now('lc.log') AS removed;
+SELECT inhrelid::regclass AS partition FROM pg_inherits
+ WHERE inhparent = 'lc.log'::regclass ORDER BY 1::text;
+SELECT rows_removed, partitions_dropped FROM microbatch.retention WHERE source = 'lc.log'::regclass;
+INSERT INTO lc.log VALUES ('2020-06-01', 8);
+SELECT tableoid::regclass AS partition, id FROM lc.log WHERE id = 8;
 ROLLBACK;
 SELECT microbatch.drop_pipeline('lc_log');
 DROP TABLE lc.log, lc.log_out;

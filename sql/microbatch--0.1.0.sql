@@ -327,7 +327,7 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE
 AS 'MODULE_PATHNAME', 'microbatch_trim_history';
 
 COMMENT ON FUNCTION microbatch.trim_history(name)
-    IS 'remove now the batches of a pipeline older than its history retention, as the retention worker does; returns how many ledger rows';
+    IS 'remove now the batches of a pipeline older than its history retention, as the retention worker does; returns how many rows of the ledger, the quarantine and the check results';
 
 /*
  * Retention of staging tables: see docs/lifecycle.md.

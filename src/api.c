@@ -235,6 +235,13 @@ microbatch_create_pipeline(PG_FUNCTION_ARGS)
 				 errmsg("pipeline \"%s\" already exists", name)));
 	mb_source_check_usable(source, call.caller);
 	mb_check_role_may_run(call.caller, name);
+	{
+		ListCell   *lc;
+
+		/* no retention step removes the rows the first batch starts from */
+		foreach(lc, mb_hierarchy_roots(source))
+			(void) mb_lock_hierarchy_retention(lfirst_oid(lc), ShareLock, true);
+	}
 	mb_source_prepare(source, call.caller, strcmp(start_from, "now") == 0);
 
 	pipeline.id = mb_pipeline_next_id();

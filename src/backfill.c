@@ -41,6 +41,7 @@
 #include "storage/lmgr.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -247,6 +248,27 @@ mb_backfill_running(Oid dboid, const char *pipeline_name)
 	}
 	LWLockRelease(mb_shared->lock);
 	return running;
+}
+
+/* DROP DATABASE and the like: the background backfills of it leave */
+int
+mb_backfill_release_database(Oid dboid)
+{
+	int			signalled = 0;
+
+	if (mb_backfills == NULL)
+		return 0;
+	LWLockAcquire(mb_shared->lock, LW_SHARED);
+	for (int i = 0; i < MB_MAX_BACKFILLS; i++)
+	{
+		MbBackfillSlot *slot = &mb_backfills->slots[i];
+
+		if (slot->in_use && slot->background && slot->dboid == dboid &&
+			slot->pid != 0 && kill(slot->pid, SIGTERM) == 0)
+			signalled++;
+	}
+	LWLockRelease(mb_shared->lock);
+	return signalled;
 }
 
 static void
@@ -567,8 +589,11 @@ microbatch_start_replay(PG_FUNCTION_ARGS)
 		mb_call_end(&call);
 	}
 	slotno = mb_backfill_claim(pipeline, true, by_time, from, to);
-	/* the backfill is part of our transaction: it starts when it commits */
-	mb_backfills->slots[slotno].start_xid = GetTopTransactionId();
+	/*
+	 * The backfill is part of our (sub)transaction: it starts when that
+	 * commits with its parents
+	 */
+	mb_backfills->slots[slotno].start_xid = GetCurrentTransactionId();
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -650,19 +675,24 @@ Datum
 microbatch_replay_progress_slots(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MbBackfillSlot slots[MB_MAX_BACKFILLS];
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (mb_backfills == NULL)
 		return (Datum) 0;
 
+	/* a copy, so that the checks of rights below hold no lock */
 	LWLockAcquire(mb_shared->lock, LW_SHARED);
+	memcpy(slots, mb_backfills->slots, sizeof(slots));
+	LWLockRelease(mb_shared->lock);
 	for (int i = 0; i < MB_MAX_BACKFILLS; i++)
 	{
-		MbBackfillSlot *slot = &mb_backfills->slots[i];
+		MbBackfillSlot *slot = &slots[i];
 		Datum		values[13];
 		bool		nulls[13];
 
-		if (!slot->in_use)
+		/* the backfills of the pipelines whose owner's privileges we have */
+		if (!slot->in_use || !has_privs_of_role(GetUserId(), slot->owner))
 			continue;
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = Int32GetDatum(slot->pid);
@@ -682,6 +712,5 @@ microbatch_replay_progress_slots(PG_FUNCTION_ARGS)
 			nulls[6] = nulls[7] = nulls[10] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	LWLockRelease(mb_shared->lock);
 	return (Datum) 0;
 }

@@ -737,6 +737,35 @@ mb_lock_history(int32 pipeline_id, LOCKMODE mode, bool wait)
 }
 
 /*
+ * The retention worker of a database is alone: it holds this lock for its
+ * life.  False if another holds it.
+ */
+bool
+mb_lock_retention_worker(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 3, MB_LOCKTAG_PIPELINE);
+	return LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Retention steps of a hierarchy against pipelines created on it: a step
+ * holds the lock of each root of its table's hierarchy exclusively (a
+ * background one without waiting), create_pipeline() in share mode, so
+ * that a step never removes rows a pipeline committed meanwhile would
+ * start from.
+ */
+bool
+mb_lock_hierarchy_retention(Oid root, LOCKMODE mode, bool wait)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) root, 2, MB_LOCKTAG_PIPELINE);
+	return LockAcquire(&tag, mode, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
  * Take a pipeline's lock and read it again under the lock: it may have been
  * dropped, or changed, while we waited.
  */

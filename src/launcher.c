@@ -74,8 +74,12 @@ mb_release_database(const char *dbname)
 		if (slot->kind != MB_SLOT_UNUSED && slot->dboid == dboid &&
 			slot->pid != 0 && kill(slot->pid, SIGTERM) == 0)
 			signalled++;
+		if (slot->kind == MB_SLOT_SCHEDULER && slot->dboid == dboid &&
+			slot->retention_pid != 0 && kill(slot->retention_pid, SIGTERM) == 0)
+			signalled++;
 	}
 	LWLockRelease(mb_shared->lock);
+	signalled += mb_backfill_release_database(dboid);
 	if (signalled > 0)
 		ereport(DEBUG1,
 				(errmsg("asked %d microbatch processes to leave database \"%s\"",

@@ -307,6 +307,8 @@ extern MbPipeline *mb_pipeline_try_lock(const char *name, Oid caller);
 extern void mb_pipeline_lock_known(MbPipeline *pipeline);
 extern void mb_pipeline_check_owner(const MbPipeline *pipeline, Oid role);
 extern bool mb_lock_history(int32 pipeline_id, LOCKMODE mode, bool wait);
+extern bool mb_lock_retention_worker(void);
+extern bool mb_lock_hierarchy_retention(Oid root, LOCKMODE mode, bool wait);
 extern int32 mb_pipeline_next_id(void);
 extern void mb_pipeline_insert(const MbPipeline *pipeline, Datum batch_interval,
 							   Datum batch_timeout, bool timeout_null);

@@ -60,6 +60,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -272,6 +273,9 @@ mb_partition_try_drop(Oid relid, uint64 horizon, List *readers)
 	if (!mb_partition_expired(relid))
 		return -1;
 	parent = get_partition_parent(relid, false);
+	/* a late row goes to the default partition, not to an error */
+	if (!OidIsValid(get_default_partition_oid(parent)))
+		return -1;
 	if (!OidIsValid(owner) || owner != mb_rel_owner(parent))
 		return -1;
 	foreach(lc, readers)
@@ -316,8 +320,15 @@ mb_partition_try_drop(Oid relid, uint64 horizon, List *readers)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(context);
 		CurrentResourceOwner = resowner;
-		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		/* the partition stays, and its rows are deleted instead */
+		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			error->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(error);
+		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ereport(LOG,
+					(errmsg("microbatch could not drop expired partition %s: %s",
+							table, error->message)));
+		FreeErrorData(error);
 		rows = -1;
 	}
 	PG_END_TRY();
@@ -328,10 +339,11 @@ mb_partition_try_drop(Oid relid, uint64 horizon, List *readers)
  * One step of a retention setting: lock the pipelines' histories (without
  * waiting when wait is false: -1 if one is busy), find the horizon, then
  * remove up to limit rows below it (partitions whole).  Returns the rows
- * removed.
+ * removed; *more says whether there may be more to remove now.
  */
 static int64
-mb_retention_step(const MbRetention *retention, bool wait, int64 limit)
+mb_retention_step(const MbRetention *retention, bool wait, int64 limit,
+				  bool *more)
 {
 	List	   *members;
 	List	   *readers;
@@ -342,8 +354,14 @@ mb_retention_step(const MbRetention *retention, bool wait, int64 limit)
 	int64		partitions = 0;
 	ListCell   *lc;
 
+	Oid			owner = mb_rel_owner(retention->source);
+
+	*more = false;
 	if (retention->retain == NULL)
 		return 0;
+	foreach(lc, mb_hierarchy_roots(retention->source))
+		if (!mb_lock_hierarchy_retention(lfirst_oid(lc), ExclusiveLock, wait))
+			return -1;
 	readers = mb_pipelines_on_sources(mb_tables_sharing_rows(retention->source,
 															 RowExclusiveLock,
 															 &members));
@@ -362,19 +380,28 @@ mb_retention_step(const MbRetention *retention, bool wait, int64 limit)
 
 		if (removed >= limit)
 			break;
-		if (get_rel_relkind(member) != RELKIND_RELATION)
+		/*
+		 * Rows are removed with the rights of the table that has the
+		 * retention: a member another role owns (a partition a superuser
+		 * added, whose triggers the table's owner may have written) keeps
+		 * its rows.
+		 */
+		if (get_rel_relkind(member) != RELKIND_RELATION ||
+			mb_rel_owner(member) != owner)
 			continue;
 		CHECK_FOR_INTERRUPTS();
 		dropped = mb_partition_try_drop(member, horizon, readers);
 		if (dropped >= 0)
 		{
+			/* the parent's lock goes with the step: end it now */
 			removed += dropped;
 			partitions++;
-			continue;
+			*more = true;
+			break;
 		}
 
 		/* as the owner: its triggers and policies are its own */
-		mb_user_code_begin(&uc, mb_rel_owner(member), NULL);
+		mb_user_code_begin(&uc, owner, NULL);
 		mb_user_code_set(&uc, "enable_seqscan", "off");
 		if (SPI_execute(psprintf("DELETE FROM ONLY %s WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 								 "SELECT s.ctid FROM ONLY %s AS s WHERE %s LIMIT " INT64_FORMAT "))",
@@ -387,6 +414,7 @@ mb_retention_step(const MbRetention *retention, bool wait, int64 limit)
 	}
 	if (removed > 0 || partitions > 0)
 		mb_retention_record(retention->source, horizon, removed, partitions);
+	*more = *more || removed >= limit;
 	return removed;
 }
 
@@ -396,7 +424,7 @@ mb_retention_now(Oid source, Oid caller)
 {
 	List	   *retentions = mb_retention_list(list_make1_oid(source));
 	int64		total = 0;
-	int64		removed;
+	bool		more;
 
 	if (!pg_class_ownercheck(source, caller))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(source));
@@ -408,10 +436,9 @@ mb_retention_now(Oid source, Oid caller)
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
-		removed = mb_retention_step(linitial(retentions), true,
-									mb_retention_step_rows);
-		total += removed;
-	} while (removed >= mb_retention_step_rows);
+		total += mb_retention_step(linitial(retentions), true,
+								   mb_retention_step_rows, &more);
+	} while (more);
 	return total;
 }
 
@@ -502,6 +529,8 @@ mb_retention_check_replayable(const MbPipeline *pipeline, int64 from_batch,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("batch " INT64_FORMAT " of pipeline \"%s\" is outside the retention of table \"%s\"",
 						from_batch, pipeline->name, get_rel_name(retention->source)),
+				 retention->retain == NULL ?
+				 errdetail("Rows of its window were removed by a retention the table no longer has.") :
 				 errdetail("Rows processed by batches that finished more than %s ago may have been removed.",
 						   DatumGetCString(DirectFunctionCall1(interval_out,
 															   IntervalPGetDatum(retention->retain)))),
@@ -538,13 +567,29 @@ mb_history_step(const MbPipeline *pipeline, bool wait, int64 limit)
 	int64		through;
 	int64		others;
 	int64		ledger;
+	List	   *members;
+	ListCell   *lc;
 
 	if (retain == NULL || !mb_ledger_position(pipeline->id, &position))
 		return 0;
 	if (!mb_lock_history(pipeline->id, ExclusiveLock, wait))
 		return -1;
+	/* a running backfill, or a staging retention, still needs batches */
 	through = mb_ledger_last_finished_before(pipeline->id, mb_now_minus(retain),
-											 position.batch_id);
+											 Min(position.batch_id,
+												 mb_hold_of(pipeline->id)));
+	foreach(lc, mb_retention_list(mb_tables_sharing_rows(pipeline->source,
+														 AccessShareLock,
+														 &members)))
+	{
+		MbRetention *staging = lfirst(lc);
+
+		if (staging->retain != NULL)
+			through = Min(through,
+						  mb_ledger_last_finished_before(pipeline->id,
+														 mb_now_minus(staging->retain),
+														 position.batch_id));
+	}
 	if (through == 0)
 		return 0;
 	ledger = mb_history_trim(pipeline->id, through, limit, &others);
@@ -597,12 +642,15 @@ typedef enum MbRetentionTask
 	MB_TASK_HISTORY
 } MbRetentionTask;
 
-/* Runs one step in its own transaction; returns the rows removed, or -1 */
-static int64
+/*
+ * Runs one step in its own transaction; returns whether there may be more
+ * to remove now
+ */
+static bool
 mb_background_step(MbRetentionTask task, Oid source, int32 pipeline_id)
 {
 	MemoryContext context = CurrentMemoryContext;
-	volatile int64 removed = 0;
+	volatile bool more = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -618,10 +666,13 @@ mb_background_step(MbRetentionTask task, Oid source, int32 pipeline_id)
 
 			if (retentions != NIL && get_rel_name(source) != NULL)
 			{
+				bool		again;
+
 				pgstat_report_activity(STATE_RUNNING, psprintf("removing processed rows of %s",
 															   mb_qualified_relname(source)));
-				removed = mb_retention_step(linitial(retentions), false,
-											mb_retention_step_rows);
+				(void) mb_retention_step(linitial(retentions), false,
+										 mb_retention_step_rows, &again);
+				more = again;
 			}
 			else if (retentions != NIL)
 				mb_retention_drop(source);	/* the table is gone */
@@ -634,7 +685,8 @@ mb_background_step(MbRetentionTask task, Oid source, int32 pipeline_id)
 			{
 				pgstat_report_activity(STATE_RUNNING, psprintf("removing old history of pipeline %s",
 															   pipeline.name));
-				removed = mb_history_step(&pipeline, false, mb_retention_step_rows);
+				more = mb_history_step(&pipeline, false, mb_retention_step_rows) >=
+					mb_retention_step_rows;
 			}
 		}
 		mb_call_end(&call);
@@ -652,15 +704,16 @@ mb_background_step(MbRetentionTask task, Oid source, int32 pipeline_id)
 		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			error->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(error);
-		ereport(WARNING,
+		/* a lock held elsewhere: the next round tries again */
+		ereport(error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ? DEBUG1 : WARNING,
 				(errmsg("microbatch retention step failed: %s", error->message)));
 		FreeErrorData(error);
-		removed = -1;
+		more = false;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextSwitchTo(context);
-	return removed;
+	return more;
 }
 
 /*
@@ -717,15 +770,30 @@ mb_background_round(bool *wanted)
 	MemoryContextSwitchTo(round);
 
 	foreach(lc, sources)
-		more |= mb_background_step(MB_TASK_STAGING, lfirst_oid(lc), 0) >=
-			mb_retention_step_rows;
+		more |= mb_background_step(MB_TASK_STAGING, lfirst_oid(lc), 0);
 	foreach(lc, pipelines)
-		more |= mb_background_step(MB_TASK_HISTORY, InvalidOid, lfirst_int(lc)) >=
-			mb_retention_step_rows;
+		more |= mb_background_step(MB_TASK_HISTORY, InvalidOid, lfirst_int(lc));
 
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(round);
 	return more;
+}
+
+/*
+ * Tell the scheduler of the database who we are, so that DROP DATABASE
+ * makes us leave with it; false once it is gone.
+ */
+static bool
+mb_retention_publish(void)
+{
+	MbSlot	   *scheduler;
+
+	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+	scheduler = mb_scheduler_slot(MyDatabaseId);
+	if (scheduler != NULL)
+		scheduler->retention_pid = MyProcPid;
+	LWLockRelease(mb_shared->lock);
+	return scheduler != NULL;
 }
 
 void
@@ -740,6 +808,11 @@ microbatch_retention_main(Datum arg)
 	mb_background_session_defaults(true);
 	pgstat_report_appname("microbatch retention");
 
+	/* a lock another session holds makes a step wait a second at most */
+	SetConfigOption("lock_timeout", "1000", PGC_SUSET, PGC_S_OVERRIDE);
+	if (!mb_lock_retention_worker())
+		proc_exit(0);
+
 	for (;;)
 	{
 		bool		wanted;
@@ -751,6 +824,8 @@ microbatch_retention_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		if (!mb_retention_publish())
+			proc_exit(0);
 		more = mb_background_round(&wanted);
 		if (!wanted)
 			proc_exit(0);

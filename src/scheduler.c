@@ -169,6 +169,7 @@ mb_scheduler_attach(Oid dboid)
 		free_slot->generation++;
 		free_slot->exit_requested = false;
 		free_slot->waiting = 0;
+		free_slot->retention_pid = 0;
 		free_slot->starved_since = 0;
 		pg_atomic_write_u32(&free_slot->reload_requested, 0);
 		pg_atomic_write_u32(&free_slot->wants_source_commits, 0);

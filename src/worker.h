@@ -92,6 +92,7 @@ typedef struct MbSlot
 	char		result_message[256];
 
 	/* schedulers */
+	pid_t		retention_pid;	/* the retention worker of the database, or 0 */
 	int			waiting;		/* due pipelines no worker could take */
 	TimestampTz starved_since;	/* pipelines with rows to process wait for a
 								 * worker, since then or since the last batch
@@ -200,6 +201,7 @@ extern PGDLLEXPORT void microbatch_retention_main(Datum arg);
 /* backfill.c */
 extern void mb_backfill_shmem_request(void);
 extern void mb_backfill_shmem_startup(void);
+extern int	mb_backfill_release_database(Oid dboid);
 extern PGDLLEXPORT void microbatch_backfill_main(Datum arg);
 
 /* worker.c */

@@ -363,6 +363,7 @@ q_(q{
 CREATE TABLE pt (at timestamptz NOT NULL, id int NOT NULL) PARTITION BY RANGE (at);
 CREATE TABLE pt_past PARTITION OF pt FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
 CREATE TABLE pt_now PARTITION OF pt FOR VALUES FROM ('2021-01-01') TO ('2100-01-01');
+CREATE TABLE pt_late PARTITION OF pt DEFAULT;
 CREATE TABLE pt_out (batch_id bigint, id int);
 SELECT microbatch.create_pipeline('pt', 'pt');
 SELECT microbatch.pause_pipeline('pt');
@@ -406,6 +407,7 @@ q_(q{
 CREATE TABLE pt2 (at timestamptz NOT NULL, id int NOT NULL) PARTITION BY RANGE (at);
 CREATE TABLE pt2_past PARTITION OF pt2 FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
 CREATE TABLE pt2_now PARTITION OF pt2 FOR VALUES FROM ('2021-01-01') TO (MAXVALUE);
+CREATE TABLE pt2_late PARTITION OF pt2 DEFAULT;
 CREATE TABLE pt2_out (batch_id bigint, id int);
 SELECT microbatch.create_pipeline('pt2', 'pt2');
 SELECT microbatch.pause_pipeline('pt2');
