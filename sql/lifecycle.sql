@@ -254,6 +254,40 @@ ROLLBACK;
 SELECT microbatch.drop_pipeline('lc_log');
 DROP TABLE lc.log, lc.log_out;
 
+-- Rows go with the rights of the retention's table owner: a partition a
+-- superuser added, with a row trigger the owner wrote on the parent (copied
+-- onto every new partition), keeps its rows, and the trigger never runs as
+-- the superuser
+CREATE TABLE lc.ten (id int, v int) PARTITION BY RANGE (id);
+CREATE TABLE lc.ten_a PARTITION OF lc.ten FOR VALUES FROM (0) TO (100);
+CREATE FUNCTION lc.ten_escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        EXECUTE 'ALTER ROLE mb_lc_owner SUPERUSER';
+    END IF;
+    RETURN OLD;
+END$$;
+CREATE TRIGGER ten_escalate BEFORE DELETE ON lc.ten
+    FOR EACH ROW EXECUTE FUNCTION lc.ten_escalate();
+CREATE TABLE lc.ten_out (id int);
+SELECT microbatch.create_pipeline('lc_ten', 'lc.ten');
+SELECT microbatch.add_transform('lc_ten', 'copy', 'bronze',
+    $$INSERT INTO lc.ten_out SELECT id FROM microbatch.lc_ten_batch$$);
+RESET ROLE;
+CREATE TABLE lc.ten_b PARTITION OF lc.ten FOR VALUES FROM (100) TO (200);
+SET ROLE mb_lc_owner;
+INSERT INTO lc.ten VALUES (1, 1), (150, 2);
+SELECT microbatch.run_batch('lc_ten');
+SELECT microbatch.set_retention('lc.ten', '0');
+SELECT microbatch.retention_now('lc.ten') AS removed;
+SELECT tableoid::regclass AS partition, id FROM lc.ten ORDER BY id;
+SELECT rolsuper FROM pg_roles WHERE rolname = 'mb_lc_owner';
+SELECT microbatch.drop_pipeline('lc_ten');
+RESET ROLE;
+DROP TABLE lc.ten, lc.ten_out;
+DROP FUNCTION lc.ten_escalate();
+SET ROLE mb_lc_owner;
+
 --
 -- 6. History retention: the per-pipeline setting
 --
