@@ -4,6 +4,8 @@
 
 # num 1234567: 1,234,567
 num() { sed -e ':a' -e 's/^\([0-9]\{1,\}\)\([0-9]\{3\}\)/\1,\2/;ta' <<<"$1"; }
+# num_list "1234, 5678": 1,234, 5,678
+num_list() { local n out=""; for n in ${1//,/ }; do out+="${out:+, }$(num "$n")"; done; echo "$out"; }
 # verdict OK: "met" or "**missed**"
 verdict() { if [ "$1" = 1 ]; then echo met; else echo "**missed**"; fi; }
 # cmp A OP B: 1 when the comparison holds (floating point)
@@ -43,6 +45,19 @@ tpcb_ledger() {
     awk -F'|' -v secs="$TPCB_SECONDS" 'NF == 3 { n++; b += $1; r += $2; busy += $3 }
         END { if (n) printf "%.0f | %.1f | %.0f%%", b / n / secs, r / n, 100 * busy / n }' <<<"${TPCB_LEDGER[$1]}"
 }
+
+# soak_flat FIGURE: "middle|last|ratio" of a figure of the soak
+soak_flat() {
+    local line
+    for line in "${SOAK_FLAT[@]:-}"; do
+        if [ "${line%%|*}" = "$1" ]; then
+            echo "${line#*|}"
+            return
+        fi
+    done
+}
+# soak_is_flat RATIO: yes within ±20 %
+soak_is_flat() { if [ "$(cmp "$1" '>=' 0.8)$(cmp "$1" '<=' 1.2)" = 11 ]; then echo yes; else echo "**no**"; fi; }
 
 lat_field() {  # lat_field INTERVAL RATE FIELD#: a field of a latency run
     local line
@@ -153,6 +168,17 @@ EOF
     else
         echo "| [8](#8-data-quality) expectations' cost | ≥ 0.90× | not run | |"
     fi
+    if [ -n "${SOAK_LOADED:-}" ]; then
+        local smid slast sratio lmid llast lratio
+        IFS='|' read -r smid slast sratio <<<"$(soak_flat staging_mb)"
+        IFS='|' read -r lmid llast lratio <<<"$(soak_flat ledger_rows)"
+        echo "| [9](#9-soak) staging.events table + indexes over a $((SOAK_SECONDS / 60))-minute soak at $(num "$SOAK_RATE") rows/s with retain $SOAK_RETAIN: last third over middle third | flat (0.80-1.20×) | ${sratio}× ($slast vs $smid MB) | $(verdict "$(cmp "$(cmp "$sratio" '>=' 0.8) + $(cmp "$sratio" '<=' 1.2)" == 2)") |"
+        echo "| [9](#9-soak) ledger rows in the same soak, history retention 1 min | flat (0.80-1.20×) | ${lratio}× ($llast vs $lmid rows) | $(verdict "$(cmp "$(cmp "$lratio" '>=' 0.8) + $(cmp "$lratio" '<=' 1.2)" == 2)") |"
+        echo "| [9](#9-soak) rows lost / processed twice in the soak | 0 / 0 | $SOAK_LOST / $SOAK_TWICE (of $(num "$SOAK_LOADED")) | $(verdict "$(cmp "$SOAK_LOST + $SOAK_TWICE" == 0)") |"
+        echo "| [9](#9-soak) unthrottled loader rows/s with retention (retain 0) deleting behind it vs without | ≥ 0.90× | ${SOAK_TP_RATIO}× (rounds ${SOAK_TP_MIN}-${SOAK_TP_MAX}) | $(verdict "$(cmp "$SOAK_TP_RATIO" '>=' 0.9)") |"
+    else
+        echo "| [9](#9-soak) soak with retention | flat, 0 lost, ≥ 0.90× | not run | |"
+    fi
 
     cat <<EOF
 
@@ -176,7 +202,8 @@ $SETTINGS
 
 \`microbatch.enabled\` is switched with \`ALTER SYSTEM\` and a reload: off where
 batches are run by hand (sections 1 and 3), on elsewhere.  Other microbatch
-settings are the defaults (\`max_workers\` 4, \`naptime\` 5 s).  Load comes from
+settings are the defaults (\`max_workers\` 4, \`naptime\` 5 s), but in section 9,
+which sets its own.  Load comes from
 pgbench on the same machine, so it shares the two cores with the server.
 EOF
 
@@ -561,6 +588,129 @@ row: PostgreSQL 15 has no \`IS JSON\`).
 | expectation | ms per 10,000 rows |
 |---|---|
 $(awk -F'|' '{ printf "| %s | %s |\n", $1, $2 }' <<<"$QUALITY_PREDICATES")
+EOF
+    else
+        echo "Not run."
+    fi
+
+    printf '\n## 9. Soak\n\n'
+    if [ -n "${SOAK_LOADED:-}" ]; then
+        local load_rate wal_rate max_waiting autovacuums outputs_mb ledger_max staging_max
+        local avg_rows max_rows batch_p50 batch_p99
+        IFS='|' read -r load_rate wal_rate max_waiting autovacuums outputs_mb ledger_max staging_max <<<"$SOAK_RUN"
+        IFS='|' read -r avg_rows max_rows batch_p50 batch_p99 <<<"$SOAK_BATCH_STATS"
+        cat <<EOF
+**Method.** A database \`soak\` with the demo's pipeline at \`batch_interval\`
+1 s and \`microbatch.set_retention('staging.events', '$SOAK_RETAIN')\`; with
+\`ALTER SYSTEM\` and a reload, \`microbatch.history_retention = '1min'\` and
+\`microbatch.naptime = '1s'\` (reset at the end of the section; in force:
+$SOAK_GUCS; retention workers in the database: $SOAK_RETENTION_WORKERS).
+Autovacuum runs with its defaults: it is what makes the space of the deleted
+rows reusable (autovacuum runs on \`staging.events\` during the soak: $autovacuums).
+pgbench ([soak-insert.pgbench](../test/bench/soak-insert.pgbench)) runs
+$((SOAK_RATE / 100)) loader transactions a second of 100 rows each
+([gen.sql](../test/bench/gen.sql)'s events) from 2 clients (\`-R\`, Poisson
+arrivals) for $SOAK_SECONDS s: $(num "$SOAK_RATE") rows/s asked, $(num "$load_rate")
+done (schedule lag ${SOAK_LOAD_LAG:-not reported}).  Every
+$SOAK_SAMPLE_SECONDS s, \`bench.soak_sample()\` ([soak.sql](../test/bench/soak.sql))
+records the size of the staging table (\`pg_table_size\`: heap, TOAST, free
+space and visibility maps) and of its indexes (\`pg_indexes_size\`: primary
+key and tracking index), its rows (\`count(*)\`), the ledger's rows
+(\`microbatch.batch\`) and the size of the ledger's tables (\`batch\`,
+\`check_result\`, \`quarantined_row\`, with indexes and TOAST),
+\`rows_removed\` and \`removable_rows\` from \`microbatch.retention\`, and WAL
+written.  The batches took $(num "$avg_rows") rows on average (at most
+$(num "$max_rows")), in $batch_p50 ms at the median (p99 $batch_p99 ms); at most
+$(num "$max_waiting") rows were waiting at a sample.  WAL: $wal_rate MB/s.
+The bronze, silver and gold tables keep every event, as they should: they
+grew to $(num "$outputs_mb") MB and are not part of what must stay flat.
+EOF
+        [ -n "$QUICK" ] && printf '\n**MB_BENCH_QUICK: a soak of %s s only, whose middle third is still within the retention of the first rows: the ratios below say nothing about flatness.**\n' "$SOAK_SECONDS"
+        cat <<EOF
+
+![Sizes of the staging table and of the ledger over the soak](benchmarks-soak.svg)
+
+Flat: the mean of the last third of the soak over the mean of its middle third
+(minutes $(calc %.1f "$SOAK_SECONDS / 180")-$(calc %.1f "$SOAK_SECONDS / 90") and $(calc %.1f "$SOAK_SECONDS / 90")-$(calc %.1f "$SOAK_SECONDS / 60"), the dashed lines), within ±20 %.
+
+| figure | mean, middle third | mean, last third | last / middle | flat |
+|---|---|---|---|---|
+EOF
+        local fig label middle last ratio
+        for fig in staging_mb table_mb index_mb staging_rows ledger_rows ledger_mb outputs_mb; do
+            case $fig in
+                staging_mb) label="staging.events, table + indexes, MB" ;;
+                table_mb) label="staging.events, table, MB" ;;
+                index_mb) label="staging.events, indexes, MB" ;;
+                staging_rows) label="staging.events, rows" ;;
+                ledger_rows) label="ledger rows (microbatch.batch)" ;;
+                ledger_mb) label="ledger tables, MB" ;;
+                outputs_mb) label="bronze, silver and gold, MB (keep every event: grow)" ;;
+            esac
+            IFS='|' read -r middle last ratio <<<"$(soak_flat "$fig")"
+            [ -n "$ratio" ] || continue
+            case $fig in
+                *_rows) middle=$(num "$(calc %.0f "$middle")") last=$(num "$(calc %.0f "$last")") ;;
+            esac
+            if [ "$fig" = outputs_mb ]; then
+                printf '| %s | %s | %s | %s× | |\n' "$label" "$middle" "$last" "$ratio"
+            else
+                printf '| %s | %s | %s | **%s×** | %s |\n' "$label" "$middle" "$last" "$ratio" \
+                    "$(soak_is_flat "$ratio")"
+            fi
+        done
+        cat <<EOF
+
+One sample a minute (the one nearest the whole minute; 0 is the loader's start):
+
+| minute | staging rows | table MB | indexes MB | dead rows (pg_stat) | ledger rows | ledger tables MB | rows removed | removable rows | rows waiting | WAL MB |
+|---|---|---|---|---|---|---|---|---|---|---|
+$(for line in "${SOAK_MINUTES[@]}"; do
+    IFS='|' read -r -a f <<<"$line"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${f[0]}" "$(num "${f[1]}")" "${f[2]}" "${f[3]}" \
+        "$(num "${f[4]}")" "${f[5]}" "${f[6]}" "$(num "${f[7]}")" "$(num "${f[8]}")" "$(num "${f[9]}")" "$(num "${f[10]}")"
+done)
+
+**Ground truth.** When the loader stopped, the pipeline drained.  Each loader
+transaction wrote its row count into \`bench.soak_loaded\` in the same
+transaction as its rows: what committed, whatever retention removed since.
+The batches' \`rows_in\` come from a copy of the ledger taken at every sample
+(history retention removes ledger rows a minute after they finished; batch
+ids missing from the copy: $SOAK_BATCH_GAPS), and so do the ids of the rows
+the drop expectations quarantined.  Bronze keeps one row per staging row
+that the expectations let through (keyed by \`ingest_id\`), the quarantine
+the others ($SOAK_BOTH rows in both), so their union is the rows processed,
+each once.  Lost = loaded − rows processed; processed twice = sum of
+\`rows_in\` − rows processed.
+
+| rows loaded (loader's count; pgbench's transactions × 100) | sum of rows_in of the $(num "$SOAK_BATCHES") committed batches | rows processed: in bronze + quarantined | lost | processed twice | rows removed by retention | rows still in staging |
+|---|---|---|---|---|---|---|
+| $(num "$SOAK_LOADED") ($(num "$SOAK_PGBENCH_ROWS")) | $(num "$SOAK_PROCESSED") | $(num "$SOAK_DISTINCT") ($(num "$SOAK_BRONZE") + $(num "$SOAK_QUARANTINED")) | **$SOAK_LOST** | **$SOAK_TWICE** | $(num "$SOAK_REMOVED") | $(num "$SOAK_STAGING_LEFT") |
+
+Then the retention was set to 0 and \`retention_now()\` called: with the
+retention worker, woken by the change, they removed what was left, and
+$(num "$SOAK_FINAL_LEFT") rows stayed (those at or above the horizon, the next window's
+lowest transaction id).
+
+**Loader throughput with retention.** A copy of the staging table,
+\`bench.tp_events\`, with a pipeline of its own at \`batch_interval\` 1 s
+whose only transform counts each batch's rows, so that it keeps up with any
+loader here and the retention worker deletes about as fast as the loader
+inserts: the most retention can cost a loader.  pgbench, unthrottled (4
+clients, \`-j 2\`, one INSERT of 100 literal rows per transaction), for
+$SOAK_TP_SECONDS s, with \`set_retention('bench.tp_events', '0')\` (a row goes
+as soon as its batch committed) or \`NULL\` (retention off), in $SOAK_TP_ROUNDS
+rounds of one run each, alternating which side goes first.  Before each run
+every row loaded so far is processed and removed (\`retention_now\`), the
+table vacuumed and a CHECKPOINT taken, so that both sides start alike; the
+pipeline runs on both sides.  The ratio is the median of the rounds' ratios.
+Afterwards the pipeline had counted $(num "$SOAK_TP_PROCESSED") rows of the
+$(num "$SOAK_TP_LOADED") loaded.
+
+| | rows/s, each run | rows/s, median | ratio: median of the rounds' (range) | rows removed during each run |
+|---|---|---|---|---|
+| retention off | $(num_list "${SOAK_TP_RUNS[off]}") | $(num "$SOAK_TP_OFF") | 1 | |
+| retention on, retain 0 | $(num_list "${SOAK_TP_RUNS[on]}") | $(num "$SOAK_TP_ON") | **$SOAK_TP_RATIO** ($SOAK_TP_MIN-$SOAK_TP_MAX) | $(num_list "$SOAK_TP_REMOVED") |
 EOF
     else
         echo "Not run."

@@ -7,7 +7,7 @@
 # with warnings as errors and installs the extension.  Then it starts a
 # cluster of its own (a fresh data directory in a temporary directory, a free
 # port, a socket in that directory, run as the unprivileged postgres user
-# since PostgreSQL refuses root), runs the eight measurements below, and
+# since PostgreSQL refuses root), runs the nine measurements below, and
 # stops it, also on error.  Every ratio in the report compares two
 # measurements taken in this run, on this machine.
 #
@@ -19,6 +19,8 @@
 #   6 ingest       COPY and INSERT into a staging table with and without one
 #   7 cron         the pg_cron + watermark alternative: latency, lost rows
 #   8 quality      the demo's expectations and audit: 10k-row batches with and without
+#   9 soak         10 minutes at 5k rows/s with retention: sizes over time (a
+#                  plot, docs/benchmarks-soak.svg), rows lost, loader cost
 #
 # Environment: MB_BENCH_SECTIONS (names above, default all),
 # MB_BENCH_QUICK=1 (shorter runs, for trying the script: the report says so),
@@ -35,12 +37,14 @@ PG_MAJOR=15
 PG_BINDIR=/usr/lib/postgresql/$PG_MAJOR/bin
 PG_CONFIG=$PG_BINDIR/pg_config
 RUN_USER=${MICROBATCH_BENCH_USER:-postgres}
-PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-$PG_MAJOR-cron make gcc"
-SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep quality}
+PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-$PG_MAJOR-cron make gcc gnuplot-nox"
+# soak last: its cluster-wide history retention would trim the ledgers the
+# sections before it read
+SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep quality soak}
 QUICK=${MB_BENCH_QUICK:-}
 
 # Durations and sizes.  The whole run must stay under ~20 minutes on a
-# 2-core machine; the comments say what each one buys.
+# 2-core machine, plus ~14 for the soak; the comments say what each one buys.
 if [ -z "$QUICK" ]; then
     TP_SPECS="1000:60 10000:20 100000:4"   # batch rows:batches; ~1 s of work at least each
     LAT_SECONDS=12                         # per latency run: ~1,200 loader transactions
@@ -52,6 +56,8 @@ if [ -z "$QUICK" ]; then
     IDLE_SECONDS=60 IDLE0_SECONDS=30
     SWEEP_ROWS=10000000 SWEEP_LOAD_BUDGET=110 SWEEP_BATCHES=4
     QUALITY_ROUNDS=6 QUALITY_BATCHES=5     # 10k-row batches per side and round
+    SOAK_SECONDS=600 SOAK_SAMPLE_SECONDS=10     # the issue's 10 minutes, sampled every 10 s
+    SOAK_TP_SECONDS=15 SOAK_TP_ROUNDS=4         # unthrottled loader runs, per side
 else
     TP_SPECS="1000:10 10000:4 100000:1"
     LAT_SECONDS=4 LAT_MAX_RATES="20000"
@@ -61,7 +67,10 @@ else
     IDLE_SECONDS=10 IDLE0_SECONDS=5
     SWEEP_ROWS=1000000 SWEEP_LOAD_BUDGET=20 SWEEP_BATCHES=2
     QUALITY_ROUNDS=2 QUALITY_BATCHES=2
+    SOAK_SECONDS=120 SOAK_SAMPLE_SECONDS=10
+    SOAK_TP_SECONDS=5 SOAK_TP_ROUNDS=1
 fi
+SOAK_RATE=5000 SOAK_RETAIN='1 minute'           # rows/s of the soak's loader; staging retention
 
 say() { printf '[%s %4ds] %s\n' "$(date +%H:%M:%S)" "$SECONDS" "$*"; }
 fail() { echo "run-bench: $*" >&2; exit 1; }
@@ -951,6 +960,211 @@ SQL
 }
 
 #--------------------------------------------------------------------------
+# 9. Soak: retention at 5k rows/s for 10 minutes
+#--------------------------------------------------------------------------
+# soak_tp_run SIDE: one unthrottled loader run into bench.tp_events, with
+# retention at 0 (on) or none (off), from the same starting point: every row
+# loaded before processed and removed, the table vacuumed.  Sets
+# SOAK_TP_RATE (rows/s) and SOAK_TP_RUN_REMOVED (rows retention removed
+# during the run).
+soak_tp_run() {
+    local side=$1 removed0 removed1 log
+    val soak "SELECT microbatch.set_retention('bench.tp_events', '0')" >/dev/null
+    drain soak tp
+    val soak "SELECT microbatch.retention_now('bench.tp_events')" >/dev/null
+    val soak "VACUUM bench.tp_events" >/dev/null
+    if [ "$side" = off ]; then
+        val soak "SELECT microbatch.set_retention('bench.tp_events', NULL)" >/dev/null
+    fi
+    val soak "CHECKPOINT" >/dev/null
+    SOAK_TP_N=$((SOAK_TP_N + 1))
+    log="$WORK/soak-tp-$SOAK_TP_N-$side.log"
+    removed0=$(val soak "SELECT rows_removed FROM microbatch.retention WHERE source = 'bench.tp_events'::regclass")
+    pg pgbench -n -c 4 -j 2 -T "$SOAK_TP_SECONDS" -f "$WORK/soak-tp.pgbench" soak >"$log" 2>&1 \
+        || { tail "$log"; fail "pgbench failed"; }
+    removed1=$(val soak "SELECT rows_removed FROM microbatch.retention WHERE source = 'bench.tp_events'::regclass")
+    SOAK_TP_LOADED=$((SOAK_TP_LOADED + 100 * $(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")))
+    SOAK_TP_RATE=$(calc %.0f "$(tps_of "$log") * 100")
+    SOAK_TP_RUN_REMOVED=$((removed1 - removed0))
+}
+
+section_soak() {
+    say "[9 soak] ${SOAK_SECONDS}s at $SOAK_RATE rows/s with retain $SOAK_RETAIN and history_retention 1 min; then loader rows/s with and without retention"
+    set_enabled on
+    # The brief of the issue: batches every second, retention checked every
+    # second, the batch history kept for a minute (a cluster-wide setting:
+    # this section runs last, and resets it).
+    val postgres "ALTER SYSTEM SET microbatch.naptime = '1s'" >/dev/null
+    val postgres "ALTER SYSTEM SET microbatch.history_retention = '1min'" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+    val postgres "CREATE DATABASE soak" >/dev/null
+    sql soak -f "$DEMO_SQL" -f "$BENCH/gen.sql" -f "$BENCH/soak.sql" >/dev/null
+    sql soak >/dev/null <<SQL
+SELECT microbatch.alter_pipeline('clickstream', batch_interval => '1 s');
+SELECT microbatch.set_retention('staging.events', '$SOAK_RETAIN');
+SQL
+    sleep 1
+    SOAK_GUCS=$(val soak "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), ', ' ORDER BY name)
+                            FROM pg_settings WHERE name IN ('microbatch.naptime', 'microbatch.history_retention',
+                                                            'microbatch.retention_step_rows', 'autovacuum_naptime',
+                                                            'autovacuum_vacuum_scale_factor')")
+    SOAK_RETENTION_WORKERS=$(val soak "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'microbatch retention' AND datname = 'soak'")
+
+    # The loader: 100-row transactions at SOAK_RATE rows/s from 2 clients
+    # (Poisson arrivals); sampled every SOAK_SAMPLE_SECONDS meanwhile.
+    local lsn0 start pid next t wait_s line
+    lsn0=$(val soak "SELECT pg_current_wal_lsn()")
+    SOAK_START=$(val soak "SELECT clock_timestamp()")
+    start=$(date +%s.%N)
+    pg pgbench -n -c 2 -j 2 -R $((SOAK_RATE / 100)) -T "$SOAK_SECONDS" -D rows=100 \
+        -f "$BENCH/soak-insert.pgbench" soak >"$WORK/soak-load.log" 2>&1 &
+    pid=$!
+    BG_PIDS+=("$pid")
+    next=0
+    while :; do
+        t=$(calc %.1f "$(date +%s.%N) - $start")
+        val soak "SELECT bench.soak_sample($t, '$lsn0')" >/dev/null
+        if [ $((next % 60)) = 0 ]; then
+            line=$(val soak "SELECT format('staging %s rows, %s MB table + %s MB indexes; ledger %s rows; %s rows removed, %s waiting',
+                                         staging_rows, round(staging_table_bytes / 1048576.0, 1),
+                                         round(staging_index_bytes / 1048576.0, 1), ledger_rows, rows_removed, rows_waiting)
+                               FROM bench.soak_samples ORDER BY t DESC LIMIT 1")
+            say "  ${t}s: $line"
+        fi
+        next=$((next + SOAK_SAMPLE_SECONDS))
+        [ "$next" -le "$SOAK_SECONDS" ] || break
+        wait_s=$(calc %.3f "$start + $next - $(date +%s.%N)")
+        if [ "$(calc %d "($wait_s > 0)")" = 1 ]; then sleep "$wait_s"; fi
+    done
+    wait "$pid" || { tail "$WORK/soak-load.log"; fail "the soak's loader failed"; }
+    SOAK_END=$(val soak "SELECT clock_timestamp()")
+    SOAK_LOAD_TXNS=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$WORK/soak-load.log")
+    SOAK_LOAD_LAG=$(sed -n 's/^rate limit schedule lag: avg \([0-9.]*\) .*max \([0-9.]*\).*/\1 ms average, \2 ms max/p' "$WORK/soak-load.log")
+
+    # Ground truth: the loader stopped, the pipeline drained, what committed
+    # into the staging table against what the batches took (rows_in) and the
+    # distinct rows they processed: bronze keeps one row per staging row
+    # (keyed by ingest_id) that the expectations kept, the quarantine the
+    # others.
+    drain soak clickstream 300
+    val soak "SELECT bench.soak_copy_ledger()" >/dev/null
+    IFS='|' read -r SOAK_LOADED SOAK_PROCESSED SOAK_BRONZE SOAK_QUARANTINED SOAK_BOTH SOAK_BATCHES SOAK_BATCH_GAPS SOAK_STAGING_LEFT SOAK_REMOVED \
+        <<<"$(val soak "SELECT concat_ws('|',
+                (SELECT sum(rows) FROM bench.soak_loaded),
+                (SELECT sum(rows_in) FROM bench.soak_ledger WHERE status = 'committed'),
+                (SELECT count(*) FROM bronze.events),
+                (SELECT count(DISTINCT ingest_id) FROM bench.soak_quarantine),
+                (SELECT count(*) FROM bronze.events WHERE ingest_id IN (SELECT ingest_id FROM bench.soak_quarantine)),
+                (SELECT count(*) FROM bench.soak_ledger WHERE status = 'committed'),
+                (SELECT max(batch_id) - count(*) FROM bench.soak_ledger),
+                (SELECT count(*) FROM staging.events),
+                (SELECT rows_removed FROM microbatch.retention WHERE source = 'staging.events'::regclass))")"
+    SOAK_DISTINCT=$((SOAK_BRONZE + SOAK_QUARANTINED - SOAK_BOTH))
+    SOAK_LOST=$((SOAK_LOADED - SOAK_DISTINCT))
+    SOAK_TWICE=$((SOAK_PROCESSED - SOAK_DISTINCT))
+    SOAK_PGBENCH_ROWS=$((SOAK_LOAD_TXNS * 100))
+    say "  loaded $SOAK_LOADED rows (pgbench: $SOAK_PGBENCH_ROWS); $SOAK_BATCHES batches took $SOAK_PROCESSED (ids missing from the copy: $SOAK_BATCH_GAPS); distinct rows processed $SOAK_DISTINCT (bronze $SOAK_BRONZE, quarantine $SOAK_QUARANTINED, both $SOAK_BOTH): lost $SOAK_LOST, twice $SOAK_TWICE"
+    # The soak's batches and load, from the ledger's copy and the samples
+    SOAK_BATCH_STATS=$(val soak "SELECT concat_ws('|', round(avg(rows_in)), max(rows_in),
+            round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at) * 1000))::numeric, 1),
+            round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at) * 1000))::numeric, 1))
+          FROM bench.soak_ledger WHERE status = 'committed' AND started_at < '$SOAK_END'")
+    # "rows/s loaded|WAL MB/s|most rows waiting|autovacuums of the staging
+    # table|outputs MB at the end|most ledger rows|most staging rows"
+    SOAK_RUN=$(val soak "SELECT concat_ws('|', round(max(loaded_rows) / max(t)), round((max(wal_bytes) / max(t) / 1048576)::numeric, 2),
+            max(rows_waiting), max(staging_autovacuums) - min(staging_autovacuums),
+            round(max(outputs_bytes) / 1048576.0), max(ledger_rows), max(staging_rows))
+          FROM bench.soak_samples")
+    mapfile -t SOAK_FLAT < <(val soak "SELECT concat_ws('|', figure, round(middle::numeric, 2), round(last::numeric, 2), round(ratio::numeric, 3))
+                                         FROM bench.soak_flatness($SOAK_SECONDS) ORDER BY figure")
+    # One sample a minute, for the report's table
+    mapfile -t SOAK_MINUTES < <(val soak "SELECT concat_ws('|', m, staging_rows, round(staging_table_bytes / 1048576.0, 1),
+                    round(staging_index_bytes / 1048576.0, 1), staging_dead_rows, ledger_rows,
+                    round((ledger_bytes + checks_bytes) / 1048576.0, 2), rows_removed, removable_rows, rows_waiting,
+                    round(wal_bytes / 1048576))
+              FROM (SELECT DISTINCT ON (round(t / 60)) round(t / 60)::int AS m, *
+                      FROM bench.soak_samples ORDER BY round(t / 60), abs(t - 60 * round(t / 60))) s
+             ORDER BY m")
+    local f
+    for f in "${SOAK_FLAT[@]}"; do say "  flatness figure|middle third|last third|ratio: $f"; done
+
+    # The figure: sizes over time
+    {
+        echo "# minutes table_MB indexes_MB staging_MB staging_krows ledger_rows ledger_MB removed_krows removable_krows wal_MB outputs_MB loaded_krows dead_krows"
+        sql soak -F ' ' -c "SELECT round((t / 60)::numeric, 3), round(staging_table_bytes / 1048576.0, 2),
+                round(staging_index_bytes / 1048576.0, 2), round((staging_table_bytes + staging_index_bytes) / 1048576.0, 2),
+                round(staging_rows / 1000.0, 1), ledger_rows, round((ledger_bytes + checks_bytes) / 1048576.0, 3),
+                round(rows_removed / 1000.0, 1), round(removable_rows / 1000.0, 1), round(wal_bytes / 1048576.0, 1),
+                round(outputs_bytes / 1048576.0, 1), round(loaded_rows / 1000.0, 1), round(staging_dead_rows / 1000.0, 1)
+              FROM bench.soak_samples ORDER BY t"
+    } >"$WORK/soak.dat"
+    SOAK_SVG=$WORK/soak.svg
+    gnuplot -e "datafile='$WORK/soak.dat'; outfile='$SOAK_SVG'; minutes=$(calc %.2f "$SOAK_SECONDS / 60")" \
+        -e "titletext='Soak: $((SOAK_SECONDS / 60)) min at $SOAK_RATE rows/s, staging retention $SOAK_RETAIN, history retention 1 min'" \
+        "$BENCH/soak.gp" 2>"$WORK/gnuplot.log" || { cat "$WORK/gnuplot.log"; fail "gnuplot failed"; }
+    [ -s "$SOAK_SVG" ] || fail "gnuplot wrote no figure"
+
+    # What is left of the staging table once its retention allows removing
+    # everything processed: nothing but the rows above the horizon.
+    val soak "SELECT microbatch.set_retention('staging.events', '0')" >/dev/null
+    SOAK_FINAL_REMOVED=$(val soak "SELECT microbatch.retention_now('staging.events')")
+    SOAK_FINAL_LEFT=$(val soak "SELECT count(*) FROM staging.events")
+    val soak "SELECT microbatch.set_retention('staging.events', NULL)" >/dev/null
+    # Vacuumed now rather than by autovacuum in the middle of the runs below
+    # (bronze and silver got millions of rows).
+    val soak "VACUUM ANALYZE" >/dev/null
+
+    # Loader throughput with retention deleting behind it (retain 0: a row
+    # goes as soon as its batch committed) vs without: an unthrottled
+    # loader (4 clients, 100 literal rows per INSERT) into a copy of the
+    # staging table whose pipeline counts each batch's rows (it keeps up,
+    # so the retention worker deletes as fast as the loader inserts).
+    sql soak >/dev/null <<'SQL'
+CREATE TABLE bench.tp_events (LIKE staging.events INCLUDING ALL);
+ALTER TABLE bench.tp_events DROP COLUMN microbatch_xid;
+CREATE TABLE bench.tp_counts (batch_id bigint PRIMARY KEY, rows bigint NOT NULL);
+SELECT microbatch.create_pipeline('tp', 'bench.tp_events', batch_interval => '1 s');
+SELECT microbatch.add_transform('tp', 'count', 'gold', $$
+    INSERT INTO bench.tp_counts
+    SELECT microbatch.current_batch_id(), count(*) FROM microbatch.tp_batch
+        ON CONFLICT (batch_id) DO UPDATE SET rows = excluded.rows
+$$);
+SQL
+    val soak "SELECT 'INSERT INTO bench.tp_events (event_id, user_id, email, url, event_type, amount, payload) VALUES '
+                     || string_agg(format('(%L, %L, %L, %L, %L, %L, %L)', event_id, user_id, email, url, event_type, amount, payload), ', ') || ';'
+                FROM bench.gen_events(100, 4244)" >"$WORK/soak-tp.pgbench"
+    declare -gA SOAK_TP_RUNS=([off]="" [on]="")
+    SOAK_TP_REMOVED="" SOAK_TP_N=0 SOAK_TP_LOADED=0
+    local round side order
+    for round in $(seq 1 "$SOAK_TP_ROUNDS"); do
+        # alternate which side goes first
+        order="off on"
+        [ $((round % 2)) = 0 ] && order="on off"
+        for side in $order; do
+            soak_tp_run "$side"
+            SOAK_TP_RUNS[$side]+="${SOAK_TP_RUNS[$side]:+, }$SOAK_TP_RATE"
+            if [ "$side" = on ]; then
+                SOAK_TP_REMOVED+="${SOAK_TP_REMOVED:+, }$SOAK_TP_RUN_REMOVED"
+                say "  round $round, retention on (retain 0): $SOAK_TP_RATE rows/s, $SOAK_TP_RUN_REMOVED rows removed during the run"
+            else
+                say "  round $round, retention off: $SOAK_TP_RATE rows/s"
+            fi
+        done
+    done
+    read -r SOAK_TP_RATIO SOAK_TP_MIN SOAK_TP_MAX <<<"$(paired_ratio "${SOAK_TP_RUNS[on]}" "${SOAK_TP_RUNS[off]}")"
+    SOAK_TP_OFF=$(calc %.0f "$(tr ',' '\n' <<<"${SOAK_TP_RUNS[off]}" | median)")
+    SOAK_TP_ON=$(calc %.0f "$(tr ',' '\n' <<<"${SOAK_TP_RUNS[on]}" | median)")
+    drain soak tp
+    SOAK_TP_PROCESSED=$(val soak "SELECT coalesce(sum(rows), 0) FROM bench.tp_counts")
+    say "  loader rows/s with retention over without: $SOAK_TP_RATIO ($SOAK_TP_MIN-$SOAK_TP_MAX); loaded $SOAK_TP_LOADED rows, the pipeline counted $SOAK_TP_PROCESSED"
+
+    val soak "SELECT microbatch.pause_pipeline(pipeline) FROM microbatch.pipelines" >/dev/null
+    val postgres "ALTER SYSTEM RESET microbatch.naptime" >/dev/null
+    val postgres "ALTER SYSTEM RESET microbatch.history_retention" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+}
+
+#--------------------------------------------------------------------------
 # Run the sections, then write the report
 #--------------------------------------------------------------------------
 for section in $SECTIONS; do
@@ -960,9 +1174,13 @@ done
 say "writing $REPORT"
 # The results, to rewrite the report without measuring again (with
 # MB_BENCH_KEEP): . results.sh; . report.sh; write_report
-declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|QUALITY_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
+declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|QUALITY_|SOAK_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
     >"$WORK/results.sh" 2>/dev/null || true
 . "$BENCH/report.sh"
 write_report >"$REPORT.tmp" || fail "writing the report failed (the results are in $WORK/results.sh with MB_BENCH_KEEP=1)"
 mv "$REPORT.tmp" "$REPORT"
+# the soak's figure, next to the report that shows it
+if [ -n "${SOAK_SVG:-}" ]; then
+    cp "$SOAK_SVG" "$ROOT/docs/benchmarks-soak.svg"
+fi
 say "done in ${SECONDS}s"
