@@ -294,19 +294,14 @@ mb_range_args(const MbBackfillSlot *slot, Datum *from, Datum *to)
 }
 
 /*
- * Check that every batch of a range can be replayed.  Returns how many
- * committed batches it has, the first and the last.  Expects
- * mb_call_begin().
+ * Check that every batch of a range, whose committed batches go from first
+ * to last, can be replayed.  Expects mb_call_begin().
  */
-static int64
-mb_range_check(const MbPipeline *pipeline, bool by_time, Datum from, Datum to,
-			   int64 *first, int64 *last)
+static void
+mb_range_check(const MbPipeline *pipeline, bool by_time, Datum from,
+			   int64 first, int64 last)
 {
-	int64		total = mb_ledger_range(pipeline->id, by_time, from, to, first, last);
-
-	if (total == 0)
-		return 0;
-	if (*first < pipeline->rebind_batch_id)
+	if (first < pipeline->rebind_batch_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("batches before " INT64_FORMAT " of pipeline \"%s\" were recorded in another cluster",
@@ -314,9 +309,8 @@ mb_range_check(const MbPipeline *pipeline, bool by_time, Datum from, Datum to,
 				 errhint("Start the range at batch " INT64_FORMAT " or later.",
 						 pipeline->rebind_batch_id)));
 	mb_retention_check_replayable(pipeline,
-								  by_time ? *first : Min(*first, DatumGetInt64(from)),
-								  *last);
-	return total;
+								  by_time ? first : Min(first, DatumGetInt64(from)),
+								  last);
 }
 
 /*
@@ -349,7 +343,7 @@ mb_backfill_start(int slotno)
 		slot->total = total;
 		slot->current_batch = first;
 		LWLockRelease(mb_shared->lock);
-		(void) mb_range_check(pipeline, slot->by_time, from, to, &first, &last);
+		mb_range_check(pipeline, slot->by_time, from, first, last);
 	}
 	mb_call_end(&call);
 	return total > 0;
@@ -577,15 +571,16 @@ microbatch_start_replay(PG_FUNCTION_ARGS)
 	{
 		MbCall		call;
 		MbPipeline *known;
-		int64		first;
-		int64		last;
+		int64		first = 0;
+		int64		last = 0;
+		Datum		from_datum = by_time ? TimestampTzGetDatum(from) : Int64GetDatum(from);
 
 		mb_call_begin(&call);
 		known = mb_pipeline_get(pipeline->name);
-		(void) mb_range_check(known, by_time,
-							  by_time ? TimestampTzGetDatum(from) : Int64GetDatum(from),
-							  by_time ? TimestampTzGetDatum(to) : Int64GetDatum(to),
-							  &first, &last);
+		if (mb_ledger_range(known->id, by_time, from_datum,
+							by_time ? TimestampTzGetDatum(to) : Int64GetDatum(to),
+							&first, &last) > 0)
+			mb_range_check(known, by_time, from_datum, first, last);
 		mb_call_end(&call);
 	}
 	slotno = mb_backfill_claim(pipeline, true, by_time, from, to);

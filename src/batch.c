@@ -125,7 +125,7 @@ mb_check_pipeline(const MbPipeline *pipeline)
  * subtransaction is rolled back and we are back in the caller's memory
  * context and resource owner.
  */
-static ErrorData *
+ErrorData *
 mb_subtransaction_error(MemoryContext context, ResourceOwner owner)
 {
 	ErrorData  *error;

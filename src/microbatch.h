@@ -32,6 +32,7 @@
 #include "storage/itemptr.h"
 #include "storage/lockdefs.h"
 #include "utils/elog.h"
+#include "utils/resowner.h"
 
 #define MB_SCHEMA			"microbatch"
 #define MB_NLAYERS			3
@@ -483,6 +484,8 @@ extern int64 mb_backfill_hold(Oid dboid, int32 pipeline_id);
 extern bool mb_backfill_running(Oid dboid, const char *pipeline_name);
 
 /* batch.c */
+extern ErrorData *mb_subtransaction_error(MemoryContext context,
+										  ResourceOwner owner);
 extern MbBatchResult mb_run_batch(const char *pipeline_name, Oid caller,
 								  bool wait, const MbBatchObserver *observer);
 extern int64 mb_replay_batch(const char *pipeline_name, int64 batch_id,

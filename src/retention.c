@@ -263,7 +263,7 @@ static int64
 mb_partition_try_drop(Oid relid, uint64 horizon, List *readers)
 {
 	Oid			parent;
-	Oid			owner = mb_rel_owner(relid);
+	volatile Oid owner = mb_rel_owner(relid);
 	const char *table;
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner resowner = CurrentResourceOwner;
@@ -312,14 +312,8 @@ mb_partition_try_drop(Oid relid, uint64 horizon, List *readers)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *error;
+		ErrorData  *error = mb_subtransaction_error(context, resowner);
 
-		MemoryContextSwitchTo(context);
-		error = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(context);
-		CurrentResourceOwner = resowner;
 		/* the partition stays, and its rows are deleted instead */
 		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED ||
 			error->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)

@@ -454,7 +454,7 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
 			MbTransform *transform = lfirst(lc);
 			SPIPlanPtr	plan;
 			int			rc;
-			TimestampTz started = GetCurrentTimestamp();
+			TimestampTz started = mb_previewing ? GetCurrentTimestamp() : 0;
 
 			if (strcmp(transform->layer, mb_layers[layer]) != 0)
 				break;
