@@ -16,6 +16,7 @@ OBJS = \
 	src/scheduler.o \
 	src/shmem.o \
 	src/source.o \
+	src/stats.o \
 	src/status.o \
 	src/transform.o \
 	src/usercode.o \
@@ -23,17 +24,22 @@ OBJS = \
 	src/window.o \
 	src/worker.o
 EXTENSION = microbatch
-DATA = sql/microbatch--0.1.0.sql
+DATA = $(wildcard sql/microbatch--*.sql)
 PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
 
-# Every suite starts its own throwaway cluster with the library preloaded.
+# make installcheck runs the regress and isolation suites against the server
+# at PGHOST/PGPORT, as PGXS users expect; it needs test/microbatch.conf's
+# settings (docs/packaging.md).  MB_TEMP_INSTANCE=1 gives each of the two its
+# own throwaway cluster instead (make test).  The TAP tests always start
+# their own clusters.
 MB_TEMP_CONFIG = $(srcdir)/test/microbatch.conf
-REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure quality lifecycle
-REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(MB_TEMP_CONFIG)
+REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure quality lifecycle monitoring
 ISOLATION = concurrent_batches ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending audit_publish retention_loaders
-ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation \
-	--outputdir=output_iso \
-	--temp-instance=tmp_check_iso --temp-config=$(MB_TEMP_CONFIG)
+ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso
+ifeq ($(MB_TEMP_INSTANCE),1)
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(MB_TEMP_CONFIG)
+ISOLATION_OPTS += --temp-instance=tmp_check_iso --temp-config=$(MB_TEMP_CONFIG)
+endif
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
@@ -69,3 +75,12 @@ bench:
 .PHONY: sanitize
 sanitize:
 	bash test/sanitize.sh
+
+# The Debian package postgresql-15-microbatch (debian/), built in a scratch
+# copy of the tree, into DEB_DIR (by default next to the tree, where
+# dpkg-buildpackage puts it).  test/package.sh (make test) also installs and
+# tries it.
+DEB_DIR ?= ..
+.PHONY: deb
+deb:
+	bash test/package.sh --build $(DEB_DIR)

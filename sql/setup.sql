@@ -1,4 +1,18 @@
 --
+-- The server: the library preloaded and background batches off, since the
+-- suites run their batches by hand (test/microbatch.conf; make installcheck
+-- against a running server needs these settings)
+--
+SELECT 'microbatch' = ANY (string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) AS microbatch_preloaded,
+       current_setting('microbatch.enabled', true) AS microbatch_enabled;
+
+-- Roles a previous run against the same server left (pg_regress has dropped
+-- its database, so they own nothing any more); created again at the end
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS mb_alice, mb_bob, mb_carol;
+RESET client_min_messages;
+
+--
 -- Installing the extension
 --
 CREATE EXTENSION microbatch;

@@ -29,6 +29,7 @@
 
 PG_FUNCTION_INFO_V1(microbatch_create_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_drop_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_backlog);
 PG_FUNCTION_INFO_V1(microbatch_refresh_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_alter_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_alter_pipeline_owner);
@@ -609,17 +610,49 @@ Datum
 microbatch_rows_waiting(PG_FUNCTION_ARGS)
 {
 	char	   *name = NameStr(*PG_GETARG_NAME(0));
-	int64		rows;
+	MbBacklog	backlog;
 	bool		known;
 	MbCall		call;
 
 	mb_call_begin(&call);
-	known = mb_rows_waiting(name, call.caller, &rows);
+	known = mb_rows_waiting(name, call.caller, false, &backlog);
 	mb_call_end(&call);
 
 	if (!known)
 		PG_RETURN_NULL();
-	PG_RETURN_INT64(rows);
+	PG_RETURN_INT64(backlog.rows);
+}
+
+/*
+ * backlog(pipeline): rows_waiting(), with the oldest waiting row's
+ * tracking xid and, by commit timestamps, its commit time; all NULL when
+ * rows_waiting() would be.
+ */
+Datum
+microbatch_backlog(PG_FUNCTION_ARGS)
+{
+	char	   *name = NameStr(*PG_GETARG_NAME(0));
+	MbBacklog	backlog;
+	bool		known;
+	MbCall		call;
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(&backlog, 0, sizeof(backlog));
+	mb_call_begin(&call);
+	known = mb_rows_waiting(name, call.caller, true, &backlog);
+	mb_call_end(&call);
+
+	values[0] = Int64GetDatum(backlog.rows);
+	values[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(backlog.oldest_xid));
+	values[2] = TimestampTzGetDatum(backlog.oldest_commit);
+	nulls[0] = !known;
+	nulls[1] = !known || backlog.oldest_xid == 0;
+	nulls[2] = !known || backlog.oldest_commit == 0;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
 /* The action of an expectation or an audit, among the allowed ones */

@@ -25,6 +25,7 @@
  */
 #include "postgres.h"
 
+#include "access/commit_ts.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "lib/stringinfo.h"
@@ -109,6 +110,61 @@ mb_transform_versions(List *transforms)
 	}
 	appendStringInfoChar(&json, '}');
 	return json.data;
+}
+
+/*
+ * What each step of a batch did, for its ledger row: {"lock_wait_us": N,
+ * "steps": [{"kind": ..., "name": ..., "layer": ..., "rows": N, "us": N}]}
+ */
+static char *
+mb_progress_json(int64 lock_wait_us, List *steps)
+{
+	StringInfoData json;
+	ListCell   *lc;
+
+	initStringInfo(&json);
+	appendStringInfo(&json, "{\"lock_wait_us\": " INT64_FORMAT ", \"steps\": [",
+					 lock_wait_us);
+	foreach(lc, steps)
+	{
+		MbStep	   *step = lfirst(lc);
+
+		if (lc != list_head(steps))
+			appendStringInfoString(&json, ", ");
+		appendStringInfoString(&json, "{\"kind\": ");
+		escape_json(&json, step->kind);
+		if (step->name != NULL)
+		{
+			appendStringInfoString(&json, ", \"name\": ");
+			escape_json(&json, step->name);
+		}
+		if (step->layer != NULL)
+		{
+			appendStringInfoString(&json, ", \"layer\": ");
+			escape_json(&json, step->layer);
+		}
+		appendStringInfo(&json, ", \"rows\": " INT64_FORMAT ", \"us\": " INT64_FORMAT "}",
+						 step->rows, step->usecs);
+	}
+	appendStringInfoString(&json, "]}");
+	return json.data;
+}
+
+/* The rows the transforms of a batch wrote, by their steps */
+static int64
+mb_rows_written(List *steps)
+{
+	ListCell   *lc;
+	int64		rows = 0;
+
+	foreach(lc, steps)
+	{
+		MbStep	   *step = lfirst(lc);
+
+		if (strcmp(step->kind, "transform") == 0)
+			rows += step->rows;
+	}
+	return rows;
 }
 
 /* Everything a batch, a replay or a count of a pipeline needs first */
@@ -289,6 +345,7 @@ mb_record_failure(const char *pipeline_name, const ErrorData *error,
 		{
 			MbLedgerBatch position;
 			MbLedgerEntry entry;
+			MbBatchOutcome outcome;
 
 			memset(&entry, 0, sizeof(entry));
 			entry.pipeline_id = pipeline->id;
@@ -301,6 +358,10 @@ mb_record_failure(const char *pipeline_name, const ErrorData *error,
 			entry.error = error;
 			mb_ledger_insert(&entry);
 			failures = mb_account_outcome(pipeline, 0, error);
+			memset(&outcome, 0, sizeof(outcome));
+			outcome.rows_in = outcome.rows_dropped = -1;
+			outcome.started_at = started_at;
+			mb_stats_count_batch(pipeline->id, &outcome);
 		}
 		mb_call_end(&call);
 		PopActiveSnapshot();
@@ -325,19 +386,20 @@ mb_record_failure(const char *pipeline_name, const ErrorData *error,
 }
 
 /*
- * Process the next batch of a pipeline.  Expects mb_call_begin().  With
- * wait false, a pipeline whose lock another transaction holds is left
- * alone (MB_BATCH_BUSY).
+ * The next batch of a pipeline, its steps logged into log; see
+ * mb_run_batch().  entered is when the caller asked for it.
  */
-MbBatchResult
-mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
-			 const MbBatchObserver *observer)
+static MbBatchResult
+mb_run_batch_logged(const char *pipeline_name, Oid caller, bool wait,
+					const MbBatchObserver *observer, MbStepLog *log,
+					TimestampTz entered)
 {
 	MbBatchResult result = {MB_BATCH_EMPTY, 0, 0, 0, 0, false, NULL};
 	MbPipeline *pipeline;
 	MbWindow	window;
 	MbWindowContent content;
 	MbLedgerEntry entry;
+	MbBatchOutcome outcome;
 	List	   *transforms;
 	int64		dropped = -1;
 
@@ -372,10 +434,15 @@ mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
 	}
 
 	result.started_at = GetCurrentTimestamp();
+	memset(&outcome, 0, sizeof(outcome));
+	outcome.lock_wait_us = result.started_at - entered;
 	content = mb_next_window(pipeline, &window, observer);
 	result.rows_in = content.rows;
 	if (content.rows == 0)
 		return result;
+	if (track_commit_timestamp)
+		outcome.oldest_row_committed_at = mb_window_oldest_commit(pipeline, &window);
+	mb_step_record("window", NULL, NULL, content.rows, result.started_at);
 
 	result.batch_id = window.batch_id;
 	if (observer != NULL && observer->batch_started != NULL)
@@ -384,6 +451,13 @@ mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
 											 content.rows, observer, &dropped);
 	result.status = result.error ? MB_BATCH_FAILED : MB_BATCH_COMMITTED;
 	result.capped = window.xid_to != 0;
+
+	outcome.committed = result.error == NULL;
+	outcome.rows_in = content.rows;
+	outcome.rows_written = outcome.committed ? mb_rows_written(log->steps) : 0;
+	outcome.rows_dropped = outcome.committed ? dropped : -1;
+	outcome.started_at = result.started_at;
+	outcome.ledger_started_at = GetCurrentTimestamp();
 
 	memset(&entry, 0, sizeof(entry));
 	entry.pipeline_id = pipeline->id;
@@ -394,11 +468,45 @@ mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
 	entry.rows_digest = content.digest;
 	entry.rows_dropped = dropped;
 	entry.started_at = result.started_at;
-	entry.finished_at = GetCurrentTimestamp();
+	entry.finished_at = outcome.ledger_started_at;
 	entry.error = result.error;
 	entry.transform_versions = mb_transform_versions(transforms);
+	entry.progress = mb_progress_json(outcome.lock_wait_us, log->steps);
+	entry.oldest_row_committed_at = outcome.oldest_row_committed_at;
 	mb_ledger_insert(&entry);
 	result.failures = mb_account_outcome(pipeline, window.batch_id, result.error);
+	mb_stats_count_batch(pipeline->id, &outcome);
+	return result;
+}
+
+/*
+ * Process the next batch of a pipeline.  Expects mb_call_begin().  With
+ * wait false, a pipeline whose lock another transaction holds is left
+ * alone (MB_BATCH_BUSY).  Each step is timed for the ledger row; a batch
+ * run by a transform of a preview is a real batch all the same.
+ */
+MbBatchResult
+mb_run_batch(const char *pipeline_name, Oid caller, bool wait,
+			 const MbBatchObserver *observer)
+{
+	TimestampTz entered = GetCurrentTimestamp();
+	MbStepLog	log;
+	bool		was_previewing = mb_previewing;
+	MbBatchResult result;
+
+	mb_steps_begin(&log, CurrentMemoryContext);
+	mb_previewing = false;
+	PG_TRY();
+	{
+		result = mb_run_batch_logged(pipeline_name, caller, wait, observer,
+									 &log, entered);
+	}
+	PG_FINALLY();
+	{
+		mb_steps_end(&log);
+		mb_previewing = was_previewing;
+	}
+	PG_END_TRY();
 	return result;
 }
 
@@ -497,11 +605,14 @@ mb_preview_batch(const char *pipeline_name, Oid caller,
 {
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	List	   *volatile steps = NIL;
+	MbStepLog	log;
+	bool		was_previewing = mb_previewing;
 
 	mb_check_can_run("preview a batch");
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(context);
+	mb_steps_begin(&log, result_context);
+	mb_previewing = true;
 	PG_TRY();
 	{
 		MbPipeline *pipeline;
@@ -513,7 +624,6 @@ mb_preview_batch(const char *pipeline_name, Oid caller,
 		pipeline = mb_pipeline_lock(pipeline_name, caller);
 		mb_check_pipeline(pipeline);
 		transforms = mb_transform_list(pipeline->id);
-		mb_steps_begin(result_context);
 		content = mb_next_window(pipeline, &window, NULL);
 		mb_step_record("window", NULL, NULL, content.rows, started);
 		if (content.rows > 0)
@@ -522,7 +632,8 @@ mb_preview_batch(const char *pipeline_name, Oid caller,
 			(void) mb_batch_body(pipeline, transforms, &window, content.rows);
 			mb_window_deactivate();
 		}
-		steps = mb_steps_end();
+		mb_steps_end(&log);
+		mb_previewing = was_previewing;
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(context);
 		CurrentResourceOwner = owner;
@@ -530,11 +641,12 @@ mb_preview_batch(const char *pipeline_name, Oid caller,
 	PG_CATCH();
 	{
 		mb_window_deactivate();
-		(void) mb_steps_end();
+		mb_steps_end(&log);
+		mb_previewing = was_previewing;
 		ReThrowError(mb_subtransaction_error(context, owner));
 	}
 	PG_END_TRY();
-	return steps;
+	return log.steps;
 }
 
 /*
@@ -575,15 +687,18 @@ mb_reset_pipeline(const char *pipeline_name, Oid caller)
 }
 
 /*
- * Count the committed source rows that no committed batch has processed.
+ * Count the committed source rows that no committed batch has processed;
+ * with oldest, also find the oldest of them (see mb_window_backlog()).
  * Returns false when that cannot be known (inside a transform, the pipeline
  * is broken, the count failed) or is not the caller's to know (the count
- * reads the source with the owner's rights), so that monitoring views
- * never fail.  The count runs in a subtransaction for that; a cancel still
+ * reads the source with the owner's rights, and gives only a count and the
+ * oldest row's xid and commit time: to roles with the owner's privileges
+ * or pg_read_all_stats), so that monitoring views never fail.  The count runs in a subtransaction for that; a cancel still
  * propagates.  Expects mb_call_begin().
  */
 bool
-mb_rows_waiting(const char *pipeline_name, Oid caller, int64 *rows)
+mb_rows_waiting(const char *pipeline_name, Oid caller, bool oldest,
+				MbBacklog *backlog)
 {
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -592,7 +707,7 @@ mb_rows_waiting(const char *pipeline_name, Oid caller, int64 *rows)
 
 	if (mb_window_is_active() ||
 		!mb_pipeline_by_name(pipeline_name, &pipeline) ||
-		!has_privs_of_role(caller, pipeline.owner))
+		!mb_may_monitor(caller, pipeline.owner))
 		return false;
 
 	BeginInternalSubTransaction(NULL);
@@ -600,7 +715,12 @@ mb_rows_waiting(const char *pipeline_name, Oid caller, int64 *rows)
 	PG_TRY();
 	{
 		mb_check_pipeline(&pipeline);
-		*rows = mb_window_rows_waiting(&pipeline);
+		memset(backlog, 0, sizeof(*backlog));
+		if (oldest)
+			backlog->rows = mb_window_backlog(&pipeline, &backlog->oldest_xid,
+											  &backlog->oldest_commit);
+		else
+			backlog->rows = mb_window_rows_waiting(&pipeline);
 		known = true;
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(context);

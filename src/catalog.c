@@ -17,6 +17,7 @@
 #include "access/htup_details.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -225,7 +226,8 @@ static MbQuery q_batch_by_id = {
 };
 
 /* The attempt is numbered after the earlier attempts at the same batch id */
-static MbQuery q_ledger_insert = {
+/* The ledger of an extension not yet updated from 0.1.0 */
+static MbQuery q_ledger_insert_0_1 = {
 	"INSERT INTO microbatch.batch (pipeline_id, batch_id, attempt, status, "
 	"lower_snapshot, upper_snapshot, xid_from, xid_to, rows_in, rows_digest, "
 	"started_at, finished_at, sqlstate, error, error_context, note, "
@@ -239,6 +241,25 @@ static MbQuery q_ledger_insert = {
 		XID8OID, XID8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
 	TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID}
 };
+
+/* 0.2.0 records each step of a batch, and when its oldest row committed */
+static MbQuery q_ledger_insert = {
+	"INSERT INTO microbatch.batch (pipeline_id, batch_id, attempt, status, "
+	"lower_snapshot, upper_snapshot, xid_from, xid_to, rows_in, rows_digest, "
+	"started_at, finished_at, sqlstate, error, error_context, note, "
+	"rows_dropped, error_detail, transform_versions, progress, "
+	"oldest_row_committed_at) "
+	"SELECT $1, $2, pg_catalog.count(*)::pg_catalog.int4 OPERATOR(pg_catalog.+) 1, "
+	"$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+	"$18::pg_catalog.jsonb, $19::pg_catalog.jsonb, $20 "
+	"FROM microbatch.batch "
+	"WHERE pipeline_id" EQ "$1 AND batch_id" EQ "$2",
+	20, {INT4OID, INT8OID, TEXTOID, PG_SNAPSHOTOID, PG_SNAPSHOTOID,
+		XID8OID, XID8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+		TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID,
+	TEXTOID, TIMESTAMPTZOID}
+};
+
 
 static MbQuery q_ledger_replay = {
 	"UPDATE microbatch.batch SET replays = replays OPERATOR(pg_catalog.+) 1, "
@@ -587,6 +608,18 @@ mb_call_begin(MbCall *call)
 						   call->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 }
 
+/*
+ * Whether a role may see a pipeline's counts (statistics, backlog): with its
+ * owner's privileges, or those of pg_read_all_stats, as PostgreSQL's own
+ * statistics views decide.  Its rows, steps and errors stay the owner's.
+ */
+bool
+mb_may_monitor(Oid role, Oid owner)
+{
+	return has_privs_of_role(role, owner) ||
+		has_privs_of_role(role, ROLE_PG_READ_ALL_STATS);
+}
+
 /* Nothing set during the call outlives it */
 void
 mb_call_end(MbCall *call)
@@ -874,6 +907,7 @@ mb_pipeline_delete(int32 id)
 
 	values[0] = Int32GetDatum(id);
 	mb_query(&q_pipeline_delete, values, NULL, 0);
+	mb_stats_forget_pipeline(id);
 }
 
 void
@@ -1153,11 +1187,24 @@ mb_text_or_null(const char *str, char *null)
 	return CStringGetTextDatum(str);
 }
 
+/*
+ * Whether the ledger has the columns of 0.2.0.  The library runs batches
+ * for a catalog still at 0.1.0 (between a package upgrade and ALTER
+ * EXTENSION microbatch UPDATE) as 0.1.0 did, without their progress.
+ */
+static bool
+mb_catalog_has_progress(void)
+{
+	Oid			ledger = get_relname_relid("batch", get_namespace_oid(MB_SCHEMA, false));
+
+	return OidIsValid(ledger) && get_attnum(ledger, "progress") != InvalidAttrNumber;
+}
+
 void
 mb_ledger_insert(const MbLedgerEntry *entry)
 {
-	Datum		values[18];
-	char		nulls[18];
+	Datum		values[20];
+	char		nulls[20];
 	const MbWindow *window = entry->window;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -1199,6 +1246,15 @@ mb_ledger_insert(const MbLedgerEntry *entry)
 	values[16] = mb_text_or_null(entry->error ? entry->error->detail : NULL,
 								 &nulls[16]);
 	values[17] = mb_text_or_null(entry->transform_versions, &nulls[17]);
+	if (!mb_catalog_has_progress())
+	{
+		mb_query(&q_ledger_insert_0_1, values, nulls, 0);
+		return;
+	}
+	values[18] = mb_text_or_null(entry->progress, &nulls[18]);
+	values[19] = TimestampTzGetDatum(entry->oldest_row_committed_at);
+	if (entry->oldest_row_committed_at == 0)
+		nulls[19] = 'n';
 	mb_query(&q_ledger_insert, values, nulls, 0);
 }
 

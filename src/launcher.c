@@ -193,7 +193,10 @@ mb_launcher_step(HTAB *databases)
 		if (!db->seen)
 		{
 			if (db->handle == NULL)
+			{
 				hash_search(databases, &db->dboid, HASH_REMOVE, NULL);
+				mb_stats_forget_database(db->dboid);
+			}
 			continue;
 		}
 		if (db->handle != NULL || !mb_enabled)

@@ -129,6 +129,8 @@ typedef enum MbPlanKind
 	MB_PLAN_WINDOW_CONTENT,		/* by pipeline id */
 	MB_PLAN_WINDOW_COUNT,		/* by pipeline id */
 	MB_PLAN_WINDOW_NTH_XID,		/* by pipeline id */
+	MB_PLAN_WINDOW_OLDEST_COMMIT,	/* by pipeline id */
+	MB_PLAN_WINDOW_BACKLOG,		/* by pipeline id */
 	MB_PLAN_EXPECTATIONS,		/* by pipeline id */
 	MB_PLAN_AUDIT				/* by audit id */
 } MbPlanKind;
@@ -199,6 +201,8 @@ typedef struct MbLedgerEntry
 	const ErrorData *error;
 	const char *note;
 	const char *transform_versions; /* JSON object, or NULL */
+	const char *progress;		/* JSON object, or NULL */
+	TimestampTz oldest_row_committed_at;	/* 0: not known */
 } MbLedgerEntry;
 
 /* What one step of a previewed batch did */
@@ -210,6 +214,35 @@ typedef struct MbStep
 	int64		rows;
 	int64		usecs;
 } MbStep;
+
+/* The steps a batch logs as it runs (transform.c) */
+typedef struct MbStepLog
+{
+	MemoryContext context;
+	List	   *steps;			/* of MbStep, in order */
+	struct MbStepLog *outer;	/* the log of an enclosing batch */
+} MbStepLog;
+
+/* What waits for a pipeline (microbatch.freshness) */
+typedef struct MbBacklog
+{
+	int64		rows;
+	uint64		oldest_xid;		/* 0: nothing waits */
+	TimestampTz oldest_commit;	/* 0: not known */
+} MbBacklog;
+
+/* What a batch attempt did, counted in stats.c when it commits */
+typedef struct MbBatchOutcome
+{
+	bool		committed;		/* else failed */
+	int64		rows_in;		/* -1: not known */
+	int64		rows_written;
+	int64		rows_dropped;	/* -1: not known */
+	int64		lock_wait_us;
+	TimestampTz started_at;
+	TimestampTz ledger_started_at;	/* 0: not known */
+	TimestampTz oldest_row_committed_at;	/* 0: not known */
+} MbBatchOutcome;
 
 /* A row of microbatch.retention */
 typedef struct MbRetention
@@ -298,6 +331,7 @@ extern void mb_check_role_may_run(Oid role, const char *pipeline_name);
 extern const char *mb_qualified_relname(Oid relid);
 extern void mb_call_begin(MbCall *call);
 extern void mb_call_end(MbCall *call);
+extern bool mb_may_monitor(Oid role, Oid owner);
 extern bool mb_pipeline_by_name(const char *name, MbPipeline *pipeline);
 extern MbPipeline *mb_pipeline_get(const char *name);
 extern bool mb_pipeline_by_id(int32 id, MbPipeline *pipeline);
@@ -437,14 +471,19 @@ extern MbWindowContent mb_next_window(const MbPipeline *pipeline,
 									  MbWindow *window,
 									  const MbBatchObserver *observer);
 extern int64 mb_window_rows_waiting(const MbPipeline *pipeline);
+extern TimestampTz mb_window_oldest_commit(const MbPipeline *pipeline,
+										   MbWindow *window);
+extern int64 mb_window_backlog(const MbPipeline *pipeline, uint64 *oldest_xid,
+							   TimestampTz *oldest_commit);
 extern int64 mb_window_pending_in(const MbPipeline *pipeline, Oid relid,
 								  int64 *total);
 
 /* transform.c */
 extern const char *const mb_layers[MB_NLAYERS];
 extern bool mb_previewing;
-extern void mb_steps_begin(MemoryContext context);
-extern List *mb_steps_end(void);
+extern void mb_steps_begin(MbStepLog *log, MemoryContext context);
+extern void mb_steps_end(MbStepLog *log);
+extern TimestampTz mb_step_start(void);
 extern void mb_step_record(const char *kind, const char *name,
 						   const char *layer, int64 rows, TimestampTz started);
 extern void mb_parse_error_context(void *arg);
@@ -494,7 +533,7 @@ extern List *mb_preview_batch(const char *pipeline_name, Oid caller,
 							  MemoryContext result_context);
 extern int64 mb_reset_pipeline(const char *pipeline_name, Oid caller);
 extern bool mb_rows_waiting(const char *pipeline_name, Oid caller,
-							int64 *rows);
+							bool oldest, MbBacklog *backlog);
 extern int32 mb_record_failure(const char *pipeline_name,
 							   const ErrorData *error, TimestampTz started_at);
 extern void mb_rebind_pipeline(const char *pipeline_name, Oid caller);
@@ -505,5 +544,10 @@ extern void mb_wake_for_source(Oid relid);
 extern void mb_wake_scheduler_at_commit(void);
 extern void mb_warn_if_no_workers(void);
 extern void mb_release_database(const char *dbname);
+
+/* stats.c */
+extern void mb_stats_count_batch(int32 pipeline_id, const MbBatchOutcome *outcome);
+extern void mb_stats_forget_pipeline(int32 pipeline_id);
+extern void mb_stats_forget_database(Oid dboid);
 
 #endif							/* MICROBATCH_H */

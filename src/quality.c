@@ -428,7 +428,7 @@ mb_expectations_check(const MbPipeline *pipeline, List *expectations,
 	int			i;
 	ErrorContextCallback callback;
 	int64		violating = 0;
-	TimestampTz started = mb_previewing ? GetCurrentTimestamp() : 0;
+	TimestampTz started = mb_step_start();
 
 	if (n == 0)
 		return 0;
@@ -664,7 +664,7 @@ mb_audits_run(const MbPipeline *pipeline, List *audits, const char *layer,
 		Portal		portal;
 		int64		violations;
 		char	   *sample = NULL;
-		TimestampTz started = mb_previewing ? GetCurrentTimestamp() : 0;
+		TimestampTz started = mb_step_start();
 
 		if (strcmp(audit->layer, layer) != 0)
 			continue;

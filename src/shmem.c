@@ -77,6 +77,7 @@ mb_shmem_request(void)
 											  sizeof(MbDatabaseStatus)));
 	RequestNamedLWLockTranche("microbatch", 1);
 	mb_backfill_shmem_request();
+	mb_stats_shmem_request();
 }
 
 static HTAB *
@@ -127,6 +128,7 @@ mb_shmem_startup(void)
 	mb_database_hash = mb_shared_hash("microbatch databases", MB_MAX_DATABASE_STATUS,
 									  sizeof(Oid), sizeof(MbDatabaseStatus));
 	mb_backfill_shmem_startup();
+	mb_stats_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -367,30 +367,38 @@ mb_batch_plan_slot(MbPlanKind kind, int32 id)
 	return &entry->plan;
 }
 
-/* While a preview runs (batch.c): what each step of its batch did */
+/* While a preview runs (batch.c): fail checks report, not raise */
 bool		mb_previewing = false;
-static List *preview_steps = NIL;
-static MemoryContext preview_context = NULL;
 
-/* Start recording steps, into the given context */
+/* The log the steps of the running batch go to, if any */
+static MbStepLog *step_log = NULL;
+
+/*
+ * Start logging steps into log, in the given context.  A batch run by a
+ * transform of another batch logs into its own log: the outer log comes
+ * back with mb_steps_end().
+ */
 void
-mb_steps_begin(MemoryContext context)
+mb_steps_begin(MbStepLog *log, MemoryContext context)
 {
-	mb_previewing = true;
-	preview_steps = NIL;
-	preview_context = context;
+	log->context = context;
+	log->steps = NIL;
+	log->outer = step_log;
+	step_log = log;
 }
 
-/* Stop recording; returns what was recorded */
-List *
-mb_steps_end(void)
+/* Stop logging into log; also on the error path */
+void
+mb_steps_end(MbStepLog *log)
 {
-	List	   *steps = preview_steps;
+	step_log = log->outer;
+}
 
-	mb_previewing = false;
-	preview_steps = NIL;
-	preview_context = NULL;
-	return steps;
+/* When a step starts: 0 when no step is logged */
+TimestampTz
+mb_step_start(void)
+{
+	return step_log != NULL ? GetCurrentTimestamp() : 0;
 }
 
 void
@@ -400,17 +408,36 @@ mb_step_record(const char *kind, const char *name, const char *layer,
 	MemoryContext old;
 	MbStep	   *step;
 
-	if (!mb_previewing)
+	if (step_log == NULL)
 		return;
-	old = MemoryContextSwitchTo(preview_context);
+	old = MemoryContextSwitchTo(step_log->context);
 	step = palloc(sizeof(MbStep));
 	step->kind = kind;
 	step->name = name ? pstrdup(name) : NULL;
 	step->layer = layer ? pstrdup(layer) : NULL;
 	step->rows = rows;
 	step->usecs = GetCurrentTimestamp() - started;
-	preview_steps = lappend(preview_steps, step);
+	step_log->steps = lappend(step_log->steps, step);
 	MemoryContextSwitchTo(old);
+}
+
+/* The rows a statement inserted, updated or deleted: none for a SELECT */
+static int64
+mb_rows_written_by(int rc)
+{
+	switch (rc)
+	{
+		case SPI_OK_INSERT:
+		case SPI_OK_UPDATE:
+		case SPI_OK_DELETE:
+		case SPI_OK_INSERT_RETURNING:
+		case SPI_OK_UPDATE_RETURNING:
+		case SPI_OK_DELETE_RETURNING:
+		case SPI_OK_MERGE:
+			return (int64) SPI_processed;
+		default:
+			return 0;
+	}
 }
 
 static void
@@ -454,7 +481,7 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
 			MbTransform *transform = lfirst(lc);
 			SPIPlanPtr	plan;
 			int			rc;
-			TimestampTz started = mb_previewing ? GetCurrentTimestamp() : 0;
+			TimestampTz started = mb_step_start();
 
 			if (strcmp(transform->layer, mb_layers[layer]) != 0)
 				break;
@@ -469,7 +496,7 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
 			if (rc < 0)
 				elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 			mb_step_record("transform", transform->name, transform->layer,
-						   (int64) SPI_processed, started);
+						   mb_rows_written_by(rc), started);
 			SPI_freetuptable(SPI_tuptable);
 			mb_user_code_end(&uc);
 		}

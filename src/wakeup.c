@@ -367,5 +367,7 @@ microbatch_extension_created(PG_FUNCTION_ARGS)
 				 errmsg("microbatch.extension_created() can only be called by CREATE EXTENSION microbatch")));
 	wake_launcher = true;
 	mb_warn_if_no_workers();
+	/* pipeline ids start again at 1: what a dropped extension counted is not theirs */
+	mb_stats_forget_database(MyDatabaseId);
 	PG_RETURN_VOID();
 }

@@ -29,6 +29,7 @@
  */
 #include "postgres.h"
 
+#include "access/commit_ts.h"
 #include "access/htup_details.h"
 #include "access/transam.h"
 #include "access/xact.h"
@@ -45,6 +46,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/typcache.h"
 #include "utils/xid8.h"
 
@@ -786,6 +788,77 @@ mb_window_rows_waiting(const MbPipeline *pipeline)
 
 	for (int i = 0; i < n; i++)
 		rows += mb_window_count(pipeline, &windows[i]);
+	return rows;
+}
+
+/*
+ * The commit time of the oldest row of a window, by commit timestamps
+ * (track_commit_timestamp is on), or 0 if not known: rows of transactions
+ * older than the commit timestamps kept.
+ */
+TimestampTz
+mb_window_oldest_commit(const MbPipeline *pipeline, MbWindow *window)
+{
+	NullableDatum result[1];
+
+	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_OLDEST_COMMIT,
+						 psprintf("SELECT pg_catalog.min(pg_catalog.pg_xact_commit_timestamp("
+								  "pg_catalog.xid(s.%s))) FROM %s AS s WHERE %s",
+								  MB_TRACKING_COLUMN,
+								  mb_qualified_relname(pipeline->source),
+								  mb_window_predicate(pipeline->id, "s")),
+						 0, NULL, NULL, 1, result) ||
+		result[0].isnull)
+		return 0;
+	return DatumGetTimestampTz(result[0].value);
+}
+
+/*
+ * What waits for a pipeline: the committed source rows no committed batch
+ * has processed, the lowest tracking xid among them and, with
+ * track_commit_timestamp on, the commit time of the oldest (0 if not known
+ * or nothing waits).  One pass over the rows, as rows_waiting() makes.
+ */
+int64
+mb_window_backlog(const MbPipeline *pipeline, uint64 *oldest_xid,
+				  TimestampTz *oldest_commit)
+{
+	MbLedgerBatch position;
+	bool		has_position = mb_ledger_position(pipeline->id, &position);
+	MbWindow	windows[2];
+	int			n = mb_windows_after(pipeline, &position, has_position,
+									 mb_current_snapshot(true), 0, windows);
+	int64		rows = 0;
+	const char *sql;
+
+	sql = psprintf("SELECT pg_catalog.count(*), pg_catalog.min(s.%s), %s FROM %s AS s WHERE %s",
+				   MB_TRACKING_COLUMN,
+				   track_commit_timestamp ?
+				   psprintf("pg_catalog.min(pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(s.%s)))",
+							MB_TRACKING_COLUMN) :
+				   "NULL::pg_catalog.timestamptz",
+				   mb_qualified_relname(pipeline->source),
+				   mb_window_predicate(pipeline->id, "s"));
+	*oldest_xid = 0;
+	*oldest_commit = 0;
+	for (int i = 0; i < n; i++)
+	{
+		NullableDatum result[3];
+
+		(void) mb_window_query(pipeline, &windows[i], MB_PLAN_WINDOW_BACKLOG,
+							   sql, 0, NULL, NULL, 3, result);
+		rows += DatumGetInt64(result[0].value);
+		if (!result[1].isnull)
+		{
+			uint64		xid = U64FromFullTransactionId(DatumGetFullTransactionId(result[1].value));
+
+			if (*oldest_xid == 0 || xid < *oldest_xid)
+				*oldest_xid = xid;
+		}
+		if (!result[2].isnull &&
+			(*oldest_commit == 0 || DatumGetTimestampTz(result[2].value) < *oldest_commit))
+			*oldest_commit = DatumGetTimestampTz(result[2].value);
+	}
 	return rows;
 }
 

@@ -198,6 +198,10 @@ extern PGDLLEXPORT void microbatch_scheduler_main(Datum arg);
 /* retention.c */
 extern PGDLLEXPORT void microbatch_retention_main(Datum arg);
 
+/* stats.c */
+extern void mb_stats_shmem_request(void);
+extern void mb_stats_shmem_startup(void);
+
 /* backfill.c */
 extern void mb_backfill_shmem_request(void);
 extern void mb_backfill_shmem_startup(void);

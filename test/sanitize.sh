@@ -172,10 +172,11 @@ if [ "$(id -u)" = 0 ]; then
 else
     run() { env PATH="$PG_BINDIR:$PATH" "$@"; }
 fi
-# The suites run with make's own pg_regress command lines; only the bindir
-# differs (EXTRA_REGRESS_OPTS comes after pgxs's --bindir).
+# The suites run with make's own pg_regress command lines, on throwaway
+# clusters (MB_TEMP_INSTANCE); only the bindir differs (EXTRA_REGRESS_OPTS
+# comes after pgxs's --bindir).
 suite() { run make -s --no-print-directory -C "$tree" PG_CONFIG="$PG_CONFIG" TAP_TESTS= \
-    EXTRA_REGRESS_OPTS="--bindir=$bin" installcheck "$@"; }
+    MB_TEMP_INSTANCE=1 EXTRA_REGRESS_OPTS="--bindir=$bin" installcheck "$@"; }
 
 failed=()
 runs=0

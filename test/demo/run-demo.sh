@@ -83,6 +83,8 @@ unix_socket_permissions = 0700
 shared_preload_libraries = 'microbatch'
 # the launcher looks for new databases, here the demo's, at this pace
 microbatch.naptime = '500ms'
+# commit times of rows: microbatch.freshness shows how far behind a pipeline is
+track_commit_timestamp = on
 # launcher + one scheduler + microbatch.max_workers (4), and parallel query
 max_worker_processes = 16
 EOF
@@ -100,19 +102,15 @@ sql -d "$DB" -c "SELECT layer, run_order, transform FROM microbatch.transforms O
 #   rows in      the highest ingest_id of staging (one per row loaded)
 #   batches      committed batches
 #   waiting      committed rows no batch has processed yet
-#   lag_ms       age of the oldest of them: the rows of staging outside the
-#                upper snapshot of the last committed batch, the bound
-#                docs/architecture.md describes, read from the ledger
+#   lag_ms       age of the oldest of them, by its commit time
+#                (microbatch.freshness)
 #   last batch   duration and rows of the latest committed batch
 #   failed       failed batch attempts (retried by the workers)
 #   dropped      rows the expectations kept out of silver (quarantined)
 #   now_ms       the server's clock, for the rates
 MONITOR_SQL="
-WITH last AS (
-    SELECT b.upper_snapshot
-      FROM microbatch.batch b JOIN microbatch.pipeline p USING (pipeline_id)
-     WHERE p.pipeline_name = 'clickstream' AND b.status = 'committed'
-     ORDER BY b.batch_id DESC LIMIT 1),
+WITH fresh AS (
+    SELECT rows_waiting, lag FROM microbatch.freshness WHERE pipeline = 'clickstream'),
 latest AS (
     SELECT round(extract(epoch FROM duration) * 1000) AS ms, rows_in
       FROM microbatch.batches
@@ -121,12 +119,8 @@ latest AS (
 SELECT (SELECT coalesce(max(ingest_id), 0) FROM staging.events),
        (SELECT count(*) FROM microbatch.batches
          WHERE pipeline = 'clickstream' AND status = 'committed'),
-       (SELECT coalesce(sum(rows_waiting), 0) FROM microbatch.pipelines),
-       (SELECT coalesce(round(extract(epoch FROM now() - min(s.received_at)) * 1000), 0)
-          FROM staging.events s
-         WHERE s.microbatch_xid >= coalesce((SELECT pg_snapshot_xmin(upper_snapshot) FROM last), '0')
-           AND NOT coalesce(pg_visible_in_snapshot(s.microbatch_xid,
-                                                   (SELECT upper_snapshot FROM last)), false)),
+       coalesce((SELECT rows_waiting FROM fresh), 0),
+       coalesce((SELECT round(extract(epoch FROM lag) * 1000) FROM fresh), 0),
        coalesce((SELECT ms FROM latest), 0),
        coalesce((SELECT rows_in FROM latest), 0),
        (SELECT count(*) FROM microbatch.batches

@@ -42,5 +42,26 @@ is( $node->safe_psql('postgres', q{
 		SELECT next_run_at IS NULL FROM microbatch.pipelines}),
 	't', 'no next run is scheduled');
 
+
+# The statistics live in shared memory the library did not get: nothing is
+# counted, and the rest of the monitoring works
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FROM microbatch.stat_pipelines}),
+	'0', 'microbatch.stat_pipelines is empty');
+is( $node->safe_psql('postgres', q{
+		SELECT rows_in, rows_written FROM microbatch.batch_progress}),
+	'5|5', 'microbatch.batch_progress shows the batch');
+is( $node->safe_psql('postgres', q{
+		SELECT rows_waiting, lag FROM microbatch.freshness}),
+	'0|00:00:00', 'microbatch.freshness shows nothing waiting');
+($rc, $out, $err) = $node->psql('postgres', 'SELECT microbatch.stat_reset()');
+like($err, qr/microbatch statistics are not available/,
+	'stat_reset says the statistics are not available');
+($rc, $out, $err) = $node->psql('postgres', q{
+	SELECT microbatch.drop_pipeline('events');
+	DROP EXTENSION microbatch;
+	CREATE EXTENSION microbatch;});
+is($rc, 0, 'a pipeline and the extension can be dropped and created again');
+
 $node->stop;
 done_testing();
