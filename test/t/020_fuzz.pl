@@ -950,6 +950,9 @@ WITH r AS (
 v AS (SELECT r.vis, e.value AS val FROM r, jsonb_each_text(r.j) e WHERE length(e.value) >= 6)
 SELECT json_build_object(
 	'pipes', (SELECT coalesce(json_agg(DISTINCT md5(pl)), '[]') FROM r WHERE NOT vis),
+	'pipevals', (SELECT coalesce(json_agg(DISTINCT md5(pl)), '[]') FROM r a
+	          WHERE NOT a.vis AND NOT EXISTS (SELECT 1 FROM r b, jsonb_each_text(b.j) e
+	                                           WHERE b.vis AND e.value = a.pl)),
 	'vals', (SELECT coalesce(json_agg(DISTINCT md5(val)), '[]') FROM v a
 	          WHERE NOT a.vis AND NOT EXISTS (SELECT 1 FROM v b WHERE b.vis AND b.val = a.val)))
 EOSQL
@@ -1643,7 +1646,9 @@ sub execute_item
 		if ($hidden)
 		{
 			my %pipes = map { $_ => 1 } @{ $hidden->{pipes} };
-			my %vals = (%pipes, map { $_ => 1 } @{ $hidden->{vals} });
+			# a hidden pipeline's name is a hidden value, unless a visible
+			# row holds it too (a transform may be named like a pipeline)
+			my %vals = map { $_ => 1 } @{ $hidden->{pipevals} }, @{ $hidden->{vals} };
 			my $out = $r->{out}[ $npre + $item->{call_seg} ] // '';
 			my $errtext = $r->{err}[ $npre + $item->{call_seg} ] // '';
 			my @rows = $out =~ /^FZROW ([0-9a-f]{32})/mg;
