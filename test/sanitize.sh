@@ -67,7 +67,8 @@ mb_as_root make -s --no-print-directory -C "$tree" PG_CONFIG="$PG_CONFIG" instal
 print_var() { mk --eval 'mb-print-%: ; @printf "%s\n" "$($*)"' "mb-print-$1"; }
 REGRESS=$(print_var REGRESS)
 ISOLATION=$(print_var ISOLATION)
-REGRESS_OPTS=$(print_var REGRESS_OPTS)
+# the throwaway clusters' options (--temp-config=test/microbatch.conf)
+REGRESS_OPTS=$(MB_TEMP_INSTANCE=1 print_var REGRESS_OPTS)
 
 logs=$work/logs
 mkdir -p "$logs/sanitizer" "$logs/server"
