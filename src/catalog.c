@@ -260,7 +260,6 @@ static MbQuery q_ledger_insert = {
 	TEXTOID, TIMESTAMPTZOID}
 };
 
-
 static MbQuery q_ledger_replay = {
 	"UPDATE microbatch.batch SET replays = replays OPERATOR(pg_catalog.+) 1, "
 	"last_replayed_at = $3, rows_dropped = $4, "

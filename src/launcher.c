@@ -194,8 +194,8 @@ mb_launcher_step(HTAB *databases)
 		{
 			if (db->handle == NULL)
 			{
-				hash_search(databases, &db->dboid, HASH_REMOVE, NULL);
 				mb_stats_forget_database(db->dboid);
+				hash_search(databases, &db->dboid, HASH_REMOVE, NULL);
 			}
 			continue;
 		}
