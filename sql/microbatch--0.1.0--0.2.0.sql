@@ -69,12 +69,19 @@ SELECT p.pipeline_name AS pipeline,
        b.finished_at - b.oldest_row_committed_at AS latency,
        b.rows_in / NULLIF(EXTRACT(epoch FROM b.finished_at - b.started_at), 0)::float8
            AS processed_rows_per_second,
-       b.rows_in / NULLIF(EXTRACT(epoch FROM b.started_at - pg_catalog.lag(b.started_at)
-                                  OVER (PARTITION BY p.pipeline_name
-                                        ORDER BY b.batch_id, b.attempt)), 0)::float8
+       b.rows_in / NULLIF(EXTRACT(epoch FROM b.started_at - prev.started_at), 0)::float8
            AS input_rows_per_second
   FROM microbatch.batch b
   JOIN microbatch.pipeline p USING (pipeline_id)
+  -- the previous attempt, through the primary key: a filter on batch_id
+  -- reaches the ledger's index
+  LEFT JOIN LATERAL (
+        SELECT b2.started_at
+          FROM microbatch.batch b2
+         WHERE b2.pipeline_id = b.pipeline_id
+           AND (b2.batch_id, b2.attempt) < (b.batch_id, b.attempt)
+         ORDER BY b2.batch_id DESC, b2.attempt DESC
+         LIMIT 1) prev ON true
   LEFT JOIN LATERAL (
         SELECT pg_catalog.sum(st.rows) FILTER (WHERE st.kind = 'transform')
                    AS rows_written,

@@ -175,6 +175,27 @@ SELECT count(*) FROM microbatch.batch_progress;
 SELECT count(*) FROM microbatch.batch_steps;
 SELECT microbatch.stat_reset('mon');
 \echo :SQLSTATE
+SELECT microbatch.stat_reset();
+RESET ROLE;
+SELECT pipeline, batches > 0 AS still_counted FROM microbatch.stat_pipelines ORDER BY pipeline;
+-- a forced row security policy on the source would run the owner's code
+-- in the monitoring role's session: the count is not given to it
+CREATE FUNCTION mon.trap() RETURNS boolean LANGUAGE plpgsql AS
+    $$BEGIN RAISE NOTICE 'the owner''s policy ran as %', current_user; RETURN true; END$$;
+ALTER FUNCTION mon.trap() OWNER TO mb_mon_owner;
+SET ROLE mb_mon_owner;
+ALTER TABLE mon.events ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY trap ON mon.events USING (mon.trap());
+RESET ROLE;
+SET ROLE mb_mon_other;
+SELECT * FROM microbatch.backlog('mon');
+SELECT microbatch.rows_waiting('mon');
+SELECT pipeline, rows_waiting, lag FROM microbatch.freshness WHERE pipeline = 'mon';
+RESET ROLE;
+SET ROLE mb_mon_owner;
+SELECT rows_waiting FROM microbatch.backlog('mon');
+DROP POLICY trap ON mon.events;
+ALTER TABLE mon.events NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY;
 RESET ROLE;
 REVOKE pg_read_all_stats FROM mb_mon_other;
 SET ROLE mb_mon_owner;
@@ -191,6 +212,16 @@ SELECT pipeline, batches, failures, rows_in, total_time > 0 AS total_time,
   FROM microbatch.stat_pipelines ORDER BY pipeline;
 SELECT microbatch.stat_reset();
 SELECT pipeline, batches FROM microbatch.stat_pipelines ORDER BY pipeline;
+
+-- A batch in a prepared transaction is in the ledger once committed, but
+-- not counted: its outcome is known only where it is committed
+INSERT INTO mon.events VALUES (10, 10);
+BEGIN;
+SELECT microbatch.run_batch('mon');
+PREPARE TRANSACTION 'mon_batch';
+COMMIT PREPARED 'mon_batch';
+SELECT (SELECT batches FROM microbatch.stat_pipelines WHERE pipeline = 'mon') AS counted,
+       (SELECT count(*) FROM microbatch.batch_progress WHERE pipeline = 'mon' AND status = 'committed') AS in_ledger;
 
 -- A dropped pipeline's statistics go when the drop commits
 SELECT microbatch.run_batch('mon');

@@ -38,6 +38,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
@@ -686,6 +687,28 @@ mb_reset_pipeline(const char *pipeline_name, Oid caller)
 	return entry.batch_id;
 }
 
+/* Whether a table of the source's hierarchy forces row security on its owner */
+static bool
+mb_source_forces_row_security(Oid source)
+{
+	ListCell   *lc;
+
+	foreach(lc, mb_hierarchy_members(source, NoLock))
+	{
+		HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(lfirst_oid(lc)));
+		bool		forced;
+
+		if (!HeapTupleIsValid(tuple))
+			continue;
+		forced = ((Form_pg_class) GETSTRUCT(tuple))->relrowsecurity &&
+			((Form_pg_class) GETSTRUCT(tuple))->relforcerowsecurity;
+		ReleaseSysCache(tuple);
+		if (forced)
+			return true;
+	}
+	return false;
+}
+
 /*
  * Count the committed source rows that no committed batch has processed;
  * with oldest, also find the oldest of them (see mb_window_backlog()).
@@ -708,6 +731,15 @@ mb_rows_waiting(const char *pipeline_name, Oid caller, bool oldest,
 	if (mb_window_is_active() ||
 		!mb_pipeline_by_name(pipeline_name, &pipeline) ||
 		!mb_may_monitor(caller, pipeline.owner))
+		return false;
+
+	/*
+	 * The count reads the source as its owner: under a forced row security
+	 * policy that runs the owner's code, which a monitoring role, unlike
+	 * the owner's roles, has no reason to run.
+	 */
+	if (!has_privs_of_role(caller, pipeline.owner) &&
+		mb_source_forces_row_security(pipeline.source))
 		return false;
 
 	BeginInternalSubTransaction(NULL);

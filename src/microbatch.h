@@ -549,5 +549,6 @@ extern void mb_release_database(const char *dbname);
 extern void mb_stats_count_batch(int32 pipeline_id, const MbBatchOutcome *outcome);
 extern void mb_stats_forget_pipeline(int32 pipeline_id);
 extern void mb_stats_forget_database(Oid dboid);
+extern void mb_stats_forget_database_at_commit(void);
 
 #endif							/* MICROBATCH_H */

@@ -87,7 +87,9 @@ mb_shared_hash(const char *name, long size, Size keysize, Size entrysize)
 
 	ctl.keysize = keysize;
 	ctl.entrysize = entrysize;
-	return ShmemInitHash(name, size, size, &ctl, HASH_ELEM | HASH_BLOBS);
+	/* fixed: the spare shared memory is the lock table's; callers enter with HASH_ENTER_NULL */
+	return ShmemInitHash(name, size, size, &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 }
 
 static void

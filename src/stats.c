@@ -14,8 +14,9 @@
  * Statistics start at zero at server start, as after a crash; Prometheus
  * and rate() take counter resets in their stride.  An entry goes with its
  * pipeline (drop_pipeline, CREATE EXTENSION, a dropped database); when the
- * table (microbatch.max_pipelines entries) is full, new pipelines are not
- * counted until stat_reset() clears room.
+ * table (microbatch.max_pipelines entries, fixed) is full, new pipelines are
+ * not counted.  A batch, or a drop, in a prepared transaction is not
+ * counted: its outcome is known only to the session that commits it.
  *
  *-------------------------------------------------------------------------
  */
@@ -81,11 +82,18 @@ typedef struct MbStatsEntry
 } MbStatsEntry;
 
 /* A batch's outcome, or a dropped pipeline, waiting for its commit */
+typedef enum MbStatsPendingKind
+{
+	MB_STATS_COUNT,				/* a batch attempt */
+	MB_STATS_FORGET_PIPELINE,	/* the pipeline was dropped */
+	MB_STATS_FORGET_DATABASE	/* the extension was created anew */
+} MbStatsPendingKind;
+
 typedef struct MbStatsPending
 {
 	SubTransactionId subid;
+	MbStatsPendingKind kind;
 	int32		pipeline_id;
-	bool		forget;			/* the pipeline was dropped */
 	MbBatchOutcome outcome;
 } MbStatsPending;
 
@@ -115,9 +123,10 @@ mb_stats_shmem_startup(void)
 
 	ctl.keysize = sizeof(MbStatsKey);
 	ctl.entrysize = sizeof(MbStatsEntry);
+	/* fixed: the spare shared memory is the lock table's */
 	mb_stats_hash = ShmemInitHash("microbatch pipeline stats", mb_max_pipelines,
 								  mb_max_pipelines, &ctl,
-								  HASH_ELEM | HASH_BLOBS);
+								  HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	mb_stats_lock = &(GetNamedLWLockTranche("microbatch stats"))->lock;
 }
 
@@ -261,10 +270,12 @@ mb_stats_xact_callback(XactEvent event, void *arg)
 			{
 				MbStatsPending *p = lfirst(lc);
 
-				if (p->forget)
+				if (p->kind == MB_STATS_COUNT)
+					mb_stats_apply(p->pipeline_id, &p->outcome, committed_at);
+				else if (p->kind == MB_STATS_FORGET_PIPELINE)
 					mb_stats_remove(MyDatabaseId, p->pipeline_id);
 				else
-					mb_stats_apply(p->pipeline_id, &p->outcome, committed_at);
+					mb_stats_forget_database(MyDatabaseId);
 			}
 			pending = NIL;
 			break;
@@ -300,7 +311,8 @@ mb_stats_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 static void
-mb_stats_queue(int32 pipeline_id, bool forget, const MbBatchOutcome *outcome)
+mb_stats_queue(MbStatsPendingKind kind, int32 pipeline_id,
+			   const MbBatchOutcome *outcome)
 {
 	MemoryContext old;
 	MbStatsPending *p;
@@ -316,8 +328,8 @@ mb_stats_queue(int32 pipeline_id, bool forget, const MbBatchOutcome *outcome)
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	p = palloc0(sizeof(MbStatsPending));
 	p->subid = GetCurrentSubTransactionId();
+	p->kind = kind;
 	p->pipeline_id = pipeline_id;
-	p->forget = forget;
 	if (outcome != NULL)
 		p->outcome = *outcome;
 	pending = lappend(pending, p);
@@ -328,14 +340,24 @@ mb_stats_queue(int32 pipeline_id, bool forget, const MbBatchOutcome *outcome)
 void
 mb_stats_count_batch(int32 pipeline_id, const MbBatchOutcome *outcome)
 {
-	mb_stats_queue(pipeline_id, false, outcome);
+	mb_stats_queue(MB_STATS_COUNT, pipeline_id, outcome);
 }
 
 /* Forget a dropped pipeline when the current transaction commits */
 void
 mb_stats_forget_pipeline(int32 pipeline_id)
 {
-	mb_stats_queue(pipeline_id, true, NULL);
+	mb_stats_queue(MB_STATS_FORGET_PIPELINE, pipeline_id, NULL);
+}
+
+/*
+ * Forget this database's pipelines when the current transaction commits:
+ * CREATE EXTENSION starts pipeline ids again at 1
+ */
+void
+mb_stats_forget_database_at_commit(void)
+{
+	mb_stats_queue(MB_STATS_FORGET_DATABASE, 0, NULL);
 }
 
 static Datum
@@ -367,10 +389,11 @@ mb_cumulative_array(const int64 *counts, int n)
 
 /*
  * Which of the given pipeline ids are pipelines of this database the caller
- * may monitor, and which are no pipeline any more
+ * may see the statistics of (monitoring roles too), or, with reset, may
+ * reset (roles with the owner's privileges only)
  */
 static void
-mb_stats_visibility(List *ids, bool *visible, bool *gone)
+mb_stats_visibility(List *ids, bool reset, bool *allowed)
 {
 	MbCall		call;
 	ListCell   *lc;
@@ -380,12 +403,10 @@ mb_stats_visibility(List *ids, bool *visible, bool *gone)
 	foreach(lc, ids)
 	{
 		MbPipeline	pipeline;
-		bool		exists = mb_pipeline_by_id(lfirst_int(lc), &pipeline);
 
-		visible[i] = exists && mb_may_monitor(call.caller, pipeline.owner);
-		if (gone != NULL)
-			gone[i] = !exists;
-		i++;
+		allowed[i++] = mb_pipeline_by_id(lfirst_int(lc), &pipeline) &&
+			(reset ? has_privs_of_role(call.caller, pipeline.owner) :
+			 mb_may_monitor(call.caller, pipeline.owner));
 	}
 	mb_call_end(&call);
 }
@@ -442,7 +463,7 @@ microbatch_stat_pipelines(PG_FUNCTION_ARGS)
 	if (ids == NIL)
 		return (Datum) 0;
 	visible = palloc(sizeof(bool) * list_length(ids));
-	mb_stats_visibility(ids, visible, NULL);
+	mb_stats_visibility(ids, false, visible);
 
 	forboth(id_cell, ids, copy_cell, copies)
 	{
@@ -482,18 +503,13 @@ microbatch_stat_pipelines(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* Zero an entry's counters, or remove it if its pipeline is gone */
+/* Zero an entry's counters */
 static void
-mb_stats_reset_entry(int32 pipeline_id, bool gone)
+mb_stats_reset_entry(int32 pipeline_id)
 {
 	MbStatsKey	key;
 	MbStatsEntry *entry;
 
-	if (gone)
-	{
-		mb_stats_remove(MyDatabaseId, pipeline_id);
-		return;
-	}
 	memset(&key, 0, sizeof(key));
 	key.dboid = MyDatabaseId;
 	key.pipeline_id = pipeline_id;
@@ -510,9 +526,12 @@ mb_stats_reset_entry(int32 pipeline_id, bool gone)
 
 /*
  * stat_reset(pipeline): one pipeline's statistics, with its owner's
- * privileges; with NULL, those of every pipeline of this database the
- * caller has privileges on, and the entries left by pipelines that no
- * longer exist.  Takes effect at once, like pg_stat_statements_reset().
+ * privileges; with NULL, those of every pipeline of this database whose
+ * owner's privileges the caller has (pg_read_all_stats, which may read
+ * them, may not reset them).  Takes effect at once, like
+ * pg_stat_statements_reset().  Entries go with their pipelines only, at
+ * the commit that drops them: a pipeline this transaction's snapshot
+ * cannot see may be one committed since.
  */
 Datum
 microbatch_stat_reset(PG_FUNCTION_ARGS)
@@ -545,26 +564,23 @@ microbatch_stat_reset(PG_FUNCTION_ARGS)
 					 errmsg("permission denied to reset the statistics of pipeline \"%s\"",
 							name),
 					 errdetail("Only roles with the privileges of its owner may.")));
-		mb_stats_reset_entry(pipeline.id, false);
+		mb_stats_reset_entry(pipeline.id);
 	}
 	else
 	{
 		List	   *ids = mb_stats_entries(NULL);
-		bool	   *visible;
-		bool	   *gone;
+		bool	   *allowed;
 		ListCell   *lc;
 		int			i = 0;
 
 		if (ids == NIL)
 			PG_RETURN_VOID();
-		visible = palloc(sizeof(bool) * list_length(ids));
-		gone = palloc(sizeof(bool) * list_length(ids));
-		mb_stats_visibility(ids, visible, gone);
+		allowed = palloc(sizeof(bool) * list_length(ids));
+		mb_stats_visibility(ids, true, allowed);
 		foreach(lc, ids)
 		{
-			if (visible[i] || gone[i])
-				mb_stats_reset_entry(lfirst_int(lc), gone[i]);
-			i++;
+			if (allowed[i++])
+				mb_stats_reset_entry(lfirst_int(lc));
 		}
 	}
 	PG_RETURN_VOID();

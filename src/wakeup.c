@@ -368,6 +368,6 @@ microbatch_extension_created(PG_FUNCTION_ARGS)
 	wake_launcher = true;
 	mb_warn_if_no_workers();
 	/* pipeline ids start again at 1: what a dropped extension counted is not theirs */
-	mb_stats_forget_database(MyDatabaseId);
+	mb_stats_forget_database_at_commit();
 	PG_RETURN_VOID();
 }

@@ -9,7 +9,9 @@
 # (c) a batch that waited for the pipeline's lock says how long;
 # (d) background batches are counted once each, when they commit;
 # (e) after a crash the statistics start again from zero, the ledger
-#     keeps the history and counting carries on.
+#     keeps the history and counting carries on;
+# (f) a DROP and CREATE EXTENSION rolled back keep them;
+# (g) the table of statistics has a fixed size.
 
 use strict;
 use warnings;
@@ -166,6 +168,40 @@ is( q_(qq{SELECT s.batches = (SELECT count(*) FROM microbatch.batches
 	't', 'counting carries on after the crash: the batches since');
 is( q_(q{SELECT count(DISTINCT id) = count(*) FROM fr_out}), 't',
 	'no row processed twice');
+
+
+# --- (f) DROP and CREATE EXTENSION rolled back keep the statistics ---------
+
+my $stats_before = q_(q{SELECT batches FROM microbatch.stat_pipelines WHERE pipeline = 'fr'});
+q_(q{BEGIN; DROP EXTENSION microbatch CASCADE; CREATE EXTENSION microbatch; ROLLBACK;});
+is(q_(q{SELECT batches FROM microbatch.stat_pipelines WHERE pipeline = 'fr'}),
+	$stats_before, 'a rolled-back CREATE EXTENSION leaves the statistics');
+
+# --- (g) the statistics table is fixed: a full one counts no more ----------
+
+# Shared memory beyond it is the lock table's to grow into.
+$node->append_conf('postgresql.conf', "microbatch.max_pipelines = 16\nmicrobatch.enabled = off\n");
+$node->restart;
+q_(q{
+DO $$
+BEGIN
+    FOR i IN 1..24 LOOP
+        EXECUTE format('CREATE TABLE many_%s (v int)', i);
+        PERFORM microbatch.create_pipeline('many_' || i, ('many_' || i)::regclass);
+        PERFORM microbatch.add_transform('many_' || i, 'look', 'bronze',
+            format('SELECT * FROM microbatch.many_%s_batch', i));
+        EXECUTE format('INSERT INTO many_%s VALUES (1)', i);
+    END LOOP;
+END $$;
+});
+for my $i (1 .. 24)
+{
+	q_(qq{SELECT microbatch.run_batch('many_$i')});
+}
+is( q_(q{SELECT count(*) FROM microbatch.batches WHERE pipeline LIKE 'many_%' AND status = 'committed'}),
+	'24', 'every pipeline runs its batch');
+cmp_ok(q_(q{SELECT count(*) FROM microbatch.pipeline_stats()}),
+	'<=', 16, 'no more pipelines are counted than microbatch.max_pipelines');
 
 $node->stop;
 done_testing();
