@@ -116,7 +116,7 @@ _PG_init(void)
 		return;
 	}
 	DefineCustomIntVariable("microbatch.max_pipelines",
-							"Number of pipelines, in all databases, whose next run time is shown in microbatch.pipelines.",
+							"Number of pipelines, in all databases, whose next run time and statistics are kept in shared memory.",
 							NULL, &mb_max_pipelines, 1024, 16, 1000000,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("microbatch");
