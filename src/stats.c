@@ -130,6 +130,17 @@ mb_stats_shmem_startup(void)
 	mb_stats_lock = &(GetNamedLWLockTranche("microbatch stats"))->lock;
 }
 
+static MbStatsKey
+mb_stats_key(Oid dboid, int32 pipeline_id)
+{
+	MbStatsKey	key;
+
+	memset(&key, 0, sizeof(key));	/* HASH_BLOBS hashes its bytes */
+	key.dboid = dboid;
+	key.pipeline_id = pipeline_id;
+	return key;
+}
+
 static void
 mb_stats_counters_reset(MbStatsCounters *counters)
 {
@@ -158,9 +169,7 @@ mb_stats_apply(int32 pipeline_id, const MbBatchOutcome *outcome,
 	bool		found;
 	double		ms = (commit_time - outcome->started_at) / 1000.0;
 
-	memset(&key, 0, sizeof(key));
-	key.dboid = MyDatabaseId;
-	key.pipeline_id = pipeline_id;
+	key = mb_stats_key(MyDatabaseId, pipeline_id);
 
 	/* the common case, an entry that exists, needs the shared lock only */
 	LWLockAcquire(mb_stats_lock, LW_SHARED);
@@ -223,9 +232,7 @@ mb_stats_remove(Oid dboid, int32 pipeline_id)
 {
 	MbStatsKey	key;
 
-	memset(&key, 0, sizeof(key));
-	key.dboid = dboid;
-	key.pipeline_id = pipeline_id;
+	key = mb_stats_key(dboid, pipeline_id);
 	LWLockAcquire(mb_stats_lock, LW_EXCLUSIVE);
 	hash_search(mb_stats_hash, &key, HASH_REMOVE, NULL);
 	LWLockRelease(mb_stats_lock);
@@ -510,9 +517,7 @@ mb_stats_reset_entry(int32 pipeline_id)
 	MbStatsKey	key;
 	MbStatsEntry *entry;
 
-	memset(&key, 0, sizeof(key));
-	key.dboid = MyDatabaseId;
-	key.pipeline_id = pipeline_id;
+	key = mb_stats_key(MyDatabaseId, pipeline_id);
 	LWLockAcquire(mb_stats_lock, LW_SHARED);
 	entry = hash_search(mb_stats_hash, &key, HASH_FIND, NULL);
 	if (entry != NULL)

@@ -677,6 +677,23 @@ mb_window_count(const MbPipeline *pipeline, MbWindow *window)
 }
 
 /*
+ * A query of the engine's over the source's rows (its hierarchy's) in the
+ * active window: SELECT select_list FROM source AS s WHERE <window> tail
+ */
+static char *
+mb_window_source_sql(const MbPipeline *pipeline, const char *select_list,
+					 const char *tail)
+{
+	return psprintf("SELECT %s FROM %s AS s WHERE %s%s", select_list,
+					mb_qualified_relname(pipeline->source),
+					mb_window_predicate(pipeline->id, "s"), tail);
+}
+
+/* The commit time of the oldest row, as an aggregate over s */
+#define MB_OLDEST_COMMIT_SQL \
+	"pg_catalog.min(pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(s." MB_TRACKING_COLUMN ")))"
+
+/*
  * The tracking xid of the n-th row (from 0) of the window in xid order, or
  * 0 if the window has fewer rows.
  */
@@ -688,11 +705,8 @@ mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
 	Datum		args[1] = {Int64GetDatum(n)};
 
 	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_NTH_XID,
-						 psprintf("SELECT s.%s FROM %s AS s WHERE %s "
-								  "ORDER BY 1 OFFSET $1 LIMIT 1",
-								  MB_TRACKING_COLUMN,
-								  mb_qualified_relname(pipeline->source),
-								  mb_window_predicate(pipeline->id, "s")),
+						 mb_window_source_sql(pipeline, "s." MB_TRACKING_COLUMN,
+											  " ORDER BY 1 OFFSET $1 LIMIT 1"),
 						 1, argtypes, args, 1, result) ||
 		result[0].isnull)
 		return 0;
@@ -802,11 +816,7 @@ mb_window_oldest_commit(const MbPipeline *pipeline, MbWindow *window)
 	NullableDatum result[1];
 
 	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_OLDEST_COMMIT,
-						 psprintf("SELECT pg_catalog.min(pg_catalog.pg_xact_commit_timestamp("
-								  "pg_catalog.xid(s.%s))) FROM %s AS s WHERE %s",
-								  MB_TRACKING_COLUMN,
-								  mb_qualified_relname(pipeline->source),
-								  mb_window_predicate(pipeline->id, "s")),
+						 mb_window_source_sql(pipeline, MB_OLDEST_COMMIT_SQL, ""),
 						 0, NULL, NULL, 1, result) ||
 		result[0].isnull)
 		return 0;
@@ -831,14 +841,13 @@ mb_window_backlog(const MbPipeline *pipeline, uint64 *oldest_xid,
 	int64		rows = 0;
 	const char *sql;
 
-	sql = psprintf("SELECT pg_catalog.count(*), pg_catalog.min(s.%s), %s FROM %s AS s WHERE %s",
-				   MB_TRACKING_COLUMN,
-				   track_commit_timestamp ?
-				   psprintf("pg_catalog.min(pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(s.%s)))",
-							MB_TRACKING_COLUMN) :
-				   "NULL::pg_catalog.timestamptz",
-				   mb_qualified_relname(pipeline->source),
-				   mb_window_predicate(pipeline->id, "s"));
+	sql = mb_window_source_sql(pipeline,
+							   track_commit_timestamp ?
+							   "pg_catalog.count(*), pg_catalog.min(s." MB_TRACKING_COLUMN "), "
+							   MB_OLDEST_COMMIT_SQL :
+							   "pg_catalog.count(*), pg_catalog.min(s." MB_TRACKING_COLUMN "), "
+							   "NULL::pg_catalog.timestamptz",
+							   "");
 	*oldest_xid = 0;
 	*oldest_commit = 0;
 	for (int i = 0; i < n; i++)
