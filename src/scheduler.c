@@ -735,6 +735,8 @@ mb_scheduler_assign(MbScheduled *p)
 	static MbRival *rivals = NULL;
 	int			nrivals;
 	TimestampTz now = GetCurrentTimestamp();
+	bool		prev_woken;
+	TimestampTz prev_dispatch;
 
 	if (rivals == NULL)
 		rivals = MemoryContextAlloc(TopMemoryContext,
@@ -802,6 +804,8 @@ mb_scheduler_assign(MbScheduled *p)
 	if (slot->latch != NULL)
 		SetLatch(slot->latch);
 	p->slotno = slot - mb_shared->slots;
+	prev_woken = p->woken;
+	prev_dispatch = p->last_dispatch;
 	p->woken = false;
 	p->last_dispatch = now;
 	worker_handles[p->slotno].generation = slot->generation;
@@ -818,6 +822,9 @@ mb_scheduler_assign(MbScheduled *p)
 		LWLockRelease(mb_shared->lock);
 		worker_handles[p->slotno].handle = NULL;
 		p->slotno = -1;
+		/* it did not run: its wake-up stands, and no check was made */
+		p->woken = prev_woken;
+		p->last_dispatch = prev_dispatch;
 		mb_database_report(MyDatabaseId, false, true);
 		if (TimestampDifferenceExceeds(last_warning, now, 60 * 1000))
 		{
