@@ -8,8 +8,9 @@
  * once, never several.  A pipeline with batch_interval 0 runs when a
  * transaction that wrote into its source commits (the commit sets our
  * latch, while we wait for one), and again at once after each batch if
- * commits came that its snapshot may have missed, or if max_batch_rows cut
- * its window short.  A failed batch is retried after an exponential backoff
+ * commits came that its snapshot may have missed.  Whatever its interval, a
+ * pipeline whose window max_batch_rows cut short runs again at once, until
+ * it has caught up.  A failed batch is retried after an exponential backoff
  * from one second, with jitter, capped at microbatch.max_retry_delay; source
  * commits do not bring the retry forward.  A pipeline whose lock another
  * transaction held is tried again after its interval.
@@ -539,8 +540,10 @@ mb_scheduler_collect(void)
 		else if (status == MB_BATCH_BUSY)
 			p->next_run = TimestampTzPlusMilliseconds(now,
 													  Min(Max(p->interval_ms, 100), mb_naptime));
+		else if (capped)
+			p->next_run = now;	/* a backlog: batches back to back until it is gone */
 		else if (p->interval_ms == 0)
-			p->next_run = capped || p->woken ? now :
+			p->next_run = p->woken ? now :
 				TimestampTzPlusMilliseconds(now, mb_naptime);
 		else
 			p->next_run = Max(now, TimestampTzPlusMilliseconds(started_at, p->interval_ms));

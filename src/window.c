@@ -445,19 +445,42 @@ microbatch_current_batch_id(PG_FUNCTION_ARGS)
 }
 
 /*
- * The WHERE clause that restricts a table, under the given alias, to the
- * active window of a pipeline.  Every operator is schema-qualified: the
- * clause goes into views and queries that must mean the same whatever the
- * search_path.
+ * The conditions on the tracking column of a table, under the given alias,
+ * for the active window of a pipeline: its transactions that started after
+ * the lower snapshot, and those that were running when it was taken.  Every
+ * operator is schema-qualified: the clauses go into views and queries that
+ * must mean the same whatever the search_path.
  */
+static char *
+mb_window_range_condition(int32 pipeline_id, const char *alias)
+{
+	return psprintf("%1$s.%2$s OPERATOR(pg_catalog.>=) microbatch.batch_lower_xid(%3$d) "
+					"AND %1$s.%2$s OPERATOR(pg_catalog.<) microbatch.batch_upper_xid(%3$d)",
+					alias, MB_TRACKING_COLUMN, pipeline_id);
+}
+
+static char *
+mb_window_running_condition(int32 pipeline_id, const char *alias)
+{
+	return psprintf("%1$s.%2$s OPERATOR(pg_catalog.=) ANY (microbatch.batch_lower_running(%3$d))",
+					alias, MB_TRACKING_COLUMN, pipeline_id);
+}
+
+static char *
+mb_window_contains_condition(int32 pipeline_id, const char *alias)
+{
+	return psprintf("microbatch.batch_contains(%3$d, %1$s.%2$s)",
+					alias, MB_TRACKING_COLUMN, pipeline_id);
+}
+
+/* The WHERE clause that restricts a table to the active window */
 char *
 mb_window_predicate(int32 pipeline_id, const char *alias)
 {
-	return psprintf("(%1$s.%2$s OPERATOR(pg_catalog.>=) microbatch.batch_lower_xid(%3$d) "
-					"AND %1$s.%2$s OPERATOR(pg_catalog.<) microbatch.batch_upper_xid(%3$d) "
-					"OR %1$s.%2$s OPERATOR(pg_catalog.=) ANY (microbatch.batch_lower_running(%3$d))) "
-					"AND microbatch.batch_contains(%3$d, %1$s.%2$s)",
-					alias, MB_TRACKING_COLUMN, pipeline_id);
+	return psprintf("(%s OR %s) AND %s",
+					mb_window_range_condition(pipeline_id, alias),
+					mb_window_running_condition(pipeline_id, alias),
+					mb_window_contains_condition(pipeline_id, alias));
 }
 
 /*
@@ -600,12 +623,15 @@ microbatch_rows_digest_accum(PG_FUNCTION_ARGS)
  * bounds as a filter, costs the table's.  The planner, estimating with the
  * window it is planned for, would rightly pick one of the latter for a window
  * holding most of the table, and the plan is kept for the batches after; so
- * the bitmap scan is the only scan it is offered.
+ * the bitmap scan is the only scan it is offered.  An ordered query (one
+ * that reads the first rows of a window in tracking order, and stops) is
+ * offered the index scan instead, its bounds as index conditions: it costs
+ * the rows it reads, where a bitmap scan would read and sort the window.
  */
 static bool
 mb_window_query(const MbPipeline *pipeline, MbWindow *window, MbPlanKind kind,
-				const char *sql, int nargs, Oid *argtypes, Datum *args,
-				int nresult, NullableDatum *result)
+				bool ordered, const char *sql, int nargs, Oid *argtypes,
+				Datum *args, int nresult, NullableDatum *result)
 {
 	SPIPlanPtr	plan;
 	MbUserCode	uc;
@@ -613,8 +639,13 @@ mb_window_query(const MbPipeline *pipeline, MbWindow *window, MbPlanKind kind,
 
 	mb_user_code_begin(&uc, pipeline->owner, NULL);
 	mb_user_code_set(&uc, "enable_seqscan", "off");
-	mb_user_code_set(&uc, "enable_indexscan", "off");
-	mb_user_code_set(&uc, "enable_indexonlyscan", "off");
+	if (ordered)
+		mb_user_code_set(&uc, "enable_bitmapscan", "off");
+	else
+	{
+		mb_user_code_set(&uc, "enable_indexscan", "off");
+		mb_user_code_set(&uc, "enable_indexonlyscan", "off");
+	}
 	mb_user_code_set(&uc, "jit", "off");
 	plan = mb_batch_plan(mb_batch_plan_slot(kind, pipeline->id), sql, nargs,
 						 argtypes, -1);
@@ -655,7 +686,7 @@ mb_window_content(const MbPipeline *pipeline, MbWindow *window)
 	NullableDatum result[2];
 	MbWindowContent content;
 
-	mb_window_query(pipeline, window, MB_PLAN_WINDOW_CONTENT,
+	mb_window_query(pipeline, window, MB_PLAN_WINDOW_CONTENT, false,
 					psprintf("SELECT pg_catalog.count(*), microbatch.rows_digest(b.*) FROM %s AS b",
 							 mb_batch_view_qualified(pipeline)),
 					0, NULL, NULL, 2, result);
@@ -669,7 +700,7 @@ mb_window_count(const MbPipeline *pipeline, MbWindow *window)
 {
 	NullableDatum result[1];
 
-	mb_window_query(pipeline, window, MB_PLAN_WINDOW_COUNT,
+	mb_window_query(pipeline, window, MB_PLAN_WINDOW_COUNT, false,
 					psprintf("SELECT pg_catalog.count(*) FROM %s",
 							 mb_batch_view_qualified(pipeline)),
 					0, NULL, NULL, 1, result);
@@ -695,19 +726,32 @@ mb_window_source_sql(const MbPipeline *pipeline, const char *select_list,
 
 /*
  * The tracking xid of the n-th row (from 0) of the window in xid order, or
- * 0 if the window has fewer rows.
+ * 0 if the window has fewer rows.  The transactions that were running at
+ * the lower snapshot all have lower ids than those that started after it,
+ * so the first n + 1 rows of the window are among the first n + 1 of each
+ * part: two ordered scans that stop there, whatever the size of the window.
  */
 static uint64
 mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
 {
 	NullableDatum result[1];
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(n)};
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		args[2] = {Int64GetDatum(n),
+	Int64GetDatum(n < PG_INT64_MAX ? n + 1 : n)};
+	const char *source = mb_qualified_relname(pipeline->source);
+	char	   *sql;
 
-	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_NTH_XID,
-						 mb_window_source_sql(pipeline, "s." MB_TRACKING_COLUMN,
-											  " ORDER BY 1 OFFSET $1 LIMIT 1"),
-						 1, argtypes, args, 1, result) ||
+	sql = psprintf("SELECT w.x FROM ("
+				   "(SELECT s.%1$s AS x FROM %2$s AS s WHERE %3$s AND %5$s ORDER BY 1 LIMIT $2) "
+				   "UNION ALL "
+				   "(SELECT s.%1$s AS x FROM %2$s AS s WHERE %4$s AND %5$s ORDER BY 1 LIMIT $2)"
+				   ") AS w ORDER BY 1 OFFSET $1 LIMIT 1",
+				   MB_TRACKING_COLUMN, source,
+				   mb_window_running_condition(pipeline->id, "s"),
+				   mb_window_range_condition(pipeline->id, "s"),
+				   mb_window_contains_condition(pipeline->id, "s"));
+	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_NTH_XID, true, sql,
+						 2, argtypes, args, 1, result) ||
 		result[0].isnull)
 		return 0;
 	return U64FromFullTransactionId(DatumGetFullTransactionId(result[0].value));
@@ -815,7 +859,7 @@ mb_window_oldest_commit(const MbPipeline *pipeline, MbWindow *window)
 {
 	NullableDatum result[1];
 
-	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_OLDEST_COMMIT,
+	if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_OLDEST_COMMIT, false,
 						 mb_window_source_sql(pipeline, MB_OLDEST_COMMIT_SQL, ""),
 						 0, NULL, NULL, 1, result) ||
 		result[0].isnull)
@@ -854,7 +898,7 @@ mb_window_backlog(const MbPipeline *pipeline, uint64 *oldest_xid,
 	{
 		NullableDatum result[3];
 
-		(void) mb_window_query(pipeline, &windows[i], MB_PLAN_WINDOW_BACKLOG,
+		(void) mb_window_query(pipeline, &windows[i], MB_PLAN_WINDOW_BACKLOG, false,
 							   sql, 0, NULL, NULL, 3, result);
 		rows += DatumGetInt64(result[0].value);
 		if (!result[1].isnull)

@@ -115,6 +115,29 @@ $node->safe_psql($db, q{INSERT INTO parted_2 VALUES (2, 2)});
 ok(poll_until($node, $db, q{SELECT count(*) FROM parted_out}, '2', 10),
 	'so is one inserted into a new partition');
 
+# A pipeline with an interval and a backlog larger than max_batch_rows
+# runs its batches back to back until it has caught up, not one cap per
+# interval: 30 rows in 10 transactions, a cap of 3 rows, an interval of a
+# minute.  One cap per interval would take ten minutes.
+$node->safe_psql(
+	$db, q{
+CREATE TABLE capped (id int);
+CREATE TABLE capped_out (id int);
+SELECT microbatch.create_pipeline('capped', 'capped', '60s', max_batch_rows => 3);
+SELECT microbatch.pause_pipeline('capped');
+SELECT microbatch.add_transform('capped', 'copy', 'bronze',
+    'INSERT INTO capped_out SELECT id FROM microbatch.capped_batch');
+});
+$node->safe_psql($db, "INSERT INTO capped SELECT g FROM generate_series($_ * 3 + 1, $_ * 3 + 3) g")
+  for 0 .. 9;
+$node->safe_psql($db, q{SELECT microbatch.resume_pipeline('capped')});
+ok(poll_until($node, $db, q{SELECT count(*) FROM capped_out}, '30', 20),
+	'a capped pipeline with an interval catches up at once');
+is( $node->safe_psql(
+		$db, q{SELECT count(*), max(rows_in) FROM microbatch.batches
+                WHERE pipeline = 'capped' AND status = 'committed'}),
+	'10|3', 'in batches of the cap');
+
 is($node->safe_psql($db, q{SELECT count(*) FROM microbatch.batches WHERE status = 'failed'}),
 	'0', 'no batch failed');
 
