@@ -363,7 +363,9 @@ SELECT microbatch.drop_pipeline($$x'); DROP TABLE quoted_src; --$$);
 --
 -- 15. A rebind rewrites the rows of the tables it rebinds, and no others:
 -- an owner's trigger that fires meanwhile cannot slip rows with made-up
--- tracking values into another owner's source
+-- tracking values into another owner's source (the rebind runs in replica
+-- mode, and the victim's table has no replica trigger: the constraint
+-- refuses the row, and the rebind fails having changed nothing)
 --
 CREATE TABLE victim_src (id int, note text);
 SELECT microbatch.create_pipeline('victim', 'victim_src');
@@ -385,10 +387,11 @@ RESET ROLE;
 -- as if restored from another cluster
 UPDATE microbatch.pipeline SET system_identifier = 1 WHERE pipeline_name = 'mallory_rb';
 SET ROLE mb_mallory;
+\set VERBOSITY terse
 SELECT microbatch.rebind_pipeline('mallory_rb');
+\set VERBOSITY default
 RESET ROLE;
--- the row got its transaction's id, not the made-up one: victim's next
--- batch takes it
+-- no row with the made-up id, and none waiting
 SELECT count(*) AS made_up FROM victim_src WHERE microbatch_xid = '3';
 SELECT microbatch.rows_waiting('victim');
 SELECT microbatch.drop_pipeline('mallory_rb');

@@ -20,6 +20,7 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -29,11 +30,15 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/xid8.h"
 
 #include "microbatch.h"
+
+PG_FUNCTION_INFO_V1(microbatch_definitions_changed);
 
 #define MB_MAX_QUERY_ARGS 20
 
@@ -1043,9 +1048,8 @@ mb_notify_alert(const char *event, int32 pipeline_id, int64 batch_id,
 	mb_query(&q_alert, values, nulls, 1);
 }
 
-/* The transforms of a pipeline in run order: bronze, silver, gold */
-List *
-mb_transform_list(int32 pipeline_id)
+static List *
+mb_transform_list_read(int32 pipeline_id)
 {
 	Datum		values[1];
 	uint64		n;
@@ -1478,8 +1482,8 @@ mb_retention_record(Oid source, uint64 horizon, int64 rows, int64 partitions)
 }
 
 /* The expectations of a pipeline, in the order they were added */
-List *
-mb_expectation_list(int32 pipeline_id)
+static List *
+mb_expectation_list_read(int32 pipeline_id)
 {
 	Datum		values[1];
 	uint64		n;
@@ -1537,8 +1541,8 @@ mb_expectation_delete(int32 pipeline_id, const char *name)
 }
 
 /* The audits of a pipeline, in the order they were added */
-List *
-mb_audit_list(int32 pipeline_id)
+static List *
+mb_audit_list_read(int32 pipeline_id)
 {
 	Datum		values[1];
 	uint64		n;
@@ -1668,4 +1672,215 @@ mb_quarantine_clear(int32 pipeline_id, int64 before_batch)
 	if (before_batch == 0)
 		nulls[1] = 'n';
 	return (int64) mb_query(&q_quarantine_clear, values, nulls, 0);
+}
+
+/*
+ * The definitions a batch runs (transforms, expectations, audits), cached
+ * per backend and pipeline: a continuous pipeline runs many batches a
+ * second, and they change rarely.  Any change to their catalog tables, by
+ * the API or by hand, fires a statement trigger that invalidates the
+ * tables' relcache entries in every backend at commit (and in ours at once,
+ * and again if we roll back), and the callback below drops the cache.  A
+ * list read while an invalidation arrived is not kept: it may predate it.
+ */
+typedef enum MbDefinitionKind
+{
+	MB_DEFINITION_TRANSFORMS,
+	MB_DEFINITION_EXPECTATIONS,
+	MB_DEFINITION_AUDITS
+} MbDefinitionKind;
+
+#define MB_DEFINITION_KINDS (MB_DEFINITION_AUDITS + 1)
+
+typedef struct MbDefinitions
+{
+	int32		pipeline_id;	/* hash key */
+	bool		have[MB_DEFINITION_KINDS];
+	List	   *lists[MB_DEFINITION_KINDS];
+} MbDefinitions;
+
+static MemoryContext definitions_context = NULL;
+static HTAB *definitions = NULL;
+static uint64 definitions_generation = 0;
+
+static void
+mb_definitions_forget(Datum arg, Oid relid)
+{
+	definitions_generation++;
+	if (definitions_context != NULL)
+		MemoryContextDelete(definitions_context);
+	definitions_context = NULL;
+	definitions = NULL;
+}
+
+static MbDefinitions *
+mb_definitions_of(int32 pipeline_id)
+{
+	static bool registered = false;
+	bool		found;
+	MbDefinitions *entry;
+
+	if (!registered)
+	{
+		CacheRegisterRelcacheCallback(mb_definitions_forget, (Datum) 0);
+		registered = true;
+	}
+	if (definitions == NULL)
+	{
+		HASHCTL		ctl;
+
+		definitions_context = AllocSetContextCreate(CacheMemoryContext,
+													"microbatch definitions",
+													ALLOCSET_SMALL_SIZES);
+		ctl.keysize = sizeof(int32);
+		ctl.entrysize = sizeof(MbDefinitions);
+		ctl.hcxt = definitions_context;
+		definitions = hash_create("microbatch definitions", 16, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(definitions, &pipeline_id, HASH_ENTER, &found);
+	if (!found)
+	{
+		memset(entry->have, 0, sizeof(entry->have));
+		memset(entry->lists, 0, sizeof(entry->lists));
+	}
+	return entry;
+}
+
+static List *
+mb_definitions_read(MbDefinitionKind kind, int32 pipeline_id)
+{
+	switch (kind)
+	{
+		case MB_DEFINITION_TRANSFORMS:
+			return mb_transform_list_read(pipeline_id);
+		case MB_DEFINITION_EXPECTATIONS:
+			return mb_expectation_list_read(pipeline_id);
+		case MB_DEFINITION_AUDITS:
+			return mb_audit_list_read(pipeline_id);
+	}
+	pg_unreachable();
+}
+
+static void *
+mb_definition_copy(MbDefinitionKind kind, const void *definition)
+{
+	switch (kind)
+	{
+		case MB_DEFINITION_TRANSFORMS:
+			{
+				const MbTransform *from = definition;
+				MbTransform *to = palloc(sizeof(MbTransform));
+
+				to->id = from->id;
+				to->name = pstrdup(from->name);
+				to->layer = pstrdup(from->layer);
+				to->command = pstrdup(from->command);
+				to->search_path = pstrdup(from->search_path);
+				to->version = from->version;
+				return to;
+			}
+		case MB_DEFINITION_EXPECTATIONS:
+			{
+				const MbExpectation *from = definition;
+				MbExpectation *to = palloc(sizeof(MbExpectation));
+
+				to->name = pstrdup(from->name);
+				to->predicate = pstrdup(from->predicate);
+				to->action = from->action;
+				return to;
+			}
+		case MB_DEFINITION_AUDITS:
+			{
+				const MbAudit *from = definition;
+				MbAudit    *to = palloc(sizeof(MbAudit));
+
+				to->id = from->id;
+				to->name = pstrdup(from->name);
+				to->layer = pstrdup(from->layer);
+				to->query = pstrdup(from->query);
+				to->search_path = pstrdup(from->search_path);
+				to->fail = from->fail;
+				return to;
+			}
+	}
+	pg_unreachable();
+}
+
+/* A copy of a list of definitions, in CurrentMemoryContext */
+static List *
+mb_definitions_copy(MbDefinitionKind kind, List *list)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, list)
+		result = lappend(result, mb_definition_copy(kind, lfirst(lc)));
+	return result;
+}
+
+/*
+ * A pipeline's definitions of a kind, from the cache or read and kept.
+ * Returns a copy the caller may change.
+ */
+static List *
+mb_definitions_get(MbDefinitionKind kind, int32 pipeline_id)
+{
+	MbDefinitions *entry;
+	uint64		generation;
+	List	   *list;
+	MemoryContext old;
+
+	/* changes committed since we last looked, even within a transaction */
+	AcceptInvalidationMessages();
+	entry = mb_definitions_of(pipeline_id);
+	if (entry->have[kind])
+		return mb_definitions_copy(kind, entry->lists[kind]);
+
+	generation = definitions_generation;
+	list = mb_definitions_read(kind, pipeline_id);
+	if (generation != definitions_generation)
+		return list;
+	entry = mb_definitions_of(pipeline_id);
+	old = MemoryContextSwitchTo(definitions_context);
+	entry->lists[kind] = mb_definitions_copy(kind, list);
+	MemoryContextSwitchTo(old);
+	entry->have[kind] = true;
+	return list;
+}
+
+/* The transforms of a pipeline in run order: bronze, silver, gold */
+List *
+mb_transform_list(int32 pipeline_id)
+{
+	return mb_definitions_get(MB_DEFINITION_TRANSFORMS, pipeline_id);
+}
+
+List *
+mb_expectation_list(int32 pipeline_id)
+{
+	return mb_definitions_get(MB_DEFINITION_EXPECTATIONS, pipeline_id);
+}
+
+List *
+mb_audit_list(int32 pipeline_id)
+{
+	return mb_definitions_get(MB_DEFINITION_AUDITS, pipeline_id);
+}
+
+/*
+ * Statement trigger on the catalog tables of definitions: every backend
+ * drops its cached definitions when the change commits.
+ */
+Datum
+microbatch_definitions_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("microbatch.definitions_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	PG_RETURN_POINTER(NULL);
 }

@@ -21,7 +21,8 @@
  *		... PARTITION OF / INHERITS, ATTACH PARTITION, INHERIT), refusing
  *		those holding rows behind a pipeline's position, and foreign tables;
  *		refuses DETACH PARTITION and NO INHERIT of tables with rows still
- *		waiting.
+ *		waiting; after CREATE and ALTER SUBSCRIPTION, gives the tables a
+ *		subscription writes into the replica trigger (src/source.c).
  *	sql_drop: refuses a drop that took waiting rows from a pipeline that
  *		stays (the drop hook below counted them); drops the pipelines whose
  *		source or batch view went (DROP TABLE ... CASCADE, DROP VIEW, DROP
@@ -271,7 +272,8 @@ typedef enum MbDdlKind
 	MB_DDL_MOVE,				/* ALTER ... SET SCHEMA of relid */
 	MB_DDL_DROP_TRIGGER,		/* DROP TRIGGER name ON relid */
 	MB_DDL_JOINED,				/* relid joined a hierarchy */
-	MB_DDL_LEFT					/* relid left the hierarchy of parent */
+	MB_DDL_LEFT,				/* relid left the hierarchy of parent */
+	MB_DDL_SUBSCRIPTION			/* a subscription may write new tables */
 } MbDdlKind;
 
 typedef struct MbDdlAction
@@ -390,6 +392,10 @@ mb_ddl_end_actions(Node *parsetree)
 		}
 		return actions;
 	}
+	if (IsA(parsetree, CreateSubscriptionStmt) ||
+		IsA(parsetree, AlterSubscriptionStmt))
+		return list_make1(mb_new_action(MB_DDL_SUBSCRIPTION, InvalidOid,
+										InvalidOid, parsetree));
 	if (!IsA(parsetree, AlterTableStmt))
 		return NIL;
 
@@ -780,6 +786,9 @@ microbatch_ddl_guard(PG_FUNCTION_ARGS)
 			case MB_DDL_LEFT:
 				if (OidIsValid(action->parent))
 					mb_table_left(action->relid, action->parent, call.caller);
+				break;
+			case MB_DDL_SUBSCRIPTION:
+				mb_source_guard_subscribed(call.caller);
 				break;
 		}
 	}

@@ -23,6 +23,7 @@ int			mb_max_workers = 4;
 int			mb_naptime = 5000;
 int			mb_max_retries = 5;
 int			mb_max_retry_delay = 300000;
+int			mb_coalesce_delay = 2;
 int			mb_max_pipelines = 1024;
 int			mb_batch_timeout = 60 * 60 * 1000;
 int			mb_history_retention = -1;
@@ -73,6 +74,12 @@ _PG_init(void)
 							"Longest wait before a failed batch is retried.",
 							"Retries back off exponentially from one second, with jitter, up to this delay.",
 							&mb_max_retry_delay, 300000, 1000, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("microbatch.coalesce_delay",
+							"Shortest time between the starts of two batches of a pipeline with batch_interval 0.",
+							"Rows committed meanwhile share the next batch: under a stream of small transactions, fewer, larger batches cost less.",
+							&mb_coalesce_delay, 2, 0, 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("microbatch.batch_timeout",

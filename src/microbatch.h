@@ -421,6 +421,8 @@ extern int64 mb_quarantine_clear(int32 pipeline_id, int64 before_batch);
 /* source.c */
 extern void mb_source_check_usable(Oid source, Oid caller);
 extern void mb_source_prepare(Oid source, Oid caller, bool skip_existing);
+extern bool mb_subscription_writes(Oid relid);
+extern void mb_source_guard_subscribed(Oid caller);
 extern void mb_source_guard(Oid relid, Oid role, bool rebind);
 extern void mb_source_check_guarded(const MbPipeline *pipeline);
 extern void mb_ddl_own_begin(void);

@@ -8,7 +8,8 @@
  * once, never several.  A pipeline with batch_interval 0 runs when a
  * transaction that wrote into its source commits (the commit sets our
  * latch, while we wait for one), and again at once after each batch if
- * commits came that its snapshot may have missed.  Whatever its interval, a
+ * commits came that its snapshot may have missed; its batches start
+ * microbatch.coalesce_delay apart at least.  Whatever its interval, a
  * pipeline whose window max_batch_rows cut short runs again at once, until
  * it has caught up.  A failed batch is retried after an exponential backoff
  * from one second, with jitter, capped at microbatch.max_retry_delay; source
@@ -853,6 +854,18 @@ mb_runs_on_commit(const MbScheduled *p)
 	return p->enabled && p->slotno < 0 && p->interval_ms == 0 && !p->backing_off;
 }
 
+/*
+ * The earliest a pipeline with batch_interval 0 may start again: its
+ * batches start microbatch.coalesce_delay apart at least, so that a stream
+ * of small transactions makes fewer, larger batches.
+ */
+static TimestampTz
+mb_coalesced_start(const MbScheduled *p)
+{
+	return p->interval_ms == 0 ?
+		TimestampTzPlusMilliseconds(p->last_dispatch, mb_coalesce_delay) : 0;
+}
+
 /* Batches running for an owner, counting those handed out this round */
 static int
 mb_owner_running(Oid owner)
@@ -886,6 +899,8 @@ mb_scheduler_dispatch(bool *starved, bool *served)
 		if (!p->enabled || p->slotno >= 0)
 			continue;
 		if (p->next_run > now && !(mb_runs_on_commit(p) && p->woken))
+			continue;
+		if (mb_coalesced_start(p) > now)
 			continue;
 
 		/*
@@ -950,8 +965,9 @@ mb_scheduler_timeout(TimestampTz next_reload, bool can_dispatch)
 
 	for (int i = 0; can_dispatch && i < npipelines; i++)
 		if (pipelines[i].enabled && pipelines[i].slotno < 0)
-			wake = Min(wake, (mb_runs_on_commit(&pipelines[i]) && pipelines[i].woken) ?
-					   now : pipelines[i].next_run);
+			wake = Min(wake, Max(mb_coalesced_start(&pipelines[i]),
+								 (mb_runs_on_commit(&pipelines[i]) && pipelines[i].woken) ?
+								 now : pipelines[i].next_run));
 	if (wake <= now)
 		return 0;
 	return (long) ((wake - now + 999) / 1000);

@@ -25,13 +25,19 @@
  *	  the data, which keeps its old values;
  *	- a BEFORE TRUNCATE trigger refusing to truncate rows a pipeline has not
  *	  processed;
- *	- a row trigger fired only in replica mode, giving rows applied by
- *	  logical replication the id of the applying transaction;
+ *	- on the tables a subscription writes into (directly or through a
+ *	  partitioned table), a row trigger fired only in replica mode, giving
+ *	  rows applied by logical replication the id of the applying
+ *	  transaction.  Only there: any BEFORE ROW trigger, even one that never
+ *	  fires, makes COPY insert row by row instead of in batches.  Rows a
+ *	  subscription applies into a table without it keep the constraint's
+ *	  check, which also wakes their pipelines;
  *	- with every partitioned table of the hierarchy, a statement trigger
  *	  that wakes the scheduler when the writing transaction commits.
  *
- * These guards are added to new members of the hierarchy by the event
- * trigger (src/ddl.c), checked before every batch, and added again by
+ * These guards are added to new members of the hierarchy, and the replica
+ * trigger to the tables a subscription starts writing into, by the event
+ * triggers (src/ddl.c), checked before every batch, and added again by
  * refresh_pipeline().  Changes to a table are made as the role calling the
  * API, who must own the table, through the user-code primitive.
  *
@@ -50,8 +56,10 @@
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
+#include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_constraint.h"
+#include "catalog/pg_subscription_rel.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -88,6 +96,7 @@ static List *retagging = NIL;
 static int	own_ddl_depth = 0;
 
 static void mb_check_member_kind(Relation rel);
+static bool mb_guards_needed(Oid relid, int32 exclude);
 
 void
 mb_ddl_own_begin(void)
@@ -325,15 +334,51 @@ typedef struct MbGuardTrigger
 {
 	const char *name;
 	bool		rows_only;		/* only on tables that hold rows */
+	bool		subscribed_only;	/* only on tables a subscription writes */
 	char		enabled;
 	const char *enable_sql;
 } MbGuardTrigger;
 
 static const MbGuardTrigger guard_triggers[] = {
-	{MB_TRIGGER_CHANGED, false, TRIGGER_FIRES_ALWAYS, "ENABLE ALWAYS"},
-	{MB_TRIGGER_TRUNCATED, true, TRIGGER_FIRES_ALWAYS, "ENABLE ALWAYS"},
-	{MB_TRIGGER_REPLICATED, true, TRIGGER_FIRES_ON_REPLICA, "ENABLE REPLICA"},
+	{MB_TRIGGER_CHANGED, false, false, TRIGGER_FIRES_ALWAYS, "ENABLE ALWAYS"},
+	{MB_TRIGGER_TRUNCATED, true, false, TRIGGER_FIRES_ALWAYS, "ENABLE ALWAYS"},
+	{MB_TRIGGER_REPLICATED, true, true, TRIGGER_FIRES_ON_REPLICA, "ENABLE REPLICA"},
 };
+
+/*
+ * Whether a subscription of this database writes into a table: it is in
+ * pg_subscription_rel, or a partitioned table above it is (the apply worker
+ * routes rows into the partition, whose own row triggers fire).
+ */
+bool
+mb_subscription_writes(Oid relid)
+{
+	List	   *tables = list_make1_oid(relid);
+	Relation	catalog;
+	ListCell   *lc;
+	bool		found = false;
+
+	if (get_rel_relispartition(relid))
+		tables = list_concat(tables, get_partition_ancestors(relid));
+	catalog = table_open(SubscriptionRelRelationId, AccessShareLock);
+	foreach(lc, tables)
+	{
+		ScanKeyData key;
+		SysScanDesc scan;
+
+		ScanKeyInit(&key, Anum_pg_subscription_rel_srrelid,
+					BTEqualStrategyNumber, F_OIDEQ,
+					ObjectIdGetDatum(lfirst_oid(lc)));
+		scan = systable_beginscan(catalog, SubscriptionRelSrrelidSrsubidIndexId,
+								  true, NULL, 1, &key);
+		found = HeapTupleIsValid(systable_getnext(scan));
+		systable_endscan(scan);
+		if (found)
+			break;
+	}
+	table_close(catalog, AccessShareLock);
+	return found;
+}
 
 /*
  * Whether setting a trigger's firing state to enabled keeps microbatch's
@@ -462,8 +507,14 @@ mb_source_check_guarded(const MbPipeline *pipeline)
 		if (member == pipeline->source)
 			(void) mb_tracking_column_check(rel, false);
 		for (int i = 0; i < lengthof(guard_triggers); i++)
+		{
+			char		state = mb_trigger_state(rel, guard_triggers[i].name);
+
+			/* without the replica trigger, the constraint refuses foreign ids */
+			if (guard_triggers[i].subscribed_only && state == 0)
+				continue;
 			if ((!guard_triggers[i].rows_only || mb_holds_rows(member)) &&
-				mb_trigger_state(rel, guard_triggers[i].name) != guard_triggers[i].enabled)
+				state != guard_triggers[i].enabled)
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						 errmsg("trigger \"%s\" of table %s of the source of pipeline \"%s\" is missing or disabled",
@@ -471,6 +522,7 @@ mb_source_check_guarded(const MbPipeline *pipeline)
 								pipeline->name),
 						 errhint("Run microbatch.refresh_pipeline(%s) as the table's owner.",
 								 quote_literal_cstr(pipeline->name))));
+		}
 		if (!mb_holds_rows(member))
 		{
 			table_close(rel, NoLock);
@@ -543,8 +595,9 @@ mb_check_member_kind(Relation rel)
 /*
  * Give one table of a hierarchy the guards it lacks, as role.  holds_rows
  * tables get the constraint, the index (inheritance children do not get it
- * from their parent), the TRUNCATE guard and the replica trigger; every
- * table gets the wake-up trigger.  With rebind, a constraint made in
+ * from their parent), the TRUNCATE guard and, if a subscription writes into
+ * them, the replica trigger, which the others lose; every table gets the
+ * wake-up trigger.  With rebind, a constraint made in
  * another cluster is made again for this one.
  */
 static void
@@ -558,6 +611,7 @@ mb_guard_table(Oid relid, Oid role, bool rebind)
 	bool		partition = rel->rd_rel->relispartition;
 	bool		index = !holds_rows || partition ||
 		mb_has_tracking_index(rel, attnum);
+	bool		subscribed = holds_rows && mb_subscription_writes(relid);
 	char		trigger_states[lengthof(guard_triggers)];
 
 	mb_check_member_kind(rel);
@@ -598,6 +652,13 @@ mb_guard_table(Oid relid, Oid role, bool rebind)
 
 		if (trigger->rows_only && !holds_rows)
 			continue;
+		if (trigger->subscribed_only && !subscribed)
+		{
+			if (trigger_states[i] != 0)
+				mb_table_ddl(role, psprintf("DROP TRIGGER %s ON %s",
+											trigger->name, relname));
+			continue;
+		}
 		if (trigger_states[i] == 0)
 		{
 			if (strcmp(trigger->name, MB_TRIGGER_CHANGED) == 0)
@@ -631,6 +692,47 @@ mb_source_guard(Oid relid, Oid role, bool rebind)
 
 	foreach(lc, mb_hierarchy_members(relid, NoLock))
 		mb_guard_table(lfirst_oid(lc), role, rebind);
+}
+
+/*
+ * After CREATE or ALTER SUBSCRIPTION: the tables holding a source's rows
+ * that a subscription now writes into get the replica trigger, as caller
+ * (who may manage subscriptions, and so any table's triggers).
+ */
+void
+mb_source_guard_subscribed(Oid caller)
+{
+	Relation	catalog = table_open(SubscriptionRelRelationId, AccessShareLock);
+	SysScanDesc scan = systable_beginscan(catalog, InvalidOid, false, NULL, 0, NULL);
+	List	   *subscribed = NIL;
+	HeapTuple	tuple;
+	ListCell   *lc;
+
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+		subscribed = list_append_unique_oid(subscribed,
+											((Form_pg_subscription_rel) GETSTRUCT(tuple))->srrelid);
+	systable_endscan(scan);
+	table_close(catalog, AccessShareLock);
+
+	foreach(lc, subscribed)
+	{
+		ListCell   *lm;
+
+		foreach(lm, mb_hierarchy_members(lfirst_oid(lc), NoLock))
+		{
+			Oid			member = lfirst_oid(lm);
+			Relation	rel;
+			bool		missing;
+
+			if (!mb_holds_rows(member) || !mb_guards_needed(member, 0))
+				continue;
+			rel = table_open(member, AccessShareLock);
+			missing = !mb_has_trigger(rel, MB_TRIGGER_REPLICATED);
+			table_close(rel, NoLock);
+			if (missing)
+				mb_guard_table(member, caller, false);
+		}
+	}
 }
 
 /*
@@ -930,11 +1032,28 @@ Datum
 microbatch_tracking_xid_ok(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
-	const char *relname = OidIsValid(relid) ? get_rel_name(relid) : NULL;
+	const char *relname;
 	FullTransactionId current;
 
-	if (list_member_oid(retagging, relid))
+	/*
+	 * Statement triggers do not fire for the rows a subscription applies:
+	 * the rows wake their pipelines here.
+	 */
+	if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA &&
+		OidIsValid(relid))
+		mb_wake_for_source(relid);
+
+	/* once per row loaded: the common case first, and nothing looked up */
+	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(2) &&
+		(uint64) PG_GETARG_INT64(2) == GetSystemIdentifier() &&
+		FullTransactionIdEquals(PG_GETARG_FULLTRANSACTIONID(0),
+								GetTopFullTransactionId()) &&
+		!mb_window_is_replay())
 		PG_RETURN_BOOL(true);
+
+	if (retagging != NIL && list_member_oid(retagging, relid))
+		PG_RETURN_BOOL(true);
+	relname = OidIsValid(relid) ? get_rel_name(relid) : NULL;
 	if (relname == NULL)
 		relname = "?";
 	if (!PG_ARGISNULL(2) &&
@@ -959,6 +1078,17 @@ microbatch_tracking_xid_ok(PG_FUNCTION_ARGS)
 						MB_TRACKING_COLUMN, relname)));
 
 	current = GetTopFullTransactionId();
+	if (!FullTransactionIdEquals(PG_GETARG_FULLTRANSACTIONID(0), current) &&
+		SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("%s of a replicated row of table \"%s\" must be the id of the transaction applying it",
+						MB_TRACKING_COLUMN, relname),
+				 errdetail("The row has " UINT64_FORMAT ", from the publisher; this transaction is " UINT64_FORMAT ".",
+						   U64FromFullTransactionId(PG_GETARG_FULLTRANSACTIONID(0)),
+						   U64FromFullTransactionId(current)),
+				 errhint("Run microbatch.refresh_pipeline() for a pipeline reading the table: it gives the tables a subscription writes into a trigger that replaces the publisher's ids. Or leave %s out of the publication's column list.",
+						 MB_TRACKING_COLUMN)));
 	if (!FullTransactionIdEquals(PG_GETARG_FULLTRANSACTIONID(0), current))
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),

@@ -43,6 +43,7 @@ PG_FUNCTION_INFO_V1(microbatch_extension_created);
 /* What this backend's transaction must do when it commits */
 static List *woken_roots = NIL; /* in TopMemoryContext */
 static bool wake_for_source = false;
+static Oid	last_woken = InvalidOid;	/* when wake_for_source */
 static bool wake_for_catalog = false;
 static bool wake_launcher = false;
 
@@ -111,6 +112,10 @@ mb_wake_for_source(Oid relid)
 {
 	ListCell   *lc;
 
+	/* called for each row a subscription applies: once a table will do */
+	if (wake_for_source && relid == last_woken)
+		return;
+	last_woken = relid;
 	wake_for_source = true;
 	foreach(lc, mb_roots_of(relid))
 	{

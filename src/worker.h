@@ -162,6 +162,7 @@ extern bool mb_enabled;
 extern int	mb_max_workers;
 extern int	mb_naptime;
 extern int	mb_max_retry_delay;
+extern int	mb_coalesce_delay;
 extern int	mb_max_pipelines;
 
 /* shmem.c */

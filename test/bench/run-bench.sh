@@ -7,7 +7,7 @@
 # with warnings as errors and installs the extension.  Then it starts a
 # cluster of its own (a fresh data directory in a temporary directory, a free
 # port, a socket in that directory, run as the unprivileged postgres user
-# since PostgreSQL refuses root), runs the nine measurements below, and
+# since PostgreSQL refuses root), runs the ten measurements below, and
 # stops it, also on error.  Every ratio in the report compares two
 # measurements taken in this run, on this machine.
 #
@@ -21,10 +21,16 @@
 #   8 quality      the demo's expectations and audit: 10k-row batches with and without
 #   9 soak         10 minutes at 5k rows/s with retention: sizes over time (a
 #                  plot, docs/benchmarks-soak.svg), rows lost, loader cost
+#  10 catchup      a backlog drained in capped batches vs the same rows as
+#                  live batches and by hand in one transaction (runs before
+#                  the soak)
 #
 # Environment: MB_BENCH_SECTIONS (names above, default all),
 # MB_BENCH_QUICK=1 (shorter runs, for trying the script: the report says so),
-# MB_BENCH_KEEP=1 (keep the cluster's directory), MICROBATCH_BENCH_USER.
+# MB_BENCH_KEEP=1 (keep the cluster's directory),
+# MB_BENCH_NO_INSTALL=1 (neither build nor install: measure the extension
+# already installed, e.g. while someone else installs builds of their own),
+# MICROBATCH_BENCH_USER.
 #
 set -euo pipefail
 
@@ -40,8 +46,9 @@ RUN_USER=${MICROBATCH_BENCH_USER:-postgres}
 PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-$PG_MAJOR-cron make gcc gnuplot-nox"
 # soak last: its cluster-wide history retention would trim the ledgers the
 # sections before it read
-SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep quality soak}
+SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep quality catchup soak}
 QUICK=${MB_BENCH_QUICK:-}
+NO_INSTALL=${MB_BENCH_NO_INSTALL:-}
 
 # Durations and sizes.  The whole run must stay under ~20 minutes on a
 # 2-core machine, plus ~14 for the soak; the comments say what each one buys.
@@ -58,6 +65,7 @@ if [ -z "$QUICK" ]; then
     QUALITY_ROUNDS=6 QUALITY_BATCHES=5     # 10k-row batches per side and round
     SOAK_SECONDS=600 SOAK_SAMPLE_SECONDS=10     # the issue's 10 minutes, sampled every 10 s
     SOAK_TP_SECONDS=15 SOAK_TP_ROUNDS=4         # unthrottled loader runs, per side
+    CATCHUP_LOADS=20 CATCHUP_ROUNDS=2      # the issue's 200,000-row backlog, ~50 s a round
 else
     TP_SPECS="1000:10 10000:4 100000:1"
     LAT_SECONDS=4 LAT_MAX_RATES="20000"
@@ -69,8 +77,10 @@ else
     QUALITY_ROUNDS=2 QUALITY_BATCHES=2
     SOAK_SECONDS=120 SOAK_SAMPLE_SECONDS=10
     SOAK_TP_SECONDS=5 SOAK_TP_ROUNDS=1
+    CATCHUP_LOADS=4 CATCHUP_ROUNDS=1
 fi
 SOAK_RATE=5000 SOAK_RETAIN='1 minute'           # rows/s of the soak's loader; staging retention
+CATCHUP_LOAD_ROWS=10000 CATCHUP_CAP=10000       # rows per loader transaction; max_batch_rows
 
 say() { printf '[%s %4ds] %s\n' "$(date +%H:%M:%S)" "$SECONDS" "$*"; }
 fail() { echo "run-bench: $*" >&2; exit 1; }
@@ -84,18 +94,23 @@ mb_install_packages $PACKAGES
 
 # The main developer may be rebuilding at the same time: a build that fails
 # on a half-written file is tried again a little later.
-say "build (warnings are errors) and install"
-BUILD_LOG=$(mktemp)
-for attempt in 1 2 3 4; do
-    if make -s PG_CONFIG="$PG_CONFIG" COPT='-Werror' >"$BUILD_LOG" 2>&1; then
-        rm -f "$BUILD_LOG"
-        break
-    fi
-    [ "$attempt" = 4 ] && { cat "$BUILD_LOG"; rm -f "$BUILD_LOG"; fail "build failed"; }
-    say "build failed (attempt $attempt), trying again in 30 s"
-    sleep 30
-done
-mb_as_root make -s PG_CONFIG="$PG_CONFIG" install
+if [ -n "$NO_INSTALL" ]; then
+    [ -f "$("$PG_CONFIG" --pkglibdir)/microbatch.so" ] || fail "MB_BENCH_NO_INSTALL: microbatch is not installed"
+    say "MB_BENCH_NO_INSTALL: no build, no install; the extension as installed: $("$PG_CONFIG" --pkglibdir)/microbatch.so"
+else
+    say "build (warnings are errors) and install"
+    BUILD_LOG=$(mktemp)
+    for attempt in 1 2 3 4; do
+        if make -s PG_CONFIG="$PG_CONFIG" COPT='-Werror' >"$BUILD_LOG" 2>&1; then
+            rm -f "$BUILD_LOG"
+            break
+        fi
+        [ "$attempt" = 4 ] && { cat "$BUILD_LOG"; rm -f "$BUILD_LOG"; fail "build failed"; }
+        say "build failed (attempt $attempt), trying again in 30 s"
+        sleep 30
+    done
+    mb_as_root make -s PG_CONFIG="$PG_CONFIG" install
+fi
 
 #--------------------------------------------------------------------------
 # The cluster
@@ -248,6 +263,36 @@ target_counts() {
                        WHERE s.nspname IN ('bronze', 'silver', 'gold') AND c.relkind = 'r') x"
 }
 
+# A loader transaction of :rows rows (pgbench -D rows=N), the next seed of
+# the database's bench.load_seq: the same rows in any database that loads
+# as many times.
+LOAD_EVENTS="SELECT nextval('bench.load_seq') AS seed \\gset
+INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
+SELECT * FROM bench.gen_events(:rows, :seed);"
+
+# hand_transaction DB: the hand-written baseline (hand.sql) as a pgbench
+# script: the clickstream pipeline's statements of DB, in run order, in one
+# transaction, over the staging rows above the last id processed (all rows
+# loaded since), plus the update of the watermark row.
+hand_transaction() {
+    echo "BEGIN;"
+    echo "SELECT set_config('bench.lo', last_id::text, true),
+       set_config('bench.hi', (SELECT max(ingest_id) FROM staging.events)::text, true),
+       set_config('bench.batch_id', (batch_id + 1)::text, true)
+  FROM bench.hand_state;"
+    # each transform with the search_path it runs with, set when it changes
+    val "$1" "SELECT string_agg(
+                   CASE WHEN path IS DISTINCT FROM prev_path
+                        THEN format(E'SET LOCAL search_path = %s;\n', path) ELSE '' END
+                   || btrim(command, E' \n\t') || ';', E'\n' ORDER BY run_order)
+                 FROM (SELECT run_order, command, search_path AS path,
+                              lag(search_path) OVER (ORDER BY run_order) AS prev_path
+                         FROM microbatch.transforms WHERE pipeline = 'clickstream') t"
+    echo "UPDATE bench.hand_state
+   SET last_id = current_setting('bench.hi')::bigint, batch_id = batch_id + 1;
+COMMIT;"
+}
+
 CLK_TCK=$(getconf CLK_TCK)
 PG_VERSION=$(val postgres "SELECT version()")
 CRON_EXT=$(pg psql -X -At -d postgres -c "SELECT default_version FROM pg_available_extensions WHERE name = 'pg_cron'")
@@ -281,27 +326,11 @@ section_throughput() {
     # Each iteration loads B rows (one transaction), then processes them:
     # with run_batch, or with the pipeline's own statements, in its run
     # order, in one transaction, over the same rows read by id range.
-    local load="SELECT nextval('bench.load_seq') AS seed \\gset
-INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
-SELECT * FROM bench.gen_events(:rows, :seed);"
+    local load=$LOAD_EVENTS
     printf '%s\nSELECT microbatch.run_batch('"'clickstream'"');\n' "$load" >"$WORK/tp-mb.pgbench"
     {
-        printf '%s\nBEGIN;\n' "$load"
-        echo "SELECT set_config('bench.lo', last_id::text, true),
-       set_config('bench.hi', (SELECT max(ingest_id) FROM staging.events)::text, true),
-       set_config('bench.batch_id', (batch_id + 1)::text, true)
-  FROM bench.hand_state;"
-        # each transform with the search_path it runs with, set when it changes
-        val bench "SELECT string_agg(
-                       CASE WHEN path IS DISTINCT FROM prev_path
-                            THEN format(E'SET LOCAL search_path = %s;\n', path) ELSE '' END
-                       || btrim(command, E' \n\t') || ';', E'\n' ORDER BY run_order)
-                     FROM (SELECT run_order, command, search_path AS path,
-                                  lag(search_path) OVER (ORDER BY run_order) AS prev_path
-                             FROM microbatch.transforms WHERE pipeline = 'clickstream') t"
-        echo "UPDATE bench.hand_state
-   SET last_id = current_setting('bench.hi')::bigint, batch_id = batch_id + 1;
-COMMIT;"
+        printf '%s\n' "$load"
+        hand_transaction bench
     } >"$WORK/tp-hand.pgbench"
     cp "$WORK/tp-hand.pgbench" "$WORK/tp-hand.sql.txt"
 

@@ -203,8 +203,17 @@ sub check_all_processed
 # The subscription, with the initial copy
 #
 my $connstr = $pub->connstr() . " dbname=$db";
+# The replica trigger, which makes COPY insert row by row, is only on the
+# tables a subscription writes into: CREATE SUBSCRIPTION adds it to them
+my $replica_triggers_sql = q{
+SELECT coalesce(string_agg(tgrelid::regclass::text, ',' ORDER BY 1), '') FROM pg_trigger
+ WHERE tgname = 'microbatch_source_replicated' AND tgenabled = 'R'};
+is($sub->safe_psql($db, $replica_triggers_sql), '',
+	'subscriber: no replica trigger before the subscription');
 $sub->safe_psql($db,
 	"CREATE SUBSCRIPTION sub CONNECTION '$connstr' PUBLICATION pub WITH (copy_data = true)");
+is($sub->safe_psql($db, $replica_triggers_sql), 'events1,events2',
+	'subscriber: CREATE SUBSCRIPTION gives the tables it writes into the replica trigger');
 ok( $sub->poll_query_until(
 		$db, q{SELECT count(*) = 2 FROM pg_subscription_rel WHERE srsubstate = 'r'}),
 	'subscriber: both tables are synchronised');
