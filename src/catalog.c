@@ -19,6 +19,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -1747,6 +1748,19 @@ mb_definitions_of(int32 pipeline_id)
 	return entry;
 }
 
+/* Whether the catalog has the triggers that invalidate the cache (0.3.0) */
+static bool
+mb_catalog_invalidates_definitions(void)
+{
+	Oid			schema = get_namespace_oid(MB_SCHEMA, true);
+
+	return OidIsValid(schema) &&
+		OidIsValid(GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid,
+								   CStringGetDatum("definitions_changed"),
+								   PointerGetDatum(buildoidvector(NULL, 0)),
+								   ObjectIdGetDatum(schema)));
+}
+
 static List *
 mb_definitions_read(MbDefinitionKind kind, int32 pipeline_id)
 {
@@ -1830,6 +1844,10 @@ mb_definitions_get(MbDefinitionKind kind, int32 pipeline_id)
 	uint64		generation;
 	List	   *list;
 	MemoryContext old;
+
+	/* before the update to 0.3.0, nothing invalidates the cache */
+	if (!mb_catalog_invalidates_definitions())
+		return mb_definitions_read(kind, pipeline_id);
 
 	/* changes committed since we last looked, even within a transaction */
 	AcceptInvalidationMessages();

@@ -59,6 +59,32 @@ soak_flat() {
 # soak_is_flat RATIO: yes within ±20 %
 soak_is_flat() { if [ "$(cmp "$1" '>=' 0.8)$(cmp "$1" '<=' 1.2)" = 11 ]; then echo yes; else echo "**no**"; fi; }
 
+# catchup_batch_ms SIDE: each batch's ledger ms in the catch-up section,
+# the median over the rounds, one a line, in batch order
+catchup_batch_ms() {
+    awk -F', *' 'NF { for (i = 1; i <= NF; i++) v[i, ++n[i]] = $i; if (NF > m) m = NF }
+        END { for (i = 1; i <= m; i++) {
+                  k = n[i]
+                  for (a = 1; a <= k; a++) s[a] = v[i, a]
+                  for (a = 1; a <= k; a++) for (b = a + 1; b <= k; b++) if (s[b] < s[a]) { t = s[a]; s[a] = s[b]; s[b] = t }
+                  printf "%.1f\n", k % 2 ? s[(k + 1) / 2] : (s[k / 2] + s[k / 2 + 1]) / 2 } }' <<<"${CATCHUP_BATCH_MS[$1]}"
+}
+# catchup_first_last SIDE: "first ms|last ms" of catchup_batch_ms
+catchup_first_last() {
+    local ms
+    ms=$(catchup_batch_ms "$1")
+    echo "$(head -n 1 <<<"$ms")|$(tail -n 1 <<<"$ms")"
+}
+# catchup_quarters SIDE: "batches per quarter|mean ms of the first quarter of
+# the batches|of the last quarter" of catchup_batch_ms
+catchup_quarters() {
+    catchup_batch_ms "$1" | awk '{ v[NR] = $1 } END { q = int(NR / 4); if (q < 1) q = 1
+        for (i = 1; i <= q; i++) { f += v[i]; l += v[NR - q + i] }
+        printf "%d|%.1f|%.1f\n", q, f / q, l / q }'
+}
+# catchup_rate SIDE: rows/s of a catch-up side, its median time
+catchup_rate() { num "$(calc %.0f "$CATCHUP_TOTAL / ${CATCHUP_MS[$1]} * 1000")"; }
+
 lat_field() {  # lat_field INTERVAL RATE FIELD#: a field of a latency run
     local line
     for line in "${LAT_ROWS[@]}"; do
@@ -179,6 +205,15 @@ EOF
     else
         echo "| [9](#9-soak) soak with retention | flat, 0 lost, ≥ 0.90× | not run | |"
     fi
+    if [ -n "${CATCHUP_DRAIN_RATIO:-}" ]; then
+        local cu_bf cu_bl cu_lf cu_ll
+        IFS='|' read -r cu_bf cu_bl <<<"$(catchup_first_last backlog)"
+        IFS='|' read -r cu_lf cu_ll <<<"$(catchup_first_last live)"
+        echo "| [10](#10-catch-up) catch-up: a $(num "$CATCHUP_TOTAL")-row backlog ($CATCHUP_LOADS loads of $(num "$CATCHUP_LOAD_ROWS")) drained with max_batch_rows $(num "$CATCHUP_CAP") vs the same rows as live batches of the same size | ≤ 1.10× | ${CATCHUP_DRAIN_RATIO}× (rounds ${CATCHUP_DRAIN_MIN}-${CATCHUP_DRAIN_MAX}; ${CATCHUP_MS[backlog]} vs ${CATCHUP_MS[live]} ms; first / last batch of the drain $cu_bf / $cu_bl ms, the same batches live $cu_lf / $cu_ll ms) | $(verdict "$(cmp "$CATCHUP_DRAIN_RATIO" '<=' 1.1)") |"
+        echo "| [10](#10-catch-up) catch-up throughput: the drain's rows/s vs the same statements by hand in one transaction over the backlog | ≥ 0.90× | ${CATCHUP_TP_RATIO}× (rounds ${CATCHUP_TP_MIN}-${CATCHUP_TP_MAX}; $(catchup_rate backlog) vs $(catchup_rate hand) rows/s) | $(verdict "$(cmp "$CATCHUP_TP_RATIO" '>=' 0.9)") |"
+    else
+        echo "| [10](#10-catch-up) catch-up | ≤ 1.10×, ≥ 0.90× | not run | |"
+    fi
 
     cat <<EOF
 
@@ -201,7 +236,7 @@ $SETTINGS
 \`\`\`
 
 \`microbatch.enabled\` is switched with \`ALTER SYSTEM\` and a reload: off where
-batches are run by hand (sections 1 and 3), on elsewhere.  Other microbatch
+batches are run by hand (sections 1, 3 and 10), on elsewhere.  Other microbatch
 settings are the defaults (\`max_workers\` 4, \`naptime\` 5 s), but in section 9,
 which sets its own.  Load comes from
 pgbench on the same machine, so it shares the two cores with the server.
@@ -712,6 +747,80 @@ $(num "$SOAK_TP_LOADED") loaded.
 | retention off | $(num_list "${SOAK_TP_RUNS[off]}") | $(num "$SOAK_TP_OFF") | 1 | |
 | retention on, retain 0 | $(num_list "${SOAK_TP_RUNS[on]}") | $(num "$SOAK_TP_ON") | **$SOAK_TP_RATIO** ($SOAK_TP_MIN-$SOAK_TP_MAX) | $(num_list "$SOAK_TP_REMOVED") |
 EOF
+    else
+        echo "Not run."
+    fi
+
+    printf '\n## 10. Catch-up\n\n'
+    if [ -n "${CATCHUP_DRAIN_RATIO:-}" ]; then
+        local cu_q cu_bq1 cu_bq4 cu_lq1 cu_lq4
+        IFS='|' read -r cu_q cu_bq1 cu_bq4 <<<"$(catchup_quarters backlog)"
+        IFS='|' read -r cu_q cu_lq1 cu_lq4 <<<"$(catchup_quarters live)"
+        cat <<EOF
+**Method.** Three databases with the same tables, background workers off:
+\`catchup_backlog\` and \`catchup_live\` with the demo's pipeline
+([test/demo/clickstream.sql](../test/demo/clickstream.sql)) capped with
+\`alter_pipeline('clickstream', max_batch_rows => $CATCHUP_CAP)\` (the view
+\`microbatch.pipelines\` then says $CATCHUP_SETTINGS), and \`catchup_hand\` with section 1's stand-in
+([hand.sql](../test/bench/hand.sql)).  In each round every side gets the same
+rows ([gen.sql](../test/bench/gen.sql), same seeds): $CATCHUP_LOADS loader
+transactions of $(num "$CATCHUP_LOAD_ROWS") rows from one pgbench connection,
+$(num "$CATCHUP_TOTAL") rows.  **Backlog**: all the loads, then
+\`SELECT microbatch.run_batch('clickstream')\` from one pgbench connection
+(\`-M prepared -t <n>\`, n the calls the waiting rows need at the cap; had a
+call taken fewer rows, more calls would have followed until \`rows_waiting\`
+said 0), then one more call, not timed, which must return NULL: nothing
+left.  The drains took $CATCHUP_BACKLOG_SHAPE (calls per round: $CATCHUP_CALLS).
+**Live**: each load followed at once by \`run_batch\`, in one pgbench script:
+the same rows in batches of the same size, none with rows waiting behind it.
+**Hand**: all the loads, then the pipeline's six statements by hand as
+section 1 runs them (its script below that section, less the load), in
+**one** transaction over the $(num "$CATCHUP_TOTAL") rows.  Times are
+pgbench's average statement latencies (\`-r\`) times the calls: the
+\`run_batch\` statements (with their commit) on the backlog and live sides,
+BEGIN to COMMIT by hand; the loads are not counted.  $CATCHUP_ROUNDS round(s),
+a different side first in each, after a VACUUM ANALYZE of the three
+databases; autovacuum is off for the section.  The drain ratio is the
+backlog's time over the live side's; the throughput ratio the backlog's rows/s
+over the hand-written transaction's; both are the median of the rounds'
+ratios, with their range.  The three databases end with the same row counts
+in every bronze, silver and gold table but \`gold.page_events_by_batch\`,
+which has a row per batch, day, page and event type (by hand there is one
+batch a round), so the totals of its view \`gold.page_events_daily\` are
+compared instead ($CATCHUP_COUNTS): **$CATCHUP_SAME**.
+
+| side | ms, each round | ms, median | rows/s | sum of the batches' ledger durations, ms | ratio: median of the rounds' (range) |
+|---|---|---|---|---|---|
+| backlog, drained in capped batches | ${CATCHUP_RUNS[backlog]} | ${CATCHUP_MS[backlog]} | $(catchup_rate backlog) | ${CATCHUP_LEDGER_MS[backlog]} | |
+| live batches of the same rows | ${CATCHUP_RUNS[live]} | ${CATCHUP_MS[live]} | $(catchup_rate live) | ${CATCHUP_LEDGER_MS[live]} | drain time over live: **${CATCHUP_DRAIN_RATIO}×** (${CATCHUP_DRAIN_MIN}-${CATCHUP_DRAIN_MAX}) |
+| by hand, one transaction | ${CATCHUP_RUNS[hand]} | ${CATCHUP_MS[hand]} | $(catchup_rate hand) | | drain rows/s over by hand: **${CATCHUP_TP_RATIO}×** (${CATCHUP_TP_MIN}-${CATCHUP_TP_MAX}) |
+
+Each batch's duration in the ledger (\`finished_at - started_at\`: window,
+cut, count, transforms, ledger row; not the commit), the median over the
+rounds.  The backlog's k-th batch takes the same rows as the live side's
+k-th, into the same bronze, silver and gold tables: the two differ by the
+rows waiting behind it, which the backlog's batch cuts its window from.
+When cutting a window costs in proportion to the batch, the ratio stays
+near 1 from the first batch to the last; when it costs in proportion to the
+backlog, the first batches cost more than the last.
+
+| batch | rows waiting when it started: backlog (live) | backlog ms | live ms | backlog / live |
+|---|---|---|---|---|
+$(paste -d '|' <(catchup_batch_ms backlog) <(catchup_batch_ms live) |
+    awk -F'|' -v total="$CATCHUP_TOTAL" -v cap="$CATCHUP_CAP" '{
+        waiting = total - (NR - 1) * cap; if (waiting < 0) waiting = 0
+        printf "| %d | %d (%d) | %s | %s | %s |\n", NR, waiting, cap, $1 == "" ? "-" : $1, $2 == "" ? "-" : $2,
+            ($1 != "" && $2 > 0) ? sprintf("%.2f", $1 / $2) : "-" }')
+EOF
+        if [ "$cu_q" -ge 2 ]; then
+            cat <<EOF
+
+The same, less noisy (single batches vary by tens of percent on this VM):
+the mean of the first $cu_q batches and of the last $cu_q, $cu_bq1 and $cu_bq4 ms in the
+backlog's drain ($(calc %.2f "$cu_bq1 / $cu_bq4")× from first to last), $cu_lq1 and
+$cu_lq4 ms live ($(calc %.2f "$cu_lq1 / $cu_lq4")×).
+EOF
+        fi
     else
         echo "Not run."
     fi

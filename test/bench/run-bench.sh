@@ -65,7 +65,7 @@ if [ -z "$QUICK" ]; then
     QUALITY_ROUNDS=6 QUALITY_BATCHES=5     # 10k-row batches per side and round
     SOAK_SECONDS=600 SOAK_SAMPLE_SECONDS=10     # the issue's 10 minutes, sampled every 10 s
     SOAK_TP_SECONDS=15 SOAK_TP_ROUNDS=4         # unthrottled loader runs, per side
-    CATCHUP_LOADS=20 CATCHUP_ROUNDS=2      # the issue's 200,000-row backlog, ~50 s a round
+    CATCHUP_LOADS=20 CATCHUP_ROUNDS=3      # the issue's 200,000-row backlog; ~30 s a round, the median of 3 rounds
 else
     TP_SPECS="1000:10 10000:4 100000:1"
     LAT_SECONDS=4 LAT_MAX_RATES="20000"
@@ -989,6 +989,202 @@ SQL
 }
 
 #--------------------------------------------------------------------------
+# 10. Catch-up: a backlog drained in capped batches
+#--------------------------------------------------------------------------
+# catchup_pgbench DB SCRIPT MODE TRANSACTIONS SKIP: one pgbench connection
+# runs SCRIPT (in $WORK) TRANSACTIONS times; prints the time in ms of its
+# statements after the first SKIP, over all the transactions (pgbench's
+# average statement latencies times the transactions).
+catchup_pgbench() {
+    local log="$WORK/cu-$1.log"
+    pg pgbench -n -r -M "$3" -c 1 -t "$4" -D rows="$CATCHUP_LOAD_ROWS" -f "$WORK/$2" "$1" \
+        >"$log" 2>&1 || { tail "$log"; fail "pgbench failed"; }
+    sed -n '/statement latencies/,$p' "$log" >"$WORK/cu-last.log"
+    statement_ms "$WORK/cu-last.log" | tail -n +$(($5 + 1)) | awk -v t="$4" '{ s += $1 } END { printf "%.3f\n", s * t }'
+}
+
+# catchup_batches DB BEFORE: the clickstream batches after batch BEFORE, as
+# "committed|failed|rows_in sum|min|max|ledger ms sum|ms of each, in order"
+# (ledger durations: finished_at - started_at)
+catchup_batches() {
+    val "$1" "SELECT concat_ws('|', count(*) FILTER (WHERE status = 'committed'),
+                     count(*) FILTER (WHERE status = 'failed'),
+                     coalesce(sum(rows_in) FILTER (WHERE status = 'committed'), 0),
+                     min(rows_in) FILTER (WHERE status = 'committed'),
+                     max(rows_in) FILTER (WHERE status = 'committed'),
+                     round(coalesce(sum(ms) FILTER (WHERE status = 'committed'), 0), 1),
+                     string_agg(round(ms, 1)::text, ', ' ORDER BY batch_id) FILTER (WHERE status = 'committed'))
+                FROM (SELECT batch_id, status, rows_in, extract(epoch FROM duration) * 1000 AS ms
+                        FROM microbatch.batches WHERE pipeline = 'clickstream' AND batch_id > $2) b"
+}
+
+# catchup_failed DB BEFORE: fail when a batch after BEFORE failed, with its error
+catchup_failed() {
+    local err
+    err=$(val "$1" "SELECT string_agg(format('batch %s: %s %s', batch_id, sqlstate, error), '; ')
+                      FROM microbatch.batches WHERE pipeline = 'clickstream' AND batch_id > $2 AND status = 'failed'")
+    [ -z "$err" ] || fail "catchup: $1: $err"
+}
+
+# catchup_drain: run_batch in catchup_backlog until nothing is left; sets
+# CATCHUP_DRAIN_MS (the calls that found rows, from pgbench) and
+# CATCHUP_DRAIN_CALLS.  One pgbench connection makes as many calls as the
+# waiting rows need at the cap; should a call take fewer rows, another
+# connection makes the calls for what is left, and so on.  Then one more
+# call must return NULL: nothing new.
+catchup_drain() {
+    local before=$1 waiting n ms
+    CATCHUP_DRAIN_MS=0 CATCHUP_DRAIN_CALLS=0
+    waiting=$(val catchup_backlog "SELECT microbatch.rows_waiting('clickstream')")
+    while [ "$waiting" -gt 0 ]; do
+        n=$(((waiting + CATCHUP_CAP - 1) / CATCHUP_CAP))
+        ms=$(catchup_pgbench catchup_backlog cu-drain.pgbench prepared "$n" 0)
+        catchup_failed catchup_backlog "$before"
+        CATCHUP_DRAIN_MS=$(calc %.3f "$CATCHUP_DRAIN_MS + $ms")
+        CATCHUP_DRAIN_CALLS=$((CATCHUP_DRAIN_CALLS + n))
+        [ "$CATCHUP_DRAIN_CALLS" -le $((4 * CATCHUP_LOADS + 4)) ] \
+            || fail "catchup: the backlog did not drain in $CATCHUP_DRAIN_CALLS calls of run_batch"
+        waiting=$(val catchup_backlog "SELECT microbatch.rows_waiting('clickstream')")
+    done
+    [ -z "$(val catchup_backlog "SELECT microbatch.run_batch('clickstream')")" ] \
+        || fail "catchup: run_batch still found rows once rows_waiting said none were left"
+    catchup_failed catchup_backlog "$before"
+}
+
+# catchup_counts DB: target_counts, less gold.page_events_by_batch (one row
+# per batch, day, page and event type: the hand side has one batch where the
+# others have one per load), plus what reports read of it, the totals of
+# the view gold.page_events_daily
+catchup_counts() {
+    echo "$(target_counts "$1" | sed 's/ *gold\.page_events_by_batch=[0-9]*//') $(val "$1" \
+        "SELECT format('gold.page_events_daily=%s/%s/%s/%s', count(*), sum(events), sum(users), sum(revenue))
+           FROM gold.page_events_daily")"
+}
+
+# catchup_side SIDE: one round of one side; appends to CATCHUP_RUNS[SIDE]
+# (ms) and, for backlog and live, to CATCHUP_BATCH_MS[SIDE] (one line a
+# round: each batch's ledger ms, in order) and CATCHUP_LEDGER_MS[SIDE]
+catchup_side() {
+    local side=$1 db=catchup_$1 before ms b committed failed rows_sum rows_min rows_max ledger_ms each
+    local total=$((CATCHUP_LOADS * CATCHUP_LOAD_ROWS))
+    # backlog and hand: every load first (not timed)
+    if [ "$side" != live ]; then
+        catchup_pgbench "$db" cu-load.pgbench simple "$CATCHUP_LOADS" 0 >/dev/null
+    fi
+    case $side in
+        backlog)
+            before=$(last_batch "$db" clickstream)
+            catchup_drain "$before"
+            ms=$CATCHUP_DRAIN_MS
+            CATCHUP_CALLS+="${CATCHUP_CALLS:+, }$CATCHUP_DRAIN_CALLS"
+            ;;
+        live)
+            before=$(last_batch "$db" clickstream)
+            ms=$(catchup_pgbench "$db" cu-live.pgbench prepared "$CATCHUP_LOADS" 2)
+            catchup_failed "$db" "$before"
+            ;;
+        hand)
+            ms=$(catchup_pgbench "$db" cu-hand.pgbench simple 1 0)
+            ;;
+    esac
+    ms=$(calc %.1f "$ms")
+    CATCHUP_RUNS[$side]+="${CATCHUP_RUNS[$side]:+, }$ms"
+    if [ "$side" = hand ]; then
+        say "  round $round, by hand in one transaction: $ms ms"
+        return
+    fi
+    b=$(catchup_batches "$db" "$before")
+    IFS='|' read -r committed failed rows_sum rows_min rows_max ledger_ms each <<<"$b"
+    # Every row loaded processed, exactly once; live batches take each load whole.
+    [ "$rows_sum" = "$total" ] || fail "catchup: $side: the batches took $rows_sum rows, $total were loaded"
+    if [ "$side" = live ] && [ "$committed|$rows_min|$rows_max" != "$CATCHUP_LOADS|$CATCHUP_LOAD_ROWS|$CATCHUP_LOAD_ROWS" ]; then
+        fail "catchup: live batches are not the loads: $b"
+    fi
+    if [ "$side" = backlog ]; then
+        CATCHUP_BACKLOG_SHAPE+="${CATCHUP_BACKLOG_SHAPE:+; }$committed batches of $rows_min"
+        [ "$rows_min" = "$rows_max" ] || CATCHUP_BACKLOG_SHAPE+="-$rows_max"
+        CATCHUP_BACKLOG_SHAPE+=" rows"
+    fi
+    CATCHUP_BATCH_MS[$side]+="$each"$'\n'
+    CATCHUP_LEDGER_MS[$side]+="${CATCHUP_LEDGER_MS[$side]:+, }$ledger_ms"
+    say "  round $round, $side: $ms ms ($committed batches of $rows_min-$rows_max rows; ledger ms: $each)"
+}
+
+section_catchup() {
+    local total=$((CATCHUP_LOADS * CATCHUP_LOAD_ROWS)) db round side order i
+    say "[10 catchup] $total rows ($CATCHUP_LOADS loads of $CATCHUP_LOAD_ROWS): drained as a backlog with max_batch_rows $CATCHUP_CAP vs as live batches vs by hand in one transaction, $CATCHUP_ROUNDS round(s)"
+    set_enabled off
+    # As in section 1: no autovacuum in the middle of one side's batches; a
+    # VACUUM ANALYZE of the three databases before each round instead.
+    val postgres "ALTER SYSTEM SET autovacuum = off" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+
+    # Three databases with the same tables: the demo's pipeline, capped, in
+    # two; the stand-in of section 1 (hand.sql) in the third.
+    for db in catchup_backlog catchup_live; do
+        val postgres "CREATE DATABASE $db" >/dev/null
+        sql "$db" -f "$DEMO_SQL" -f "$BENCH/gen.sql" >/dev/null
+        val "$db" "SELECT microbatch.alter_pipeline('clickstream', max_batch_rows => $CATCHUP_CAP)" >/dev/null
+    done
+    val postgres "CREATE DATABASE catchup_hand" >/dev/null
+    sql catchup_hand -f "$BENCH/hand.sql" >/dev/null
+    sed '/^CREATE EXTENSION/Id' "$DEMO_SQL" | sql catchup_hand >/dev/null
+    sql catchup_hand -f "$BENCH/gen.sql" >/dev/null
+    CATCHUP_SETTINGS=$(val catchup_backlog "SELECT max_batch_rows FROM microbatch.pipelines WHERE pipeline = 'clickstream'")
+
+    # The scripts: a load (one transaction of CATCHUP_LOAD_ROWS rows); a
+    # load and run_batch at once (live); run_batch alone (the drain); the
+    # pipeline's statements by hand in one transaction.
+    printf '%s\n' "$LOAD_EVENTS" >"$WORK/cu-load.pgbench"
+    printf '%s\nSELECT microbatch.run_batch('"'clickstream'"');\n' "$LOAD_EVENTS" >"$WORK/cu-live.pgbench"
+    echo "SELECT microbatch.run_batch('clickstream');" >"$WORK/cu-drain.pgbench"
+    hand_transaction catchup_backlog >"$WORK/cu-hand.pgbench"
+
+    declare -gA CATCHUP_RUNS=([backlog]="" [live]="" [hand]="") CATCHUP_BATCH_MS=([backlog]="" [live]="")
+    declare -gA CATCHUP_LEDGER_MS=([backlog]="" [live]="")
+    CATCHUP_CALLS="" CATCHUP_BACKLOG_SHAPE=""
+    for round in $(seq 1 "$CATCHUP_ROUNDS"); do
+        for db in catchup_backlog catchup_live catchup_hand; do val "$db" "VACUUM ANALYZE" >/dev/null; done
+        # the sides in turn, a different one first each round
+        order="backlog live hand"
+        for i in $(seq 2 "$round"); do order="${order#* } ${order%% *}"; done
+        for side in $order; do catchup_side "$side"; done
+    done
+
+    # drain: backlog over live (≤ 1.10); throughput: hand's time over the
+    # backlog's, i.e. the backlog's rows/s over hand's (≥ 0.90)
+    read -r CATCHUP_DRAIN_RATIO CATCHUP_DRAIN_MIN CATCHUP_DRAIN_MAX \
+        <<<"$(paired_ratio "${CATCHUP_RUNS[backlog]}" "${CATCHUP_RUNS[live]}")"
+    read -r CATCHUP_TP_RATIO CATCHUP_TP_MIN CATCHUP_TP_MAX \
+        <<<"$(paired_ratio "${CATCHUP_RUNS[hand]}" "${CATCHUP_RUNS[backlog]}")"
+    declare -gA CATCHUP_MS=()
+    for side in backlog live hand; do
+        CATCHUP_MS[$side]=$(tr ',' '\n' <<<"${CATCHUP_RUNS[$side]}" | median)
+    done
+    CATCHUP_TOTAL=$total
+
+    # Same rows, same statements: the same results on the three sides.
+    CATCHUP_COUNTS=$(catchup_counts catchup_backlog)
+    if [ "$(target_counts catchup_backlog)" = "$(target_counts catchup_live)" ] \
+        && [ "$CATCHUP_COUNTS" = "$(catchup_counts catchup_live)" ] \
+        && [ "$CATCHUP_COUNTS" = "$(catchup_counts catchup_hand)" ]; then
+        CATCHUP_SAME=yes
+    else
+        CATCHUP_SAME=no
+        say "  results differ: backlog $(target_counts catchup_backlog); live $(target_counts catchup_live); hand $(catchup_counts catchup_hand)"
+    fi
+    say "  drain backlog over live: $CATCHUP_DRAIN_RATIO ($CATCHUP_DRAIN_MIN-$CATCHUP_DRAIN_MAX); backlog rows/s over hand: $CATCHUP_TP_RATIO ($CATCHUP_TP_MIN-$CATCHUP_TP_MAX); results identical: $CATCHUP_SAME"
+
+    # Nothing left for the background workers, nor for autovacuum.
+    for db in catchup_backlog catchup_live; do
+        val "$db" "SELECT microbatch.pause_pipeline('clickstream')" >/dev/null
+    done
+    for db in catchup_backlog catchup_live catchup_hand; do val "$db" "VACUUM ANALYZE" >/dev/null; done
+    val postgres "ALTER SYSTEM RESET autovacuum" >/dev/null
+    val postgres "SELECT pg_reload_conf()" >/dev/null
+}
+
+#--------------------------------------------------------------------------
 # 9. Soak: retention at 5k rows/s for 10 minutes
 #--------------------------------------------------------------------------
 # soak_tp_run SIDE: one unthrottled loader run into bench.tp_events, with
@@ -1203,7 +1399,7 @@ done
 say "writing $REPORT"
 # The results, to rewrite the report without measuring again (with
 # MB_BENCH_KEEP): . results.sh; . report.sh; write_report
-declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|QUALITY_|SOAK_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
+declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|QUALITY_|SOAK_|CATCHUP_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
     >"$WORK/results.sh" 2>/dev/null || true
 . "$BENCH/report.sh"
 write_report >"$REPORT.tmp" || fail "writing the report failed (the results are in $WORK/results.sh with MB_BENCH_KEEP=1)"
