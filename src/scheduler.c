@@ -973,16 +973,43 @@ mb_scheduler_timeout(TimestampTz next_reload, bool can_dispatch)
 	return (long) ((wake - now + 999) / 1000);
 }
 
+/*
+ * Ask committing backends to set our latch for the commits that would start
+ * a batch: those into the source of a continuous pipeline waiting for rows
+ * (its counter's flag, or the database's for a pipeline without one).  Not
+ * for a pipeline already woken, which waits for its coalesce_delay, nor for
+ * the sources of other pipelines: a stream of commits into one source does
+ * not wake us for each one.  Returns whether we asked for any.
+ */
 static bool
-mb_scheduler_wants_commits(bool can_dispatch)
+mb_scheduler_ask_commits(bool can_dispatch)
 {
+	bool		any = false;
+	bool		without_counter = false;
+
+	for (int i = 0; i < npipelines; i++)
+		if (pipelines[i].source_commits != NULL)
+			pg_atomic_write_u32(&pipelines[i].source_commits->wanted, 0);
 	for (int i = 0; can_dispatch && i < npipelines; i++)
-		if (mb_runs_on_commit(&pipelines[i]))
-			return true;
-	return false;
+	{
+		MbScheduled *p = &pipelines[i];
+
+		if (!mb_runs_on_commit(p) || p->woken)
+			continue;
+		any = true;
+		if (p->source_commits != NULL)
+			pg_atomic_write_u32(&p->source_commits->wanted, 1);
+		else
+			without_counter = true;
+	}
+	pg_atomic_write_u32(&my_slot->wants_source_commits, without_counter ? 1 : 0);
+	return any;
 }
 
-/* Mark the pipelines whose source had a write committed since we looked */
+/*
+ * Mark the pipelines whose source had a write committed since we looked.
+ * Returns whether one that was not woken yet is now.
+ */
 static bool
 mb_scheduler_note_commits(void)
 {
@@ -996,8 +1023,8 @@ mb_scheduler_note_commits(void)
 		if (commits != p->commits_seen)
 		{
 			p->commits_seen = commits;
+			any |= !p->woken;
 			p->woken = true;
-			any = true;
 		}
 	}
 	return any;
@@ -1064,15 +1091,12 @@ microbatch_scheduler_main(Datum arg)
 		 * something else wakes us.  A commit counted before the flag was set
 		 * is caught here, after the barrier.
 		 */
-		if (mb_scheduler_wants_commits(can_dispatch))
+		if (mb_scheduler_ask_commits(can_dispatch))
 		{
-			pg_atomic_write_u32(&my_slot->wants_source_commits, 1);
 			pg_memory_barrier();
 			if (mb_scheduler_note_commits())
 				continue;
 		}
-		else
-			pg_atomic_write_u32(&my_slot->wants_source_commits, 0);
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -16,8 +16,10 @@
  * its pipelines: a commit into one source wakes only the pipelines of that
  * hierarchy.  Every commit into any source is also counted for the whole
  * database, for pipelines that found no room for a counter of their own.
- * Only a scheduler waiting for commits has its latch set; the others read
- * the counters when they wake anyway.  A prepared transaction is counted
+ * A commit sets the scheduler's latch only if a pipeline of a hierarchy it
+ * wrote into (or one without a counter) waits for a commit: the scheduler
+ * flags the counters it waits on.  Otherwise the scheduler reads the
+ * counters when it wakes anyway.  A prepared transaction is counted
  * when some later commit finds it committed.
  *
  *-------------------------------------------------------------------------
@@ -133,8 +135,11 @@ mb_wake_scheduler_at_commit(void)
 	wake_for_catalog = true;
 }
 
-/* Count a commit into a hierarchy.  Caller holds the lock in any mode. */
-static void
+/*
+ * Count a commit into a hierarchy, and say whether a pipeline of it waits
+ * for one.  Caller holds the lock in any mode.
+ */
+static bool
 mb_count_root_commit(Oid dboid, Oid root)
 {
 	MbSourceKey key;
@@ -144,13 +149,17 @@ mb_count_root_commit(Oid dboid, Oid root)
 	key.dboid = dboid;
 	key.root = root;
 	counter = hash_search(mb_source_hash, &key, HASH_FIND, NULL);
-	if (counter != NULL)
-		pg_atomic_fetch_add_u64(&counter->commits, 1);
+	if (counter == NULL)
+		return false;
+	/* a full barrier, pairing with the scheduler's, as below */
+	pg_atomic_fetch_add_u64(&counter->commits, 1);
+	return pg_atomic_read_u32(&counter->wanted) != 0;
 }
 
 /*
- * Count a commit into a database's sources, and whether its scheduler waits
- * for one.  Caller holds the lock in any mode.
+ * Count a commit into a database's sources, and say whether its scheduler
+ * waits for one for a pipeline without a counter of its own.  Caller holds
+ * the lock in any mode.
  */
 static bool
 mb_count_database_commit(MbSlot *scheduler)
@@ -168,6 +177,7 @@ static void
 mb_wake_for_prepared(const MbPreparedWake *prepared)
 {
 	MbSlot	   *scheduler = mb_scheduler_slot(prepared->dboid);
+	bool		wake = false;
 
 	if (scheduler == NULL)
 		return;
@@ -179,11 +189,15 @@ mb_wake_for_prepared(const MbPreparedWake *prepared)
 		hash_seq_init(&status, mb_source_hash);
 		while ((counter = hash_seq_search(&status)) != NULL)
 			if (counter->key.dboid == prepared->dboid)
+			{
 				pg_atomic_fetch_add_u64(&counter->commits, 1);
+				wake |= pg_atomic_read_u32(&counter->wanted) != 0;
+			}
 	}
 	for (int i = 0; i < prepared->nroots; i++)
-		mb_count_root_commit(prepared->dboid, prepared->roots[i]);
-	if (mb_count_database_commit(scheduler))
+		wake |= mb_count_root_commit(prepared->dboid, prepared->roots[i]);
+	wake |= mb_count_database_commit(scheduler);
+	if (wake)
 		SetLatch(scheduler->latch);
 }
 
@@ -276,8 +290,8 @@ mb_xact_callback(XactEvent event, void *arg)
 				ListCell   *lc;
 
 				foreach(lc, woken_roots)
-					mb_count_root_commit(MyDatabaseId, lfirst_oid(lc));
-				wake = mb_count_database_commit(slot);
+					wake |= mb_count_root_commit(MyDatabaseId, lfirst_oid(lc));
+				wake |= mb_count_database_commit(slot);
 			}
 			if (wake_for_catalog)
 			{
@@ -321,7 +335,10 @@ mb_source_commits(Oid dboid, Oid root)
 	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 	counter = hash_search(mb_source_hash, &key, HASH_ENTER_NULL, &found);
 	if (counter != NULL && !found)
+	{
 		pg_atomic_init_u64(&counter->commits, 0);
+		pg_atomic_init_u32(&counter->wanted, 0);
+	}
 	LWLockRelease(mb_shared->lock);
 	return counter;
 }

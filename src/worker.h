@@ -52,6 +52,7 @@ typedef struct MbSourceCommits
 {
 	MbSourceKey key;
 	pg_atomic_uint64 commits;
+	pg_atomic_uint32 wanted;	/* a pipeline of it waits for a commit */
 } MbSourceCommits;
 
 /*
@@ -98,7 +99,8 @@ typedef struct MbSlot
 								 * worker, since then or since the last batch
 								 * started; 0: none wait */
 	pg_atomic_uint64 db_commits;	/* commits into any source of the database */
-	pg_atomic_uint32 wants_source_commits;	/* set our latch for them too */
+	pg_atomic_uint32 wants_source_commits;	/* a pipeline without a counter of
+											 * its own waits for a commit */
 	pg_atomic_uint32 reload_requested;
 } MbSlot;
 

@@ -138,6 +138,61 @@ is( $node->safe_psql(
                 WHERE pipeline = 'capped' AND status = 'committed'}),
 	'10|3', 'in batches of the cap');
 
+# A stream of commits into a continuous pipeline's source makes batches
+# microbatch.coalesce_delay apart at least (50 ms here), not one per commit,
+# and the scheduler is not woken by every commit while it waits for that
+# delay: about 2,000 commits over two seconds or more.
+$node->append_conf('postgresql.conf', "microbatch.coalesce_delay = '50ms'");
+$node->reload;
+$node->safe_psql(
+	$db, q{
+CREATE TABLE stream (id int);
+CREATE TABLE stream_out (id int);
+SELECT microbatch.create_pipeline('stream', 'stream', '0');
+SELECT microbatch.add_transform('stream', 'copy', 'bronze',
+    'INSERT INTO stream_out SELECT id FROM microbatch.stream_batch');
+});
+my $scheduler_pid = $node->safe_psql($db,
+	q{SELECT pid FROM microbatch.workers WHERE kind = 'scheduler'});
+sub wakeups
+{
+	open(my $fh, '<', "/proc/$scheduler_pid/status") or return undef;
+	my ($n) = map { /^voluntary_ctxt_switches:\s+(\d+)/ ? $1 : () } <$fh>;
+	close $fh;
+	return $n;
+}
+my $wakeups_before = wakeups();
+$node->safe_psql(
+	$db, q{
+DO $$
+BEGIN
+    FOR i IN 1..2000 LOOP
+        INSERT INTO stream VALUES (i);
+        COMMIT;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+END $$;
+});
+ok(poll_until($node, $db, q{SELECT count(*) FROM stream_out}, '2000', 20),
+	'a stream of commits is processed');
+my ($batches, $min_gap_ms, $seconds) = split /\|/, $node->safe_psql(
+	$db, q{
+SELECT count(*), min(gap), extract(epoch FROM max(started_at) - min(started_at))
+  FROM (SELECT started_at, extract(epoch FROM started_at - lag(started_at) OVER (ORDER BY batch_id)) * 1000 AS gap
+          FROM microbatch.batches WHERE pipeline = 'stream' AND status = 'committed') b});
+note("stream: $batches batches over $seconds s, shortest gap $min_gap_ms ms");
+cmp_ok($batches, '<=', 2 + $seconds / 0.05 * 1.2,
+	'batches of a continuous pipeline are coalesced');
+cmp_ok($min_gap_ms, '>=', 40, 'and start coalesce_delay apart at least');
+my $wakeups = wakeups();
+SKIP:
+{
+	skip 'no /proc', 1 unless defined $wakeups && defined $wakeups_before;
+	cmp_ok($wakeups - $wakeups_before, '<', 8 * $batches + 50,
+		'the scheduler is not woken by every commit while it waits');
+	note('scheduler wake-ups: ' . ($wakeups - $wakeups_before));
+}
+
 is($node->safe_psql($db, q{SELECT count(*) FROM microbatch.batches WHERE status = 'failed'}),
 	'0', 'no batch failed');
 
