@@ -14,17 +14,26 @@ DO $$
 DECLARE
     target regclass;
 BEGIN
+    -- the tables holding the rows of pipeline sources, and nothing else: a
+    -- trigger of that name elsewhere is somebody else's
     FOR target IN
+        WITH RECURSIVE members(relid) AS (
+            SELECT p.source_table::pg_catalog.oid FROM microbatch.pipeline p
+            UNION
+            SELECT i.inhrelid FROM pg_catalog.pg_inherits i
+              JOIN members m ON i.inhparent OPERATOR(pg_catalog.=) m.relid)
         SELECT t.tgrelid::regclass
           FROM pg_catalog.pg_trigger t
+          JOIN members m ON m.relid OPERATOR(pg_catalog.=) t.tgrelid
          WHERE t.tgname OPERATOR(pg_catalog.=) 'microbatch_source_replicated'
            AND t.tgfoid OPERATOR(pg_catalog.=) 'microbatch.source_replicated()'::pg_catalog.regprocedure
+           AND t.tgparentid OPERATOR(pg_catalog.=) 0
            AND NOT EXISTS (SELECT FROM pg_catalog.pg_subscription_rel r
                             WHERE r.srrelid OPERATOR(pg_catalog.=) ANY (
                                   SELECT a.relid FROM pg_catalog.pg_partition_ancestors(t.tgrelid) a)
                                OR r.srrelid OPERATOR(pg_catalog.=) t.tgrelid)
     LOOP
-        EXECUTE pg_catalog.format('DROP TRIGGER microbatch_source_replicated ON %s', target);
+        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS microbatch_source_replicated ON %s', target);
     END LOOP;
 END
 $$;

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
@@ -1682,7 +1683,9 @@ mb_quarantine_clear(int32 pipeline_id, int64 before_batch)
  * the API or by hand, fires a statement trigger that invalidates the
  * tables' relcache entries in every backend at commit (and in ours at once,
  * and again if we roll back), and the callback below drops the cache.  A
- * list read while an invalidation arrived is not kept: it may predate it.
+ * list read while an invalidation arrived is not kept: it may predate it;
+ * nor one read under a transaction snapshot, which may predate changes
+ * whose invalidations came before.
  */
 typedef enum MbDefinitionKind
 {
@@ -1704,9 +1707,18 @@ static MemoryContext definitions_context = NULL;
 static HTAB *definitions = NULL;
 static uint64 definitions_generation = 0;
 
+/* The catalog tables of definitions, known before any is read */
+static Oid	definitions_tables[MB_DEFINITION_KINDS];
+
 static void
 mb_definitions_forget(Datum arg, Oid relid)
 {
+	bool		ours = !OidIsValid(relid);
+
+	for (int i = 0; i < MB_DEFINITION_KINDS && !ours; i++)
+		ours = relid == definitions_tables[i];
+	if (!ours)
+		return;
 	definitions_generation++;
 	if (definitions_context != NULL)
 		MemoryContextDelete(definitions_context);
@@ -1748,17 +1760,27 @@ mb_definitions_of(int32 pipeline_id)
 	return entry;
 }
 
-/* Whether the catalog has the triggers that invalidate the cache (0.3.0) */
+/*
+ * Whether the catalog has the triggers that invalidate the cache (0.3.0).
+ * Notes the tables whose invalidations drop it.
+ */
 static bool
 mb_catalog_invalidates_definitions(void)
 {
+	static const char *const tables[MB_DEFINITION_KINDS] = {
+		"transform", "expectation", "audit"
+	};
 	Oid			schema = get_namespace_oid(MB_SCHEMA, true);
 
-	return OidIsValid(schema) &&
-		OidIsValid(GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid,
-								   CStringGetDatum("definitions_changed"),
-								   PointerGetDatum(buildoidvector(NULL, 0)),
-								   ObjectIdGetDatum(schema)));
+	if (!OidIsValid(schema) ||
+		!OidIsValid(GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid,
+									CStringGetDatum("definitions_changed"),
+									PointerGetDatum(buildoidvector(NULL, 0)),
+									ObjectIdGetDatum(schema))))
+		return false;
+	for (int i = 0; i < MB_DEFINITION_KINDS; i++)
+		definitions_tables[i] = get_relname_relid(tables[i], schema);
+	return true;
 }
 
 static List *
@@ -1845,8 +1867,12 @@ mb_definitions_get(MbDefinitionKind kind, int32 pipeline_id)
 	List	   *list;
 	MemoryContext old;
 
-	/* before the update to 0.3.0, nothing invalidates the cache */
-	if (!mb_catalog_invalidates_definitions())
+	/*
+	 * Before the update to 0.3.0, nothing invalidates the cache.  Under a
+	 * transaction snapshot, a read may predate changes whose invalidations
+	 * we have seen: it is neither kept nor answered from the cache.
+	 */
+	if (IsolationUsesXactSnapshot() || !mb_catalog_invalidates_definitions())
 		return mb_definitions_read(kind, pipeline_id);
 
 	/* changes committed since we last looked, even within a transaction */

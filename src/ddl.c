@@ -392,8 +392,13 @@ mb_ddl_end_actions(Node *parsetree)
 		}
 		return actions;
 	}
+	/* the forms that can make a subscription write into more tables */
 	if (IsA(parsetree, CreateSubscriptionStmt) ||
-		IsA(parsetree, AlterSubscriptionStmt))
+		(IsA(parsetree, AlterSubscriptionStmt) &&
+		 (((AlterSubscriptionStmt *) parsetree)->kind == ALTER_SUBSCRIPTION_REFRESH ||
+		  ((AlterSubscriptionStmt *) parsetree)->kind == ALTER_SUBSCRIPTION_SET_PUBLICATION ||
+		  ((AlterSubscriptionStmt *) parsetree)->kind == ALTER_SUBSCRIPTION_ADD_PUBLICATION ||
+		  ((AlterSubscriptionStmt *) parsetree)->kind == ALTER_SUBSCRIPTION_DROP_PUBLICATION)))
 		return list_make1(mb_new_action(MB_DDL_SUBSCRIPTION, InvalidOid,
 										InvalidOid, parsetree));
 	if (!IsA(parsetree, AlterTableStmt))
@@ -782,13 +787,16 @@ microbatch_ddl_guard(PG_FUNCTION_ARGS)
 				break;
 			case MB_DDL_JOINED:
 				mb_table_joined(action->relid, call.caller);
+				/* it may have joined a table a subscription writes into */
+				mb_source_guard_subscribed(list_make1_oid(action->relid),
+										   call.caller);
 				break;
 			case MB_DDL_LEFT:
 				if (OidIsValid(action->parent))
 					mb_table_left(action->relid, action->parent, call.caller);
 				break;
 			case MB_DDL_SUBSCRIPTION:
-				mb_source_guard_subscribed(call.caller);
+				mb_source_guard_subscribed(mb_subscribed_tables(), call.caller);
 				break;
 		}
 	}

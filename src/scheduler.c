@@ -379,6 +379,11 @@ mb_scheduler_reload(void)
 		proc_exit(0);
 	}
 
+	/* what we asked for is asked again, for the pipelines as they are now */
+	for (int i = 0; i < npipelines; i++)
+		if (pipelines[i].source_commits != NULL)
+			pg_atomic_write_u32(&pipelines[i].source_commits->wanted, 0);
+
 	for (int i = 0; i < nfresh; i++)
 	{
 		MbScheduled *p = &fresh[i];

@@ -694,27 +694,38 @@ mb_source_guard(Oid relid, Oid role, bool rebind)
 		mb_guard_table(lfirst_oid(lc), role, rebind);
 }
 
-/*
- * After CREATE or ALTER SUBSCRIPTION: the tables holding a source's rows
- * that a subscription now writes into get the replica trigger, as caller
- * (who may manage subscriptions, and so any table's triggers).
- */
-void
-mb_source_guard_subscribed(Oid caller)
+/* The tables of this database's subscriptions */
+List *
+mb_subscribed_tables(void)
 {
 	Relation	catalog = table_open(SubscriptionRelRelationId, AccessShareLock);
 	SysScanDesc scan = systable_beginscan(catalog, InvalidOid, false, NULL, 0, NULL);
 	List	   *subscribed = NIL;
 	HeapTuple	tuple;
-	ListCell   *lc;
 
 	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
 		subscribed = list_append_unique_oid(subscribed,
 											((Form_pg_subscription_rel) GETSTRUCT(tuple))->srrelid);
 	systable_endscan(scan);
 	table_close(catalog, AccessShareLock);
+	return subscribed;
+}
 
-	foreach(lc, subscribed)
+/*
+ * The tables holding a source's rows, among the given tables and those
+ * below them, that a subscription writes into get the replica trigger, as
+ * caller: after CREATE or ALTER SUBSCRIPTION (caller may manage
+ * subscriptions, and so any table's triggers), and when a table joins a
+ * hierarchy (caller owns it).  The subscription command must not wait for
+ * writers of these tables, nor fail because of one: a table whose lock is
+ * not free at once is left with a warning.
+ */
+void
+mb_source_guard_subscribed(List *tables, Oid caller)
+{
+	ListCell   *lc;
+
+	foreach(lc, tables)
 	{
 		ListCell   *lm;
 
@@ -724,13 +735,29 @@ mb_source_guard_subscribed(Oid caller)
 			Relation	rel;
 			bool		missing;
 
-			if (!mb_holds_rows(member) || !mb_guards_needed(member, 0))
+			if (!mb_holds_rows(member) || !mb_guards_needed(member, 0) ||
+				!mb_subscription_writes(member))
 				continue;
-			rel = table_open(member, AccessShareLock);
+			/* writers hold no lock that conflicts with this one */
+			rel = try_relation_open(member, AccessShareLock);
+			if (rel == NULL)
+				continue;		/* dropped meanwhile */
 			missing = !mb_has_trigger(rel, MB_TRIGGER_REPLICATED);
-			table_close(rel, NoLock);
-			if (missing)
-				mb_guard_table(member, caller, false);
+			relation_close(rel, NoLock);
+			if (!missing)
+				continue;
+			if (!ConditionalLockRelationOid(member, ShareRowExclusiveLock))
+			{
+				ereport(WARNING,
+						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+						 errmsg("could not give table \"%s\" the trigger \"%s\" now",
+								get_rel_name(member), MB_TRIGGER_REPLICATED),
+						 errdetail("Another transaction holds a lock on the table. Until it has the trigger, rows a subscription applies into it with a publisher's %s are refused.",
+								   MB_TRACKING_COLUMN),
+						 errhint("Run microbatch.refresh_pipeline() for a pipeline reading the table.")));
+				continue;
+			}
+			mb_guard_table(member, caller, false);
 		}
 	}
 }

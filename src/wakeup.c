@@ -65,6 +65,7 @@ mb_roots_cache_invalidate(Datum arg, Oid relid)
 	HASH_SEQ_STATUS status;
 	MbRootsEntry *entry;
 
+	last_woken = InvalidOid;
 	if (roots_cache == NULL)
 		return;
 	hash_seq_init(&status, roots_cache);
@@ -117,8 +118,6 @@ mb_wake_for_source(Oid relid)
 	/* called for each row a subscription applies: once a table will do */
 	if (wake_for_source && relid == last_woken)
 		return;
-	last_woken = relid;
-	wake_for_source = true;
 	foreach(lc, mb_roots_of(relid))
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -126,6 +125,8 @@ mb_wake_for_source(Oid relid)
 		woken_roots = list_append_unique_oid(woken_roots, lfirst_oid(lc));
 		MemoryContextSwitchTo(old);
 	}
+	wake_for_source = true;
+	last_woken = relid;
 }
 
 /* The pipelines of this database changed: tell the scheduler at commit */

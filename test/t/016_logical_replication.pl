@@ -206,7 +206,7 @@ my $connstr = $pub->connstr() . " dbname=$db";
 # The replica trigger, which makes COPY insert row by row, is only on the
 # tables a subscription writes into: CREATE SUBSCRIPTION adds it to them
 my $replica_triggers_sql = q{
-SELECT coalesce(string_agg(tgrelid::regclass::text, ',' ORDER BY 1), '') FROM pg_trigger
+SELECT coalesce(string_agg(tgrelid::regclass::text, ',' ORDER BY tgrelid::regclass::text), '') FROM pg_trigger
  WHERE tgname = 'microbatch_source_replicated' AND tgenabled = 'R'};
 is($sub->safe_psql($db, $replica_triggers_sql), '',
 	'subscriber: no replica trigger before the subscription');
@@ -416,6 +416,41 @@ SELECT count(*) - count(DISTINCT (id, v)),
   FROM pub_log}),
 	'0|0',
 	'publisher: its pipeline processed every current row of events2 once');
+
+#
+# The replica trigger follows the tables a subscription writes into: a
+# source attached as a partition of a subscribed partitioned table gets it;
+# ALTER SUBSCRIPTION does not wait for a source table's writers, and leaves
+# that table (with a warning) to refresh_pipeline().
+#
+$pub->safe_psql($db, q{
+CREATE TABLE routed (id int, v int) PARTITION BY RANGE (id);
+CREATE TABLE routed_1 PARTITION OF routed FOR VALUES FROM (0) TO (100);
+CREATE TABLE locked (id int, v int);
+ALTER PUBLICATION pub ADD TABLE routed, locked;
+});
+$sub->safe_psql($db, q{
+CREATE TABLE routed (id int, v int, microbatch_xid xid8 NOT NULL DEFAULT pg_current_xact_id())
+    PARTITION BY RANGE (id);
+CREATE TABLE routed_1 (id int, v int);
+CREATE TABLE locked (id int, v int);
+CREATE TABLE side_log (id int);
+SELECT microbatch.create_pipeline('routed', 'routed_1');
+SELECT microbatch.create_pipeline('locked', 'locked');
+});
+my $writer = $sub->background_psql($db);
+$writer->query_safe(q{BEGIN; INSERT INTO locked VALUES (0, 0)});
+my ($stdout, $stderr) = ('', '');
+$sub->psql($db, q{SET lock_timeout = '10s'; ALTER SUBSCRIPTION sub REFRESH PUBLICATION WITH (copy_data = false)},
+	stdout => \$stdout, stderr => \$stderr, on_error_stop => 1);
+like($stderr, qr/WARNING:  could not give table "locked" the trigger "microbatch_source_replicated" now/,
+	'ALTER SUBSCRIPTION does not wait for the writer of a source table, and says so');
+$writer->query_safe(q{COMMIT});
+$writer->quit;
+$sub->safe_psql($db, q{SELECT microbatch.refresh_pipeline('locked')});
+$sub->safe_psql($db, q{ALTER TABLE routed ATTACH PARTITION routed_1 FOR VALUES FROM (0) TO (100)});
+is($sub->safe_psql($db, $replica_triggers_sql), 'events1,events2,events3,locked,routed_1',
+	'refresh_pipeline and ATTACH PARTITION under a subscribed table add the replica trigger');
 
 $sub->stop;
 $pub->stop;
