@@ -85,6 +85,36 @@ catchup_quarters() {
 # catchup_rate SIDE: rows/s of a catch-up side, its median time
 catchup_rate() { num "$(calc %.0f "$CATCHUP_TOTAL / ${CATCHUP_MS[$1]} * 1000")"; }
 
+# ingest_ratio KEY FIELD: a field (1 median, 2 min, 3 max) of a ratio of
+# section 6 (copy, copy_nv, insert, insert_nv)
+ingest_ratio() { awk -v f="$2" '{ print $f }' <<<"${INGEST_RATIO[$1]}"; }
+# ingest_wal TABLE: how the first COPY into a table of section 6 inserted
+ingest_wal() {
+    local ins multi
+    IFS='|' read -r ins multi <<<"${INGEST_COPY_WAL[$1]:-}"
+    [ -n "$ins" ] || { echo "not read"; return; }
+    echo "$(num "$ins") row inserts, $(num "$multi") multi-inserts"
+}
+# ingest_verdict KEY1 KEY2: met when both ratios are at least 0.90
+ingest_verdict() {
+    local a b
+    a=$(cmp "$(ingest_ratio "$1" 1)" '>=' 0.9) b=$(cmp "$(ingest_ratio "$2" 1)" '>=' 0.9)
+    case $a$b in
+        11) echo met ;;
+        10) echo "**missed** (not volatile)" ;;
+        01) echo "**missed** (volatile)" ;;
+        *) echo "**missed** (both)" ;;
+    esac
+}
+# overhead_step KIND FIELD: a field (2 steps per batch, 3 median µs, 4 mean
+# µs) of a kind of step in section 11
+overhead_step() {
+    local l
+    for l in "${OVERHEAD_STEPS[@]:-}"; do
+        if [ "${l%%|*}" = "$1" ]; then awk -F'|' -v f="$2" '{ print $f }' <<<"$l"; return; fi
+    done
+}
+
 lat_field() {  # lat_field INTERVAL RATE FIELD#: a field of a latency run
     local line
     for line in "${LAT_ROWS[@]}"; do
@@ -104,13 +134,14 @@ write_report() {
     commit=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
     # The summary's figures; empty when a section did not run.
-    local tp10k="" lat99="" sweep_ratio="" copy_ratio="" insert_ratio="" mb_lost="" wm_line=""
+    local tp10k="" lat99="" copy99="" sweep_ratio="" mb_lost="" wm_line=""
     [ -n "${TP_ROWS+x}" ] && tp10k=$(tp_ratio_at 10000)
     [ -n "${LAT_ROWS+x}" ] && lat99=$(lat_field 0 10000 10)
+    [ -n "${LAT_ROWS+x}" ] && copy99=$(lat_field "$LAT_COPY_LABEL" 10000 10)
     [ -n "${SWEEP_FULL_MS:-}" ] && sweep_ratio=$(calc %.2f "$SWEEP_FULL_MS / $SWEEP_EMPTY_MS")
     # Ratios: the median of the ratios of runs made side by side (see
     # paired_ratio), with their range.
-    local copy_range="" insert_range="" lo hi variant
+    local lo hi variant
     local tpcb_variants=('1 s' '100 ms' '0')
     declare -A TPCB_RATIO=() TPCB_RANGE=()
     if declare -p TPCB_TPS >/dev/null 2>&1; then
@@ -118,10 +149,6 @@ write_report() {
             read -r "TPCB_RATIO[$variant]" lo hi < <(paired_ratio "${TPCB_RUNS[$variant]}" "${TPCB_RUNS[plain]}")
             TPCB_RANGE[$variant]="$lo-$hi"
         done
-    fi
-    if [ -n "${INGEST_COPY_PLAIN:-}" ]; then
-        read -r copy_ratio lo hi < <(paired_ratio "${COPY_RUNS[piped]}" "${COPY_RUNS[plain]}"); copy_range="$lo-$hi"
-        read -r insert_ratio lo hi < <(paired_ratio "${INSERT_RUNS[piped]}" "${INSERT_RUNS[plain]}"); insert_range="$lo-$hi"
     fi
     local line consumer orders counted lost doubled
     declare -A LOST=() DOUBLED=()
@@ -154,9 +181,21 @@ EOF
         echo "| [1](#1-throughput) throughput | ≥ 0.90× | not run | |"
     fi
     if [ -n "$lat99" ]; then
-        echo "| [2](#2-latency) p99 commit → gold, interval 0, 10k rows/s | ≤ 20 ms | ${lat99} ms (p50 $(lat_field 0 10000 8) ms; with one transform instead of the demo's six: p99 $(lat_field '0, one transform' 10000 10) ms) | $(verdict "$(cmp "$lat99" '<=' 20)") |"
+        echo "| [2](#2-latency) the demo pipeline's p99 commit → gold at batch_interval 0, 10k rows/s (2 clients, 100 rows per transaction) | ≤ 25 ms | ${lat99} ms (p50 $(lat_field 0 10000 8) ms, $(num "$(lat_field 0 10000 6)") rows/s done; at 1k rows/s: p99 $(lat_field 0 1000 10) ms) | $(verdict "$(cmp "$lat99" '<=' 25)") |"
     else
-        echo "| [2](#2-latency) p99 latency | ≤ 20 ms | not run | |"
+        echo "| [2](#2-latency) the demo pipeline's p99 latency | ≤ 25 ms | not run | |"
+    fi
+    if [ -n "$copy99" ]; then
+        local copy_done copy_verdict
+        copy_done=$(lat_field "$LAT_COPY_LABEL" 10000 6)
+        copy_verdict=$(verdict "$(cmp "$copy99" '<=' 5)")
+        # the target holds at 10k rows/s: a loader that fell short did not show it
+        if [ "$copy_verdict" = met ] && [ "$(cmp "$copy_done" '<' 9500)" = 1 ]; then
+            copy_verdict="**not shown** (the loader reached $(num "$copy_done") rows/s)"
+        fi
+        echo "| [2](#2-latency) p99 commit-to-visible at batch_interval 0 and 10k rows/s (8 clients, one row per transaction) with a single copy transform | ≤ 5 ms | ${copy99} ms (p50 $(lat_field "$LAT_COPY_LABEL" 10000 8) ms, $(num "$copy_done") rows/s done; a counting transform at 10k rows/s from 2 clients × 100 rows: p99 $(lat_field '0, one transform' 10000 10) ms) | $copy_verdict |"
+    else
+        echo "| [2](#2-latency) p99 latency, single copy transform | ≤ 5 ms | not run | |"
     fi
     if [ -n "$sweep_ratio" ]; then
         echo "| [3](#3-sweep-scaling) 10k-row batch over $(num "$SWEEP_PROCESSED") processed rows vs over an empty table | ≤ 1.20× | ${sweep_ratio}× ($SWEEP_FULL_MS vs $SWEEP_EMPTY_MS ms) | $(verdict "$(cmp "$sweep_ratio" '<=' 1.2)") |"
@@ -179,10 +218,11 @@ EOF
     else
         echo "| [5](#5-idle-cost) idle WAL | 0 bytes | not run | |"
     fi
-    if [ -n "$copy_ratio" ]; then
-        echo "| [6](#6-raw-ingest-cost) COPY into a staging table with a pipeline vs without | ≥ 0.85× | ${copy_ratio}× (runs ${copy_range}; multi-row INSERT ${insert_ratio}×, runs ${insert_range}) | $(verdict "$(cmp "$copy_ratio" '>=' 0.85)") |"
+    if [ -n "${INGEST_WAITING:-}" ]; then
+        echo "| [6](#6-raw-ingest-cost) COPY rows/s into a tracked table vs an untracked one: with a volatile default (row by row); without (in batches) | ≥ 0.90× each | volatile $(ingest_ratio copy 1)× (runs $(ingest_ratio copy 2)-$(ingest_ratio copy 3)); not volatile $(ingest_ratio copy_nv 1)× (runs $(ingest_ratio copy_nv 2)-$(ingest_ratio copy_nv 3)) | $(ingest_verdict copy copy_nv) |"
+        echo "| [6](#6-raw-ingest-cost) multi-row INSERT rows/s, the same tables | ≥ 0.90× each | volatile $(ingest_ratio insert 1)× (runs $(ingest_ratio insert 2)-$(ingest_ratio insert 3)); not volatile $(ingest_ratio insert_nv 1)× (runs $(ingest_ratio insert_nv 2)-$(ingest_ratio insert_nv 3)) | $(ingest_verdict insert insert_nv) |"
     else
-        echo "| [6](#6-raw-ingest-cost) COPY | ≥ 0.85× | not run | |"
+        echo "| [6](#6-raw-ingest-cost) COPY and INSERT | ≥ 0.90× | not run | |"
     fi
     if [ -n "${LOST[microbatch]:-}" ]; then
         echo "| [7](#7-the-alternative-pg_cron-and-a-watermark) rows lost / counted twice under out-of-order commits | 0 / 0 | microbatch ${LOST[microbatch]} / ${DOUBLED[microbatch]}; pg_cron + watermark ${LOST[pg_cron]} / ${DOUBLED[pg_cron]}, every second ${LOST[every_second]} / ${DOUBLED[every_second]} (of $CRON_ROWS) | $(verdict "$(cmp "${LOST[microbatch]} + ${DOUBLED[microbatch]}" == 0)") |"
@@ -214,6 +254,13 @@ EOF
     else
         echo "| [10](#10-catch-up) catch-up | ≤ 1.10×, ≥ 0.90× | not run | |"
     fi
+    if [ -n "${OVERHEAD_MS:-}" ]; then
+        local ov_batches ov_one ov_dur ov_lock
+        IFS='|' read -r ov_batches ov_one ov_dur ov_lock <<<"$OVERHEAD_LEDGER"
+        echo "| [11](#11-per-batch-overhead) engine time of a 1-row batch with an empty transform: the run_batch statement, its commit included | ≤ 1 ms | ${OVERHEAD_MS} ms (rounds ${OVERHEAD_RUNS[batch]}, the best $(tr ',' '\n' <<<"${OVERHEAD_RUNS[batch]}" | sort -g | head -n 1 | tr -d ' ') ms; in the ledger ${ov_dur} µs from start to ledger row, median; breakdown in the section) | $(verdict "$(cmp "$OVERHEAD_MS" '<=' 1)") |"
+    else
+        echo "| [11](#11-per-batch-overhead) 1-row batch | ≤ 1 ms | not run | |"
+    fi
 
     cat <<EOF
 
@@ -236,10 +283,13 @@ $SETTINGS
 \`\`\`
 
 \`microbatch.enabled\` is switched with \`ALTER SYSTEM\` and a reload: off where
-batches are run by hand (sections 1, 3 and 10), on elsewhere.  Other microbatch
-settings are the defaults (\`max_workers\` 4, \`naptime\` 5 s), but in section 9,
-which sets its own.  Load comes from
-pgbench on the same machine, so it shares the two cores with the server.
+batches are run by hand (sections 1, 3, 10 and 11), on elsewhere.  Other microbatch
+settings are the defaults (${MB_GUCS:-not read}), but in section 9,
+which sets its own.  \`pg_stat_statements\` is loaded for section 11's
+breakdown and tracks nothing elsewhere (\`track = none\`, no query ids
+computed); that section's profiling connection turns both on for itself.
+Load comes from pgbench on the same machine, so it shares the two cores with
+the server.
 EOF
 
     # ------------------------------------------------------------------
@@ -310,6 +360,10 @@ rows and its ledger row commit in one transaction, so that is when the batch
 becomes visible in gold.  A transaction's batch is the first committed batch
 whose upper snapshot shows it committed (the definition of a batch window).
 Latency = watcher's sighting − the transaction's last statement, per row.
+At batch_interval 0 a batch starts as soon as rows are waiting, but two
+batches of a pipeline start \`microbatch.coalesce_delay\`
+(${LAT_COALESCE_DELAY:-its default}) apart at least: rows committed meanwhile
+share the next batch.
 
 **Error bars.** The figure is an upper bound: it counts the loader's COMMIT
 (round trip and WAL flush, ~0.2-0.5 ms here) and up to one polling period plus
@@ -318,15 +372,15 @@ the poll query (~1.1 ms).  The lower bound (lb), from the batch's
 The truth lies between the two columns.  The watcher costs a few percent of a
 core.
 
-| batch_interval | rows/s asked | rows/s done | rows/tx | batches | rows/batch avg (max) | batch ms p50 (p99) | **p50 ms** | **p95 ms** | **p99 ms** | max ms | lb p50 | lb p99 | rows not in gold by the end |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| batch_interval | rows/s asked | rows/s done | rows/tx | clients | batches | rows/batch avg (max) | batch ms p50 (p99) | **p50 ms** | **p95 ms** | **p99 ms** | max ms | lb p50 | lb p99 | rows not in gold by the end |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 EOF
         for line in "${LAT_ROWS[@]}"; do
             IFS='|' read -r -a f <<<"$line"
             # interval|rate|rows_per_tx|txns|rows|unseen|rows/s|batches|p50|p95|p99|max|lb50|lb99|
-            # avg rows/batch|max rows|batch p50 ms|batch p99 ms
-            printf '| %s | %s | %s | %s | %s | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s |\n' \
-                "${f[0]}" "${f[1]}" "${f[6]}" "${f[2]}" "${f[7]}" "${f[14]}" "${f[15]}" "${f[16]}" "${f[17]}" \
+            # avg rows/batch|max rows|batch p50 ms|batch p99 ms|clients|schedule lag avg/max ms
+            printf '| %s | %s | %s | %s | %s | %s | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s |\n' \
+                "${f[0]}" "${f[1]}" "${f[6]}" "${f[2]}" "${f[18]:-2}" "${f[7]}" "${f[14]}" "${f[15]}" "${f[16]}" "${f[17]}" \
                 "${f[8]}" "${f[9]}" "${f[10]}" "${f[11]}" "${f[12]}" "${f[13]}" "${f[5]}"
         done
         echo
@@ -339,6 +393,36 @@ EOF
             printf '%s' "  The demo's batches cost ${us_per_row} µs per row at 1k-row batches (section 1), so at 10k rows/s they alone keep one of the two cores busy ${us_per_row}% of the time, on cores shared with the loaders and the watcher."
         fi
         echo
+        local copy_lag
+        copy_lag=$(lat_field "$LAT_COPY_LABEL" 10000 19)
+        if [ -n "$copy_lag" ]; then
+            cat <<EOF
+
+The row "$LAT_COPY_LABEL" is the target's: a pipeline \`lat_copy\` on the
+same staging table (created with \`start_from => 'now'\`, so that the rows
+already there are none of its business), at batch_interval 0, whose only
+transform copies the batch into a table with the batch view's columns
+(\`INSERT INTO bench.lat_copy SELECT * FROM microbatch.lat_copy_batch\`, a
+bronze copy; columns: ${LAT_COPY_COLUMNS:-}), the demo's pipeline paused
+meanwhile.  Its load: 8 pgbench clients (\`-c 8 -j 2\`), one row per
+transaction, \`-R 10000\` transactions a second, for ${LAT_SECONDS} s, from
+[insert-one-event.pgbench](../test/bench/insert-one-event.pgbench): one
+prepared statement in autocommit that inserts the next of the client's rows
+of a table of gen.sql's events (\`bench.event_pool\`) and, once it is
+inserted, records the transaction id and \`clock_timestamp()\` in
+\`bench.commits\` as the other loader's last statement does.  (The other
+loader's four statements, with \`bench.gen_events(1)\`, cost so much more
+that in a trial here 8 clients sent 1,500 to 2,000 of the 10,000
+transactions a second asked.)  pgbench's rate-limit schedule lag in this
+run, average / max: $copy_lag ms: when it is more than a few ms, the
+loader could not keep up with the arrivals asked and sent its transactions
+as fast as it could, at the rate in the "rows/s done" column, on the cores
+the server, the batches and the watcher share.  Latency is measured from
+each transaction's own last statement, not from its scheduled arrival, so
+the lag itself is not in it.  Every row the loader committed was copied,
+once: **${LAT_COPY_CHECK:-not checked}**.
+EOF
+        fi
     else
         echo "Not run."
     fi
@@ -499,33 +583,68 @@ EOF
     echo
     echo "## 6. Raw ingest cost"
     echo
-    if [ -n "$copy_ratio" ]; then
+    if [ -n "${INGEST_WAITING:-}" ]; then
+        local t what
         cat <<EOF
-**Method.** Two tables made alike from the demo's staging table
-(\`LIKE staging.events INCLUDING ALL\`, tracking column dropped); one gets a
-pipeline (its tracking column with \`DEFAULT pg_current_xact_id()\`, the index
-on it and the statement trigger), paused so that no batch competes for the CPU
-(the cost of batches is section 4's).  COPY: $(num "$INGEST_COPY_ROWS") rows
-from a CSV file on the server, one transaction, timed from the client,
-$INGEST_COPY_ROUNDS times per table, alternating.  INSERT: one statement of 100
-literal rows per transaction, pgbench \`-c 2 -j 2 -T $INGEST_SECONDS\`,
-$INGEST_INSERT_ROUNDS times per table, alternating.  CHECKPOINT before each run.
-This VM's speed drifts by tens of percent from one minute to the next, so
-each ratio is that of two runs made side by side (with, then without), and the
-figure is the median of those ratios, with their range; each run's rows/s is
-in the last columns.  Afterwards every row
-loaded into the pipeline's table is counted as waiting for it: **$INGEST_WAITING**.
+**Method.** Two pairs of tables made alike from the demo's staging table
+(\`LIKE staging.events INCLUDING ALL\`, tracking column dropped); in each
+pair one table gets a pipeline (its tracking column with \`DEFAULT
+pg_current_xact_id()\`, the index on it and the statement trigger), paused
+so that no batch competes for the CPU (the cost of batches is section 4's).
+The first pair keeps the staging table's \`received_at DEFAULT
+clock_timestamp()\`, a volatile default: PostgreSQL's COPY then inserts row
+by row.  The second pair's \`received_at\` defaults to a constant (\`ALTER
+TABLE ... ALTER received_at SET DEFAULT '2026-01-01 00:00:00+00'\`, on both
+tables, before the pipeline): COPY then inserts in batches of rows
+(multi-insert) unless something else of the table stops it.  The
+defaults, with the volatility of their functions (i immutable, s stable, v
+volatile) and how the first COPY into each table wrote its rows
+(\`pg_waldump --stats=record\` over its WAL: \`Heap/INSERT\` records are
+rows inserted one by one, \`Heap2/MULTI_INSERT\` records batches):
 
-| | without pipeline rows/s (median) | with pipeline rows/s (median) | ratio: median of the pairs' (range) | runs without | runs with |
-|---|---|---|---|---|---|
-| COPY | $INGEST_COPY_PLAIN | $INGEST_COPY_PIPED | **$copy_ratio** ($copy_range) | ${COPY_RUNS[plain]} | ${COPY_RUNS[piped]} |
-| INSERT, 100 rows per statement | $INGEST_INSERT_PLAIN | $INGEST_INSERT_PIPED | **$insert_ratio** ($insert_range) | ${INSERT_RUNS[plain]} | ${INSERT_RUNS[piped]} |
+| table | defaults (identity aside) | first COPY's WAL |
+|---|---|---|
+$(for t in $INGEST_TABLES; do
+    echo "| \`bench.ingest_$t\` | ${INGEST_DEFAULTS[$t]:-} | $(ingest_wal "$t") |"
+done)
+
+COPY: $(num "$INGEST_COPY_ROWS") rows from a CSV file on the server (\`received_at\`
+not in it: its default fills it), one transaction, timed from the client,
+$INGEST_COPY_ROUNDS times per table.  INSERT: one statement of 100 literal
+rows per transaction, pgbench \`-c 2 -j 2 -T $INGEST_SECONDS\`,
+$INGEST_INSERT_ROUNDS times per table.  The four tables take turns within each
+round, in reverse order every other round, so that each side of a pair goes
+first as often; a CHECKPOINT before each run.  This VM's speed drifts by tens
+of percent from one minute to the next, so each ratio is that of the two runs
+of a pair in the same round (with over without), and the figure is the
+median of those ratios, with their range; each run's rows/s is in the last
+columns.  Afterwards every row loaded into the pipelines' tables is counted
+as waiting for them: **$INGEST_WAITING**.
+
+| | default of received_at | without pipeline rows/s (median) | with pipeline rows/s (median) | ratio: median of the rounds' (range) | runs without | runs with |
+|---|---|---|---|---|---|---|
+EOF
+        for what in copy insert; do
+            local key label plain piped
+            for key in "" _nv; do
+                plain=plain$key piped=piped$key
+                if [ "$what" = copy ]; then label="COPY"; else label="INSERT, 100 rows per statement"; fi
+                printf '| %s | %s | %s | %s | **%s** (%s-%s) | %s | %s |\n' "$label" \
+                    "$([ -z "$key" ] && echo "volatile, clock_timestamp()" || echo "constant")" \
+                    "$(num "$([ "$what" = copy ] && echo "${INGEST_COPY_MEDIAN[$plain]}" || echo "${INGEST_INSERT_MEDIAN[$plain]}")")" \
+                    "$(num "$([ "$what" = copy ] && echo "${INGEST_COPY_MEDIAN[$piped]}" || echo "${INGEST_INSERT_MEDIAN[$piped]}")")" \
+                    "$(ingest_ratio "$what$key" 1)" "$(ingest_ratio "$what$key" 2)" "$(ingest_ratio "$what$key" 3)" \
+                    "$(num_list "$([ "$what" = copy ] && echo "${INGEST_COPY_RUNS[$plain]}" || echo "${INGEST_INSERT_RUNS[$plain]}")")" \
+                    "$(num_list "$([ "$what" = copy ] && echo "${INGEST_COPY_RUNS[$piped]}" || echo "${INGEST_INSERT_RUNS[$piped]}")")"
+            done
+        done
+        cat <<EOF
 
 During the INSERT runs, the database's microbatch scheduler was woken
-${INGEST_WAKES[plain]} times a second (${INGEST_SCHED_CPU[plain]}% of a core) while the
-table without a pipeline was loaded, and ${INGEST_WAKES[piped]} times a second
-(${INGEST_SCHED_CPU[piped]}% of a core) while the table with the paused pipeline was
-(voluntary context switches and utime + stime of the scheduler, from /proc): its
+${INGEST_WAKES[plain]} and ${INGEST_WAKES[plain_nv]} times a second (${INGEST_SCHED_CPU[plain]}% and ${INGEST_SCHED_CPU[plain_nv]}% of a core) while the
+tables without a pipeline were loaded, and ${INGEST_WAKES[piped]} and ${INGEST_WAKES[piped_nv]} times a second
+(${INGEST_SCHED_CPU[piped]}% and ${INGEST_SCHED_CPU[piped_nv]}% of a core) while those with the paused pipelines were
+(voluntary context switches and utime + stime of the scheduler, from /proc): the
 statement trigger counts every inserting commit, but the commit sets the
 scheduler's latch only while a continuous pipeline of the database waits for
 rows.
@@ -821,6 +940,119 @@ backlog's drain ($(calc %.2f "$cu_bq1 / $cu_bq4")× from first to last), $cu_lq1
 $cu_lq4 ms live ($(calc %.2f "$cu_lq1 / $cu_lq4")×).
 EOF
         fi
+    else
+        echo "Not run."
+    fi
+
+    printf '\n## 11. Per-batch overhead\n\n'
+    if [ -n "${OVERHEAD_MS:-}" ]; then
+        local ov_batches ov_one ov_dur ov_lock st_batches st_mean st_lock st_commit
+        local n_count n_calls n_exec n_plan steps_sum=0 kind per med mean calls exec plan query
+        IFS='|' read -r ov_batches ov_one ov_dur ov_lock <<<"$OVERHEAD_LEDGER"
+        IFS='|' read -r st_batches st_mean st_lock st_commit <<<"$OVERHEAD_STATS"
+        IFS='|' read -r n_count n_calls n_exec n_plan <<<"$OVERHEAD_NESTED_SUM"
+        cat <<EOF
+**Method.** A database \`overhead\` with the extension, background workers
+off (as in sections 1 and 3), a table \`src (id bigint GENERATED ALWAYS AS
+IDENTITY PRIMARY KEY, v integer NOT NULL)\` and a pipeline \`p\` on it whose
+only transform is \`SELECT 1\`.  One pgbench connection (\`-c 1 -T
+$OVERHEAD_SECONDS -r\`, simple protocol) runs a script of two statements,
+\`INSERT INTO src (v) VALUES (1);\` then \`SELECT microbatch.run_batch('p');\`,
+each in autocommit: every batch takes the one row just committed.  The
+baseline script is the INSERT alone.  The two alternate in $OVERHEAD_ROUNDS
+rounds (the other one first every other round), after a warm-up run of each
+that is not counted; after each run of the baseline, one \`run_batch\`, not
+timed, takes the rows it left, so that every timed batch has one row.  The figure is the \`run_batch\` statement's average
+latency from pgbench (\`-r\`), the median of the rounds: the engine's time for
+a 1-row batch as its caller sees it, **its commit included** (it runs in
+autocommit, with the session's \`synchronous_commit\` on, so the commit waits
+for its WAL flush; the same flush is in the INSERT's own
+${OVERHEAD_INSERT_MS} ms), plus the client's round trip.  The rounds made
+$(num "$OVERHEAD_BATCHES_RUN") batches; the ledger has $(num "$ov_batches") committed
+batches for them, $(num "$ov_one") of 1 row.
+
+| | each round, ms | median, ms |
+|---|---|---|
+| \`run_batch\` statement | ${OVERHEAD_RUNS[batch]} | **$OVERHEAD_MS** |
+| INSERT statement, before \`run_batch\` | ${OVERHEAD_RUNS[batch_insert]} | $(tr ',' '\n' <<<"${OVERHEAD_RUNS[batch_insert]}" | median3) |
+| INSERT statement, alone (baseline) | ${OVERHEAD_RUNS[base_insert]} | $OVERHEAD_INSERT_MS |
+| per transaction, INSERT + \`run_batch\` | ${OVERHEAD_RUNS[batch_tx]} | $(tr ',' '\n' <<<"${OVERHEAD_RUNS[batch_tx]}" | median3) |
+| per transaction, INSERT alone | ${OVERHEAD_RUNS[base_tx]} | $(tr ',' '\n' <<<"${OVERHEAD_RUNS[base_tx]}" | median3) |
+| difference per transaction (median of the rounds') | | $OVERHEAD_TX_DIFF |
+
+**Where a 1-row batch's time goes.** The engine's own account of the same
+batches: the ledger (\`microbatch.batch_progress\` and \`microbatch.batch_steps\`,
+medians over the batches) and the counters of \`microbatch.stat_pipelines\`
+(reset before each timed run, read after it and summed: means).  The steps lie between the batch's
+\`started_at\` and its ledger row; the lock wait comes before, the ledger row's
+write and the commit after.
+
+| part | µs per batch | from |
+|---|---|---|
+| the \`run_batch\` statement, as pgbench sees it | $(calc %.0f "$OVERHEAD_MS * 1000") | pgbench \`-r\`, median of the rounds |
+| waiting for the pipeline's lock, reading the pipeline | $ov_lock (mean $st_lock) | \`batch_progress.lock_wait\`, median (\`stat_pipelines.total_lock_wait_time\` / batches) |
+EOF
+        for kind in $(for l in "${OVERHEAD_STEPS[@]}"; do echo "${l%%|*}"; done); do
+            per=$(overhead_step "$kind" 2) med=$(overhead_step "$kind" 3) mean=$(overhead_step "$kind" 4)
+            steps_sum=$(calc %.0f "$steps_sum + $med")
+            echo "| step \`$kind\`$([ "$per" != 1.00 ] && echo " ($per a batch)") | $med (mean $mean) | \`batch_steps.duration\`, median |"
+        done
+        cat <<EOF
+| the rest, from start to ledger row (between and around the steps) | $(calc %.0f "$ov_dur - $steps_sum") | the line below less the steps' medians |
+| from start to ledger row | $ov_dur | \`batches.duration\` (\`finished_at - started_at\`), median |
+| writing the ledger row and committing | $st_commit | \`stat_pipelines.total_commit_time\` / batches |
+| from start to commit | $st_mean | \`stat_pipelines.mean_time\` ($(num "$st_batches") batches) |
+| outside all of these: the call (parse, plan, start and end of the transaction around the batch), the round trip | $(calc %.0f "$OVERHEAD_MS * 1000 - $st_lock - $st_mean") | the first line less the lock wait and start to commit (means) |
+
+**The statements the engine runs.** One more run of the same script,
+$OVERHEAD_SECONDS s, from a connection of its own
+(\`PGOPTIONS='-c compute_query_id=on -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on'\`:
+the rest of the run tracks nothing), after \`pg_stat_statements_reset()\`:
+$(num "$OVERHEAD_PROFILE_BATCHES") batches, \`run_batch\` $OVERHEAD_PROFILE_MS ms on average
+in this run, as pgbench saw it (the tracking costs some).  Every statement
+the batch runs through the executor is counted, nested ones (\`toplevel\`
+false) apart from the client's own; calls, execution and planning time
+divided by the batches; $([ "$n_count" -gt 10 ] && echo "the top 10 of $n_count" || echo "all $n_count"), by time:
+
+| calls | calls per batch | execution µs per batch | planning µs per batch | statement (shortened) |
+|---|---|---|---|---|
+EOF
+        for line in "${OVERHEAD_NESTED[@]}"; do
+            IFS=$'\t' read -r calls per exec plan query <<<"$line"
+            printf '| %s | %s | %s | %s | `%s` |\n' "$(num "$calls")" "$per" "$exec" "$plan" "${query//|/\\|}"
+        done
+        echo "| | **$n_calls** | **$n_exec** | **$n_plan** | all $n_count nested statements (a statement nested in another would count in both) |"
+        local rb_calls="" rb_exec="" rb_plan="" ins_exec="" ins_plan="" k q
+        for line in "${OVERHEAD_TOPLEVEL[@]:-}"; do
+            [ -n "$line" ] || continue
+            IFS=$'\t' read -r calls exec plan k q <<<"$line"
+            if [ "$k" = run_batch ]; then rb_calls=$calls rb_exec=$exec rb_plan=$plan; else ins_exec=$exec ins_plan=$plan; fi
+        done
+        if [ -n "$rb_exec" ]; then
+            local prof_us
+            prof_us=$(calc %.0f "$OVERHEAD_PROFILE_MS * 1000")
+            cat <<EOF
+
+The same run from the top: pg_stat_statements counts the client's
+\`SELECT microbatch.run_batch(\$1)\` ($(num "$rb_calls") calls) at $rb_exec µs of
+execution and $rb_plan µs of planning a call; the nested statements above
+are part of that execution.
+
+| part of a \`run_batch\` call, profiled run | µs per batch |
+|---|---|
+| the statement, as pgbench sees it | $prof_us |
+| executing \`SELECT microbatch.run_batch(\$1)\` | $rb_exec |
+| &nbsp;&nbsp;of which the nested statements (execution and planning) | $(calc %.1f "$n_exec + $n_plan") |
+| &nbsp;&nbsp;of which the engine's own C work: the lock, snapshots, subtransaction, role switch, timing, all it does other than through SQL | $(calc %.1f "$rb_exec - $n_exec - $n_plan") |
+| planning \`SELECT microbatch.run_batch(\$1)\` | $rb_plan |
+| after the execution and around it: the commit (its WAL flush included), parsing, the round trip | $(calc %.0f "$prof_us - $rb_exec - $rb_plan") |
+
+The INSERT before it, in the same run: $ins_exec µs of execution and
+$ins_plan µs of planning; its statement took $(tr ',' '\n' <<<"${OVERHEAD_RUNS[batch_insert]}" | median3) ms in the rounds above, its commit
+and round trip making up most of it, as for \`run_batch\`.
+EOF
+        fi
+        [ "${OVERHEAD_ROWS_WAITING:-0}" = 0 ] || printf '\n**%s rows were still waiting for the pipeline at the end.**\n' "$OVERHEAD_ROWS_WAITING"
     else
         echo "Not run."
     fi

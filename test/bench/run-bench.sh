@@ -7,16 +7,19 @@
 # with warnings as errors and installs the extension.  Then it starts a
 # cluster of its own (a fresh data directory in a temporary directory, a free
 # port, a socket in that directory, run as the unprivileged postgres user
-# since PostgreSQL refuses root), runs the ten measurements below, and
+# since PostgreSQL refuses root), runs the eleven measurements below, and
 # stops it, also on error.  Every ratio in the report compares two
 # measurements taken in this run, on this machine.
 #
 #   1 throughput   run_batch vs the same statements run by hand
-#   2 latency      commit -> visible in gold, at 3 intervals x 2 ingest rates
+#   2 latency      commit -> visible in gold, at 3 intervals x 2 ingest rates;
+#                  then pipelines of one transform (a count; a copy of the
+#                  batch, loaded by 8 clients one row per transaction)
 #   3 sweep        a 10k-row batch over an empty vs a large staging table
 #   4 tpcb         pgbench TPC-B with and without a pipeline on its history
 #   5 idle         CPU and WAL of 100 idle pipelines
-#   6 ingest       COPY and INSERT into a staging table with and without one
+#   6 ingest       COPY and INSERT into a staging table with and without one,
+#                  with and without a volatile default
 #   7 cron         the pg_cron + watermark alternative: latency, lost rows
 #   8 quality      the demo's expectations and audit: 10k-row batches with and without
 #   9 soak         10 minutes at 5k rows/s with retention: sizes over time (a
@@ -24,6 +27,9 @@
 #  10 catchup      a backlog drained in capped batches vs the same rows as
 #                  live batches and by hand in one transaction (runs before
 #                  the soak)
+#  11 overhead     a 1-row batch with an empty transform: run_batch's time
+#                  and where it goes (ledger, pg_stat_statements; before the
+#                  soak too)
 #
 # Environment: MB_BENCH_SECTIONS (names above, default all),
 # MB_BENCH_QUICK=1 (shorter runs, for trying the script: the report says so),
@@ -46,7 +52,7 @@ RUN_USER=${MICROBATCH_BENCH_USER:-postgres}
 PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-$PG_MAJOR-cron make gcc gnuplot-nox"
 # soak last: its cluster-wide history retention would trim the ledgers the
 # sections before it read
-SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep quality catchup soak}
+SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep quality catchup overhead soak}
 QUICK=${MB_BENCH_QUICK:-}
 NO_INSTALL=${MB_BENCH_NO_INSTALL:-}
 
@@ -56,8 +62,8 @@ if [ -z "$QUICK" ]; then
     TP_SPECS="1000:60 10000:20 100000:4"   # batch rows:batches; ~1 s of work at least each
     LAT_SECONDS=12                         # per latency run: ~1,200 loader transactions
     LAT_MAX_RATES="20000 30000"            # rows/s tried beyond the two targets
-    INGEST_COPY_ROWS=500000 INGEST_COPY_ROUNDS=9   # rows per COPY; COPYs per table
-    INGEST_SECONDS=8 INGEST_INSERT_ROUNDS=3        # per INSERT run; runs per table
+    INGEST_COPY_ROWS=500000 INGEST_COPY_ROUNDS=7   # rows per COPY; COPYs per table (4 tables: ~1.7 min)
+    INGEST_SECONDS=6 INGEST_INSERT_ROUNDS=3        # per INSERT run; runs per table (~1.2 min)
     TPCB_SCALE=10 TPCB_CLIENTS=4 TPCB_SECONDS=12 TPCB_ROUNDS=6
     CRON_MIN_SECONDS=30                    # load spans at least one pg_cron run
     IDLE_SECONDS=60 IDLE0_SECONDS=30
@@ -66,6 +72,7 @@ if [ -z "$QUICK" ]; then
     SOAK_SECONDS=600 SOAK_SAMPLE_SECONDS=10     # the issue's 10 minutes, sampled every 10 s
     SOAK_TP_SECONDS=15 SOAK_TP_ROUNDS=4         # unthrottled loader runs, per side
     CATCHUP_LOADS=20 CATCHUP_ROUNDS=3      # the issue's 200,000-row backlog; ~30 s a round, the median of 3 rounds
+    OVERHEAD_SECONDS=5 OVERHEAD_ROUNDS=5   # per pgbench run (~5,000 1-row batches); rounds of the two scripts
 else
     TP_SPECS="1000:10 10000:4 100000:1"
     LAT_SECONDS=4 LAT_MAX_RATES="20000"
@@ -78,6 +85,7 @@ else
     SOAK_SECONDS=120 SOAK_SAMPLE_SECONDS=10
     SOAK_TP_SECONDS=5 SOAK_TP_ROUNDS=1
     CATCHUP_LOADS=4 CATCHUP_ROUNDS=1
+    OVERHEAD_SECONDS=2 OVERHEAD_ROUNDS=3
 fi
 SOAK_RATE=5000 SOAK_RETAIN='1 minute'           # rows/s of the soak's loader; staging retention
 CATCHUP_LOAD_ROWS=10000 CATCHUP_CAP=10000       # rows per loader transaction; max_batch_rows
@@ -165,7 +173,12 @@ done
 # numbers are about CPU, not about this VM's disk; checkpoints are pushed out
 # of the measurements; JIT is off as microbatch turns it off for batches, so
 # that the hand-written baseline is compared on equal terms.
-SETTINGS="shared_preload_libraries = 'microbatch,pg_cron'
+# pg_stat_statements is loaded for section 11's breakdown only: it tracks
+# nothing (track = none, and no query ids are computed) but in that
+# section's profiling session, which turns both on for itself.
+SETTINGS="shared_preload_libraries = 'microbatch,pg_cron,pg_stat_statements'
+pg_stat_statements.track = none
+compute_query_id = off
 cron.database_name = 'bench'
 cron.use_background_workers = on
 max_worker_processes = 24
@@ -217,8 +230,9 @@ last_batch() {
                WHERE p.pipeline_name = '$2' AND b.status = 'committed'"
 }
 
-# median: of the numbers on stdin, one a line
+# median: of the numbers on stdin, one a line; median3: the same, to 3 decimals
 median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.1f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median3() { sort -n | awk '{ v[NR] = $1 } END { printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # paired_ratio "B1 B2 ..." "A1 A2 ...": the ratios Bi/Ai of runs made side
 # by side, as "median min max".  This VM's speed drifts by tens of percent
@@ -295,6 +309,10 @@ COMMIT;"
 
 CLK_TCK=$(getconf CLK_TCK)
 PG_VERSION=$(val postgres "SELECT version()")
+# The microbatch settings the run starts with (the report lists them)
+MB_GUCS=$(val postgres "SELECT string_agg(format('%s = %s', name, current_setting(name)), ', ' ORDER BY name)
+                          FROM pg_settings WHERE name IN ('microbatch.max_workers', 'microbatch.naptime', 'microbatch.coalesce_delay',
+                                         'microbatch.synchronous_commit')")
 CRON_EXT=$(pg psql -X -At -d postgres -c "SELECT default_version FROM pg_available_extensions WHERE name = 'pg_cron'")
 CRON_PKG=$(dpkg-query -W -f='${Version}' "postgresql-$PG_MAJOR-cron" 2>/dev/null || echo unknown)
 
@@ -387,17 +405,30 @@ section_throughput() {
 # 2. Latency: loader commit -> batch visible in gold
 #--------------------------------------------------------------------------
 LAT_RUN=0
-# latency_run INTERVAL ROWS_PER_S: one run of LAT_SECONDS; appends to LAT_ROWS
-# latency_run INTERVAL RATE [PIPELINE [LABEL]]: one run against PIPELINE
-# (clickstream), reported under LABEL (the interval)
+# latency_run INTERVAL RATE [PIPELINE [LABEL [CLIENTS [ROWS_PER_TX]]]]: one
+# run of LAT_SECONDS against PIPELINE (clickstream), reported under LABEL
+# (the interval), loaded by CLIENTS pgbench clients (2) in transactions of
+# ROWS_PER_TX rows (by default 100 loader transactions a second: 10 rows
+# each at 1k rows/s, 100 at 10k rows/s and more); appends to LAT_ROWS.
+# Transactions of several rows come from insert-events.pgbench (simple
+# protocol); transactions of one row from insert-one-event.pgbench
+# (prepared), which takes its rows from bench.event_pool (section_latency
+# makes it, of LAT_POOL_ROWS rows).
 latency_run() {
-    local interval=$1 rate=$2 pipeline=${3:-clickstream} label=${4:-$1}
-    local rows_per_tx=100 tx_rate after wpid result
+    local interval=$1 rate=$2 pipeline=${3:-clickstream} label=${4:-$1} clients=${5:-2}
+    local rows_per_tx=${6:-} tx_rate after wpid result lag loader
     LAT_RUN=$((LAT_RUN + 1))
-    # 100 loader transactions a second: 10 rows each at 1k rows/s, 100 at
-    # 10k rows/s and more.
-    [ "$rate" -lt 10000 ] && rows_per_tx=$((rate / 100))
+    if [ -z "$rows_per_tx" ]; then
+        rows_per_tx=100
+        [ "$rate" -lt 10000 ] && rows_per_tx=$((rate / 100))
+    fi
     tx_rate=$((rate / rows_per_tx))
+    if [ "$rows_per_tx" = 1 ]; then
+        loader=(-M prepared -D pool="$LAT_POOL_ROWS" -D stride=$((LAT_POOL_ROWS / clients)) -D n=0
+                -f "$BENCH/insert-one-event.pgbench")
+    else
+        loader=(-D rows="$rows_per_tx" -f "$BENCH/insert-events.pgbench")
+    fi
     val bench "SELECT microbatch.alter_pipeline('$pipeline', batch_interval => '$interval')" >/dev/null
     drain bench "$pipeline"
     after=$(last_batch bench "$pipeline")
@@ -405,8 +436,8 @@ latency_run() {
     wpid=$!
     BG_PIDS+=("$wpid")
     sleep 0.5
-    pg pgbench -n -c 2 -j 2 -R "$tx_rate" -T "$LAT_SECONDS" -D rows="$rows_per_tx" -D run="$LAT_RUN" \
-        -f "$BENCH/insert-events.pgbench" bench >"$WORK/lat-$LAT_RUN.log" 2>&1
+    pg pgbench -n -c "$clients" -j $((clients < 2 ? clients : 2)) -R "$tx_rate" -T "$LAT_SECONDS" \
+        -D run="$LAT_RUN" "${loader[@]}" bench >"$WORK/lat-$LAT_RUN.log" 2>&1
     wait "$wpid"
     result=$(val bench "SELECT concat_ws('|', txns, rows, unseen_rows, round((rows / seconds)::numeric),
                                          batches, round(p50::numeric, 1), round(p95::numeric, 1),
@@ -418,12 +449,17 @@ latency_run() {
                     round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM duration) * 1000))::numeric, 1),
                     round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM duration) * 1000))::numeric, 1))
                FROM microbatch.batches WHERE pipeline = '$pipeline' AND status = 'committed' AND batch_id > $after")
-    LAT_ROWS+=("$label|$rate|$rows_per_tx|$result")
-    say "  interval $label, $rate rows/s: txns|rows|unseen|rows/s|batches|p50|p95|p99|max|lb50|lb99|batch avg rows|max rows|p50 ms|p99 ms = $result"
+    # pgbench's rate-limit schedule lag (avg/max ms): how far the loader fell
+    # behind the arrivals it was asked for
+    lag=$(sed -n 's/^rate limit schedule lag: avg \([0-9.]*\) .*max \([0-9.]*\).*/\1\/\2/p' "$WORK/lat-$LAT_RUN.log")
+    LAT_ROWS+=("$label|$rate|$rows_per_tx|$result|$clients|${lag:-?}")
+    say "  interval $label, $rate rows/s, $clients clients x $rows_per_tx rows/tx: txns|rows|unseen|rows/s|batches|p50|p95|p99|max|lb50|lb99|batch avg rows|max rows|p50 ms|p99 ms = $result; schedule lag avg/max ${lag:-?} ms"
 }
 
+# the label of section 2's run through the copy pipeline
+LAT_COPY_LABEL="0, one copy transform, 8 clients"
 section_latency() {
-    say "[2 latency] commit to gold at 3 intervals x 2 ingest rates, ${LAT_SECONDS}s each"
+    say "[2 latency] commit to gold at 3 intervals x 2 ingest rates, ${LAT_SECONDS}s each; then one transform, and one copy transform from 8 clients"
     set_enabled on
     LAT_ROWS=()
     local interval rate
@@ -454,6 +490,36 @@ SELECT microbatch.pause_pipeline('clickstream');
 SQL
     latency_run 0 10000 floor "0, one transform"
     val bench "SELECT microbatch.drop_pipeline('floor')" >/dev/null
+    # The target's pipeline: one transform that copies the batch into a
+    # table with the batch view's columns (a bronze copy), loaded by 8
+    # clients in transactions of one row, 10k of them a second.  It starts
+    # from now: the rows already in staging.events are none of its business.
+    # Its loader's rows: gen.sql's events, enough for every transaction of
+    # the run to take its own (insert-one-event.pgbench).
+    LAT_POOL_ROWS=$((10000 * (LAT_SECONDS + 3)))
+    val bench "CREATE TABLE bench.event_pool AS SELECT row_number() OVER () AS id, g.* FROM bench.gen_events($LAT_POOL_ROWS, 4250) g" >/dev/null
+    val bench "ALTER TABLE bench.event_pool ADD PRIMARY KEY (id)" >/dev/null
+    val bench "ANALYZE bench.event_pool" >/dev/null
+    sql bench >/dev/null <<'SQL'
+SELECT microbatch.create_pipeline('lat_copy', 'staging.events', batch_interval => '0', start_from => 'now');
+CREATE TABLE bench.lat_copy AS SELECT * FROM microbatch.lat_copy_batch WITH NO DATA;
+SELECT microbatch.add_transform('lat_copy', 'copy', 'bronze',
+    'INSERT INTO bench.lat_copy SELECT * FROM microbatch.lat_copy_batch');
+SQL
+    latency_run 0 10000 lat_copy "$LAT_COPY_LABEL" 8 1
+    # Every row its loader committed is in the copy, once.
+    drain bench lat_copy
+    LAT_COPY_CHECK=$(val bench "SELECT CASE WHEN (SELECT sum(rows) FROM bench.commits WHERE run = $LAT_RUN)
+                                                = (SELECT count(*) FROM bench.lat_copy)
+                                             AND (SELECT count(*) FROM bench.lat_copy)
+                                                = (SELECT count(DISTINCT ingest_id) FROM bench.lat_copy)
+                                           THEN 'yes' ELSE 'NO' END")
+    LAT_COPY_COLUMNS=$(val bench "SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
+                                   WHERE attrelid = 'bench.lat_copy'::regclass AND attnum > 0 AND NOT attisdropped")
+    LAT_COALESCE_DELAY=$(val bench "SELECT coalesce(current_setting('microbatch.coalesce_delay', true), 'not defined')")
+    say "  copy pipeline: every loaded row copied once: $LAT_COPY_CHECK; microbatch.coalesce_delay = $LAT_COALESCE_DELAY"
+    val bench "SELECT microbatch.drop_pipeline('lat_copy')" >/dev/null
+    val bench "DROP TABLE bench.lat_copy, bench.event_pool" >/dev/null
     val bench "SELECT microbatch.resume_pipeline('clickstream')" >/dev/null
     val bench "SELECT microbatch.alter_pipeline('clickstream', batch_interval => '200 ms')" >/dev/null
     drain bench clickstream
@@ -462,73 +528,136 @@ SQL
 #--------------------------------------------------------------------------
 # 6. Raw ingest: COPY and INSERT with and without a pipeline
 #--------------------------------------------------------------------------
+# The four tables of the section, by suffix: bench.ingest_<t>
+INGEST_TABLES="plain piped plain_nv piped_nv"
+# ingest_order ROUND: the tables in the order of a round, reversed every
+# other round (so that each pair alternates which side goes first)
+ingest_order() {
+    if [ $(($1 % 2)) = 1 ]; then echo "$INGEST_TABLES"; else echo "$INGEST_TABLES" | tr ' ' '\n' | tac | tr '\n' ' '; fi
+}
+
+# ingest_wal_records LSN0 LSN1: "heap row inserts|multi-insert records|rows
+# in them" in the WAL between the two (pg_waldump --stats=record): how COPY
+# inserted, row by row or in batches
+ingest_wal_records() {
+    pg pg_waldump -p "$PGDATA_DIR/pg_wal" -s "$1" -e "$2" --stats=record 2>/dev/null \
+        | awk '$1 ~ /^Heap\/INSERT/ { ins += $2 } $1 ~ /^Heap2\/MULTI_INSERT/ { multi += $2 }
+               END { printf "%d|%d\n", ins, multi }'
+}
+
 section_ingest() {
-    say "[6 ingest] COPY and multi-row INSERT into staging tables with and without a pipeline"
+    say "[6 ingest] COPY and multi-row INSERT into staging tables with and without a pipeline, with and without a volatile default"
     set_enabled on
-    # Two copies of the demo's staging table, made the same way; the
-    # pipeline then adds its tracking column, index and trigger to one.  It
-    # is paused: what is measured is the cost on the loader's side (batches
+    # Two pairs of copies of the demo's staging table, made the same way;
+    # the pipeline then adds its tracking column, index and trigger to one
+    # table of each pair.  The first pair keeps received_at's DEFAULT
+    # clock_timestamp(), a volatile default: COPY then inserts row by row.
+    # The second pair's default is a constant: COPY inserts in batches
+    # (multi-insert) where nothing else stops it.  The pipelines are
+    # paused: what is measured is the cost on the loader's side (batches
     # cost CPU too, measured by the TPC-B section).
     sql bench >/dev/null <<EOF
 CREATE TABLE bench.ingest_plain (LIKE staging.events INCLUDING ALL);
 ALTER TABLE bench.ingest_plain DROP COLUMN microbatch_xid;
 CREATE TABLE bench.ingest_piped (LIKE staging.events INCLUDING ALL);
 ALTER TABLE bench.ingest_piped DROP COLUMN microbatch_xid;
+CREATE TABLE bench.ingest_plain_nv (LIKE staging.events INCLUDING ALL);
+ALTER TABLE bench.ingest_plain_nv DROP COLUMN microbatch_xid;
+ALTER TABLE bench.ingest_plain_nv ALTER received_at SET DEFAULT '2026-01-01 00:00:00+00';
+CREATE TABLE bench.ingest_piped_nv (LIKE staging.events INCLUDING ALL);
+ALTER TABLE bench.ingest_piped_nv DROP COLUMN microbatch_xid;
+ALTER TABLE bench.ingest_piped_nv ALTER received_at SET DEFAULT '2026-01-01 00:00:00+00';
 SELECT microbatch.create_pipeline('ingest', 'bench.ingest_piped');
+SELECT microbatch.create_pipeline('ingest_nv', 'bench.ingest_piped_nv');
 CREATE TABLE bench.ingest_bronze (LIKE bench.ingest_plain);
 SELECT microbatch.add_transform('ingest', 'raw', 'bronze',
     'INSERT INTO bench.ingest_bronze SELECT * FROM microbatch.ingest_batch');
+SELECT microbatch.add_transform('ingest_nv', 'raw', 'bronze',
+    'INSERT INTO bench.ingest_bronze SELECT * FROM microbatch.ingest_nv_batch');
 SELECT microbatch.pause_pipeline('ingest');
+SELECT microbatch.pause_pipeline('ingest_nv');
 COPY (SELECT * FROM bench.gen_events($INGEST_COPY_ROWS, 4242)) TO '$WORK/events.csv' (FORMAT csv);
 EOF
-    local cols="event_id, user_id, email, url, event_type, amount, payload" t round t0 t1
-    # rows/s of every run, per table; the figures are medians (this VM's
-    # disk makes single runs vary by 10-20%)
-    declare -gA COPY_RUNS=([plain]="" [piped]="") INSERT_RUNS=([plain]="" [piped]="")
-    # Alternate the two tables, so that a drift of the machine hits both.
+    # The columns' defaults but the identity's, as the report shows them,
+    # with their functions' volatility (i immutable, s stable, v volatile)
+    declare -gA INGEST_DEFAULTS=()
+    local t
+    for t in $INGEST_TABLES; do
+        INGEST_DEFAULTS[$t]=$(val bench "SELECT string_agg(format('%s %s%s', a.attname, e.expr,
+                                                   coalesce(' [' || (SELECT string_agg(DISTINCT f.m[1] || ' ' || p.provolatile::text, ', ')
+                                                                       FROM regexp_matches(e.expr, '([a-z_]+)\(', 'g') AS f(m)
+                                                                       JOIN pg_proc p ON p.proname = f.m[1]) || ']', '')),
+                                                   '; ' ORDER BY a.attnum)
+                                           FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                                          CROSS JOIN LATERAL (SELECT pg_get_expr(d.adbin, d.adrelid) AS expr) e
+                                          WHERE d.adrelid = 'bench.ingest_$t'::regclass AND a.attidentity = ''")
+    done
+    local cols="event_id, user_id, email, url, event_type, amount, payload" round t0 t1 lsn0 lsn1
+    # rows/s of every run, per table, in round order; the figures are
+    # medians (this VM's disk makes single runs vary by 10-20%)
+    declare -gA INGEST_COPY_RUNS=() INGEST_INSERT_RUNS=() INGEST_COPY_WAL=()
+    for t in $INGEST_TABLES; do INGEST_COPY_RUNS[$t]="" INGEST_INSERT_RUNS[$t]=""; done
+    # Alternate the tables, so that a drift of the machine hits all of them.
     for round in $(seq 1 "$INGEST_COPY_ROUNDS"); do
-        for t in plain piped; do
+        for t in $(ingest_order "$round"); do
             val bench "CHECKPOINT" >/dev/null
+            [ "$round" = 1 ] && lsn0=$(val bench "SELECT pg_current_wal_insert_lsn()")
             t0=$(date +%s%N)
             val bench "COPY bench.ingest_$t ($cols) FROM '$WORK/events.csv' (FORMAT csv)" >/dev/null
             t1=$(date +%s%N)
-            COPY_RUNS[$t]+=" $(calc %.0f "$INGEST_COPY_ROWS / (($t1 - $t0) / 1e9)")"
+            INGEST_COPY_RUNS[$t]+=" $(calc %.0f "$INGEST_COPY_ROWS / (($t1 - $t0) / 1e9)")"
+            if [ "$round" = 1 ]; then
+                # How the first COPY into each table inserted, from its WAL
+                lsn1=$(val bench "SELECT pg_current_wal_insert_lsn()")
+                INGEST_COPY_WAL[$t]=$(ingest_wal_records "$lsn0" "$lsn1")
+            fi
         done
     done
     # One statement of 100 literal rows per transaction, from 2 clients.
     val bench "SELECT 'INSERT INTO bench.ingest_TABLE ($cols) VALUES '
                       || string_agg(format('(%L, %L, %L, %L, %L, %L, %L)', $cols), ', ') || ';'
                  FROM bench.gen_events(100, 4243)" >"$WORK/insert-values.tmpl"
-    for t in plain piped; do
+    for t in $INGEST_TABLES; do
         sed "s/ingest_TABLE/ingest_$t/" "$WORK/insert-values.tmpl" >"$WORK/insert-$t.pgbench"
     done
     # The scheduler of the database, watched during the INSERT runs: the
     # pipeline's trigger wakes it when an inserting transaction commits.
     local spid u0 u1
-    declare -gA INGEST_WAKES=([plain]=0 [piped]=0) INGEST_SCHED_CPU=([plain]=0 [piped]=0)
+    declare -gA INGEST_WAKES=() INGEST_SCHED_CPU=()
+    for t in $INGEST_TABLES; do INGEST_WAKES[$t]=0 INGEST_SCHED_CPU[$t]=0; done
     spid=$(scheduler_pid bench)
     for round in $(seq 1 "$INGEST_INSERT_ROUNDS"); do
-        for t in plain piped; do
+        for t in $(ingest_order "$round"); do
             val bench "CHECKPOINT" >/dev/null
             u0=$(proc_usage "$spid" 2>/dev/null || echo "0 0")
             pg pgbench -n -c 2 -j 2 -T "$INGEST_SECONDS" -f "$WORK/insert-$t.pgbench" bench \
                 >"$WORK/insert-$t-$round.log" 2>&1
             u1=$(proc_usage "$spid" 2>/dev/null || echo "0 0")
-            INSERT_RUNS[$t]+=" $(calc %.0f "$(tps_of "$WORK/insert-$t-$round.log") * 100")"
+            INGEST_INSERT_RUNS[$t]+=" $(calc %.0f "$(tps_of "$WORK/insert-$t-$round.log") * 100")"
             INGEST_WAKES[$t]=$(calc %.0f "${INGEST_WAKES[$t]} + (${u1#* } - ${u0#* }) / $INGEST_SECONDS / $INGEST_INSERT_ROUNDS")
             INGEST_SCHED_CPU[$t]=$(calc %.1f "${INGEST_SCHED_CPU[$t]} + 100 * (${u1% *} - ${u0% *}) / $CLK_TCK / $INGEST_SECONDS / $INGEST_INSERT_ROUNDS")
         done
     done
-    INGEST_COPY_PLAIN=$(calc %.0f "$(printf '%s\n' ${COPY_RUNS[plain]} | median)")
-    INGEST_COPY_PIPED=$(calc %.0f "$(printf '%s\n' ${COPY_RUNS[piped]} | median)")
-    INGEST_INSERT_PLAIN=$(calc %.0f "$(printf '%s\n' ${INSERT_RUNS[plain]} | median)")
-    INGEST_INSERT_PIPED=$(calc %.0f "$(printf '%s\n' ${INSERT_RUNS[piped]} | median)")
-    say "  COPY rows/s: $INGEST_COPY_PLAIN without, $INGEST_COPY_PIPED with; INSERT rows/s: $INGEST_INSERT_PLAIN without, $INGEST_INSERT_PIPED with"
-    say "  scheduler during INSERT: ${INGEST_WAKES[plain]} vs ${INGEST_WAKES[piped]} wake-ups/s, ${INGEST_SCHED_CPU[plain]}% vs ${INGEST_SCHED_CPU[piped]}% of a core"
+    # Medians per table; ratios of the pairs, round by round: "median min max"
+    declare -gA INGEST_COPY_MEDIAN=() INGEST_INSERT_MEDIAN=() INGEST_RATIO=()
+    for t in $INGEST_TABLES; do
+        INGEST_COPY_MEDIAN[$t]=$(calc %.0f "$(printf '%s\n' ${INGEST_COPY_RUNS[$t]} | median)")
+        INGEST_INSERT_MEDIAN[$t]=$(calc %.0f "$(printf '%s\n' ${INGEST_INSERT_RUNS[$t]} | median)")
+    done
+    INGEST_RATIO[copy]=$(paired_ratio "${INGEST_COPY_RUNS[piped]}" "${INGEST_COPY_RUNS[plain]}")
+    INGEST_RATIO[copy_nv]=$(paired_ratio "${INGEST_COPY_RUNS[piped_nv]}" "${INGEST_COPY_RUNS[plain_nv]}")
+    INGEST_RATIO[insert]=$(paired_ratio "${INGEST_INSERT_RUNS[piped]}" "${INGEST_INSERT_RUNS[plain]}")
+    INGEST_RATIO[insert_nv]=$(paired_ratio "${INGEST_INSERT_RUNS[piped_nv]}" "${INGEST_INSERT_RUNS[plain_nv]}")
+    for t in $INGEST_TABLES; do
+        say "  $t: COPY rows/s ${INGEST_COPY_MEDIAN[$t]} (runs${INGEST_COPY_RUNS[$t]}; first COPY's WAL heap inserts|multi-inserts ${INGEST_COPY_WAL[$t]}), INSERT rows/s ${INGEST_INSERT_MEDIAN[$t]} (runs${INGEST_INSERT_RUNS[$t]}); scheduler ${INGEST_WAKES[$t]} wake-ups/s, ${INGEST_SCHED_CPU[$t]}% of a core"
+    done
+    say "  ratios with over without (median min max): COPY volatile ${INGEST_RATIO[copy]}, not volatile ${INGEST_RATIO[copy_nv]}; INSERT volatile ${INGEST_RATIO[insert]}, not volatile ${INGEST_RATIO[insert_nv]}"
     # Nothing was lost on the way: every row loaded is waiting for the pipeline.
     INGEST_WAITING=$(val bench "SELECT CASE WHEN microbatch.rows_waiting('ingest') = (SELECT count(*) FROM bench.ingest_piped)
+                                         AND microbatch.rows_waiting('ingest_nv') = (SELECT count(*) FROM bench.ingest_piped_nv)
                                        THEN 'yes' ELSE 'NO' END")
     val bench "SELECT microbatch.drop_pipeline('ingest')" >/dev/null
+    val bench "SELECT microbatch.drop_pipeline('ingest_nv')" >/dev/null
 }
 
 #--------------------------------------------------------------------------
@@ -1185,6 +1314,150 @@ section_catchup() {
 }
 
 #--------------------------------------------------------------------------
+# 11. Per-batch overhead: a 1-row batch with an empty transform
+#--------------------------------------------------------------------------
+# overhead_run SCRIPT LABEL [ENV...]: one pgbench run (-c 1 -T
+# OVERHEAD_SECONDS -r) of SCRIPT (in $WORK) in database overhead, with the
+# environment ENV (e.g. PGOPTIONS); prints "ms per transaction|statement
+# latencies, ms, comma-separated|transactions"
+overhead_run() {
+    local script=$1 log="$WORK/ov-$2.log"
+    shift 2
+    pg env "$@" pgbench -n -r -c 1 -T "$OVERHEAD_SECONDS" -f "$WORK/$script" overhead >"$log" 2>&1 \
+        || { tail "$log"; fail "pgbench failed"; }
+    echo "$(calc %.4f "1000 / $(tps_of "$log")")|$(statement_ms "$log" | paste -sd,)|$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$log")"
+}
+
+section_overhead() {
+    say "[11 overhead] 1-row batches with an empty transform (SELECT 1): $OVERHEAD_ROUNDS rounds of ${OVERHEAD_SECONDS}s, INSERT + run_batch vs the INSERT alone; then the breakdown"
+    set_enabled off
+    val postgres "CREATE DATABASE overhead" >/dev/null
+    sql overhead >/dev/null <<'SQL'
+CREATE EXTENSION microbatch;
+CREATE EXTENSION pg_stat_statements;
+CREATE TABLE src (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v integer NOT NULL);
+SELECT microbatch.create_pipeline('p', 'src');
+SELECT microbatch.add_transform('p', 'noop', 'gold', 'SELECT 1');
+SQL
+    # Each in autocommit: the INSERT commits its row, then run_batch runs
+    # (and commits) a batch of that one row.  The baseline: the INSERT alone.
+    printf '%s\n' "INSERT INTO src (v) VALUES (1);" "SELECT microbatch.run_batch('p');" >"$WORK/ov-batch.pgbench"
+    printf '%s\n' "INSERT INTO src (v) VALUES (1);" >"$WORK/ov-base.pgbench"
+    # The baseline leaves its rows waiting: one batch takes them all after
+    # each of its runs (not timed), so that every timed batch has one row.
+    printf '%s\n' "SELECT microbatch.run_batch('p');" >"$WORK/ov-drain.sql"
+    # A warm-up run of each, not counted.
+    overhead_run ov-batch.pgbench warmup-batch >/dev/null
+    overhead_run ov-base.pgbench warmup-base >/dev/null
+    sql overhead -f "$WORK/ov-drain.sql" >/dev/null
+    val overhead "VACUUM ANALYZE" >/dev/null
+    local round side order r tx ms n b0 b1 ranges="false" st
+    # per round: ms of the run_batch statement, of the INSERT statement in
+    # each script, and per transaction of each script; the batches of the
+    # timed runs (ledger ranges) and the engine's counters over them
+    # (stat_pipelines, reset before each timed run: "batches total_time
+    # lock_wait commit", ms, summed)
+    declare -gA OVERHEAD_RUNS=([batch]="" [batch_insert]="" [base_insert]="" [batch_tx]="" [base_tx]="")
+    OVERHEAD_BATCHES_RUN=0
+    local sums="0 0 0 0"
+    for round in $(seq 1 "$OVERHEAD_ROUNDS"); do
+        order="batch base"
+        [ $((round % 2)) = 0 ] && order="base batch"
+        for side in $order; do
+            if [ "$side" = batch ]; then
+                b0=$(last_batch overhead p)
+                val overhead "SELECT microbatch.stat_reset('p')" >/dev/null
+            fi
+            r=$(overhead_run "ov-$side.pgbench" "$side-$round")
+            IFS='|' read -r tx ms n <<<"$r"
+            OVERHEAD_RUNS[${side}_tx]+="${OVERHEAD_RUNS[${side}_tx]:+, }$(calc %.3f "$tx")"
+            OVERHEAD_RUNS[${side}_insert]+="${OVERHEAD_RUNS[${side}_insert]:+, }${ms%%,*}"
+            if [ "$side" = batch ]; then
+                OVERHEAD_RUNS[batch]+="${OVERHEAD_RUNS[batch]:+, }${ms#*,}"
+                OVERHEAD_BATCHES_RUN=$((OVERHEAD_BATCHES_RUN + n))
+                b1=$(last_batch overhead p)
+                ranges+=" OR (batch_id > $b0 AND batch_id <= $b1)"
+                st=$(val overhead "SELECT concat_ws(' ', batches, total_time, total_lock_wait_time, total_commit_time)
+                                     FROM microbatch.stat_pipelines WHERE pipeline = 'p'")
+                sums=$(awk -v a="$sums" -v b="${st:-0 0 0 0}" 'BEGIN { split(a, x, " "); split(b, y, " ")
+                           printf "%s %s %s %s", x[1] + y[1], x[2] + y[2], x[3] + y[3], x[4] + y[4] }')
+            else
+                sql overhead -f "$WORK/ov-drain.sql" >/dev/null
+            fi
+        done
+        say "  round $round: run_batch ${OVERHEAD_RUNS[batch]##*, } ms; ms per transaction, INSERT + run_batch ${OVERHEAD_RUNS[batch_tx]##*, }, INSERT alone ${OVERHEAD_RUNS[base_tx]##*, }"
+    done
+    OVERHEAD_MS=$(tr ',' '\n' <<<"${OVERHEAD_RUNS[batch]}" | median3)
+    OVERHEAD_TX_DIFF=$(paste -d' ' <(tr ',' '\n' <<<"${OVERHEAD_RUNS[batch_tx]}") <(tr ',' '\n' <<<"${OVERHEAD_RUNS[base_tx]}") \
+                           | awk '{ printf "%.3f\n", $1 - $2 }' | median3)
+    OVERHEAD_INSERT_MS=$(tr ',' '\n' <<<"${OVERHEAD_RUNS[base_insert]}" | median3)
+    # The ledger's view of the same batches: "batches|1-row batches|median
+    # duration µs (microbatch.batches)|median lock_wait µs (batch_progress)"
+    OVERHEAD_LEDGER=$(val overhead "SELECT concat_ws('|', count(*), count(*) FILTER (WHERE rows_in = 1),
+                   round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM duration) * 1e6))::numeric),
+                   (SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM lock_wait) * 1e6))::numeric)
+                      FROM microbatch.batch_progress
+                     WHERE pipeline = 'p' AND status = 'committed' AND ($ranges)))
+              FROM microbatch.batches
+             WHERE pipeline = 'p' AND status = 'committed' AND ($ranges)")
+    # each kind of step: "kind|steps per batch|median µs|mean µs"
+    mapfile -t OVERHEAD_STEPS < <(val overhead "SELECT concat_ws('|', kind, round(count(*)::numeric / count(DISTINCT batch_id), 2),
+                   round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM duration) * 1e6))::numeric),
+                   round(avg(extract(epoch FROM duration) * 1e6)::numeric))
+              FROM microbatch.batch_steps
+             WHERE pipeline = 'p' AND status = 'committed' AND ($ranges)
+             GROUP BY kind ORDER BY min(step)")
+    # the engine's counters over the timed runs: "batches|mean start to
+    # commit µs|lock wait µs per batch|ledger row and commit µs per batch"
+    OVERHEAD_STATS=$(awk -v a="$sums" 'BEGIN { split(a, x, " "); n = x[1] > 0 ? x[1] : 1
+                         printf "%d|%.0f|%.0f|%.0f", x[1], x[2] * 1000 / n, x[3] * 1000 / n, x[4] * 1000 / n }')
+
+    # The breakdown: one more run of the same script, in which
+    # pg_stat_statements tracks every statement, nested ones included, with
+    # their planning (for this connection only).
+    val overhead "SELECT pg_stat_statements_reset()" >/dev/null
+    r=$(overhead_run ov-batch.pgbench profile \
+        PGOPTIONS="-c compute_query_id=on -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on")
+    IFS='|' read -r tx ms n <<<"$r"
+    OVERHEAD_PROFILE_MS=${ms#*,}
+    OVERHEAD_PROFILE_BATCHES=$(val overhead "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+                                              WHERE toplevel AND query LIKE '%microbatch.run_batch(%'
+                                                AND dbid = (SELECT oid FROM pg_database WHERE datname = 'overhead')")
+    [ "$OVERHEAD_PROFILE_BATCHES" -gt 0 ] || fail "overhead: pg_stat_statements counted no run_batch call"
+    # the nested statements, top 10 by time: "calls|calls per batch|exec µs
+    # per batch|plan µs per batch|query, shortened", tab-separated; then their sum
+    mapfile -t OVERHEAD_NESTED < <(sql overhead -F $'\t' -c "
+            SELECT calls, round(calls::numeric / $OVERHEAD_PROFILE_BATCHES, 2),
+                   round((total_exec_time * 1000 / $OVERHEAD_PROFILE_BATCHES)::numeric, 1),
+                   round((total_plan_time * 1000 / $OVERHEAD_PROFILE_BATCHES)::numeric, 1),
+                   CASE WHEN length(q) > 110 THEN left(q, 107) || '...' ELSE q END
+              FROM (SELECT *, regexp_replace(btrim(query), '\s+', ' ', 'g') AS q FROM pg_stat_statements
+                     WHERE NOT toplevel AND dbid = (SELECT oid FROM pg_database WHERE datname = 'overhead')) s
+             ORDER BY total_exec_time + total_plan_time DESC LIMIT 10")
+    OVERHEAD_NESTED_SUM=$(val overhead "SELECT concat_ws('|', count(*), round(sum(calls)::numeric / $OVERHEAD_PROFILE_BATCHES, 2),
+                   round((sum(total_exec_time) * 1000 / $OVERHEAD_PROFILE_BATCHES)::numeric, 1),
+                   round((sum(total_plan_time) * 1000 / $OVERHEAD_PROFILE_BATCHES)::numeric, 1))
+              FROM pg_stat_statements
+             WHERE NOT toplevel AND dbid = (SELECT oid FROM pg_database WHERE datname = 'overhead')")
+    # the top-level statements of the profiling run, for reference
+    mapfile -t OVERHEAD_TOPLEVEL < <(sql overhead -F $'\t' -c "
+            SELECT calls, round((total_exec_time * 1000 / calls)::numeric, 1), round((total_plan_time * 1000 / calls)::numeric, 1),
+                   CASE WHEN query LIKE '%run_batch(%' THEN 'run_batch' ELSE 'insert' END,
+                   regexp_replace(btrim(query), '\s+', ' ', 'g')
+              FROM pg_stat_statements
+             WHERE toplevel AND dbid = (SELECT oid FROM pg_database WHERE datname = 'overhead')
+               AND (query LIKE '%run_batch(%' OR query LIKE 'INSERT INTO src%')
+             ORDER BY query")
+    val overhead "SELECT pg_stat_statements_reset()" >/dev/null
+    OVERHEAD_ROWS_WAITING=$(val overhead "SELECT microbatch.rows_waiting('p')")
+    say "  run_batch of 1 row: $OVERHEAD_MS ms (median of rounds: ${OVERHEAD_RUNS[batch]}); per transaction +$OVERHEAD_TX_DIFF ms over the INSERT alone; ledger batches|1-row|median duration µs|median lock_wait µs: $OVERHEAD_LEDGER; stat_pipelines batches|mean µs|lock µs|commit µs: $OVERHEAD_STATS"
+    local l
+    for l in "${OVERHEAD_STEPS[@]}"; do say "  step kind|per batch|median µs|mean µs: $l"; done
+    say "  profiled run: run_batch $OVERHEAD_PROFILE_MS ms, $OVERHEAD_PROFILE_BATCHES batches; nested statements|calls|exec µs|plan µs per batch: $OVERHEAD_NESTED_SUM"
+    for l in "${OVERHEAD_NESTED[@]}"; do say "    $l"; done
+}
+
+#--------------------------------------------------------------------------
 # 9. Soak: retention at 5k rows/s for 10 minutes
 #--------------------------------------------------------------------------
 # soak_tp_run SIDE: one unthrottled loader run into bench.tp_events, with
@@ -1399,7 +1672,7 @@ done
 say "writing $REPORT"
 # The results, to rewrite the report without measuring again (with
 # MB_BENCH_KEEP): . results.sh; . report.sh; write_report
-declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|QUALITY_|SOAK_|CATCHUP_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
+declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|QUALITY_|SOAK_|CATCHUP_|OVERHEAD_|MB_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
     >"$WORK/results.sh" 2>/dev/null || true
 . "$BENCH/report.sh"
 write_report >"$REPORT.tmp" || fail "writing the report failed (the results are in $WORK/results.sh with MB_BENCH_KEEP=1)"
