@@ -530,10 +530,11 @@ $(for variant in "${tpcb_variants[@]}"; do
 done)
 
 The last three columns come from the ledger (\`microbatch.batches\`) over each
-run, averaged over the rounds.  At batch_interval 0 a batch starts as soon as
-the previous one ends while commits keep coming: hundreds of batches of a few
-rows a second, each a transaction of its own, on the two cores the clients
-use.  An interval of 100 ms gathers them into ten a second.
+run, averaged over the rounds.  At batch_interval 0 a batch starts when
+commits have come, at least \`microbatch.coalesce_delay\` (2 ms) after the
+previous one started: while commits keep coming, a hundred or more batches of
+a few rows a second, each a transaction of its own, on the two cores the
+clients use.  An interval of 100 ms gathers them into ten a second.
 EOF
     else
         echo "Not run."
