@@ -138,9 +138,12 @@ for f in "${expected[@]}"; do
     grep -qxF "$f" "$work/package.paths" || fail "$PACKAGE has no $f"
     [ -f "$f" ] || fail "$f is not on disk"
 done
-for v in "$VERSION" 0.1.0 0.1.0--"$VERSION"; do
+for v in "$VERSION" 0.1.0; do
     grep -qxF "$extdir/microbatch--$v.sql" "$work/package.paths" || fail "$PACKAGE has no microbatch--$v.sql"
 done
+# and an update path to this version (ALTER EXTENSION follows the chain)
+grep -qE "^$extdir/microbatch--[0-9.]+--$VERSION\.sql\$" "$work/package.paths" \
+    || fail "$PACKAGE has no update script to $VERSION"
 # Same paths as make install: the package's files, docs aside, are exactly
 # the ones make install puts there.
 while read -r f; do [ -f "$f" ] && echo "$f"; done <"$work/package.paths" \
