@@ -1867,16 +1867,21 @@ mb_definitions_get(MbDefinitionKind kind, int32 pipeline_id)
 	List	   *list;
 	MemoryContext old;
 
-	/*
-	 * Before the update to 0.3.0, nothing invalidates the cache.  Under a
-	 * transaction snapshot, a read may predate changes whose invalidations
-	 * we have seen: it is neither kept nor answered from the cache.
-	 */
-	if (IsolationUsesXactSnapshot() || !mb_catalog_invalidates_definitions())
-		return mb_definitions_read(kind, pipeline_id);
-
 	/* changes committed since we last looked, even within a transaction */
 	AcceptInvalidationMessages();
+
+	/*
+	 * Under a transaction snapshot, a read may predate changes whose
+	 * invalidations we have seen: it is neither kept nor answered from the
+	 * cache.  Before the update to 0.3.0, nothing invalidates the cache; a
+	 * cache that exists was made once the catalog had its triggers, and
+	 * goes with the catalog tables (DROP EXTENSION invalidates them), so
+	 * the catalog is looked at only when there is none.
+	 */
+	if (IsolationUsesXactSnapshot() ||
+		(definitions == NULL && !mb_catalog_invalidates_definitions()))
+		return mb_definitions_read(kind, pipeline_id);
+
 	entry = mb_definitions_of(pipeline_id);
 	if (entry->have[kind])
 		return mb_definitions_copy(kind, entry->lists[kind]);
