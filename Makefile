@@ -7,6 +7,7 @@ OBJS = \
 	src/batch.o \
 	src/batchview.o \
 	src/catalog.o \
+	src/citus.o \
 	src/ddl.o \
 	src/hierarchy.o \
 	src/launcher.o \
@@ -33,7 +34,7 @@ PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
 # own throwaway cluster instead (make test).  The TAP tests always start
 # their own clusters.
 MB_TEMP_CONFIG = $(srcdir)/test/microbatch.conf
-REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure quality lifecycle monitoring
+REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure quality lifecycle monitoring distributed
 ISOLATION = concurrent_batches capped_window definitions_cache ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending audit_publish retention_loaders stat_reset_snapshot
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso
 ifeq ($(MB_TEMP_INSTANCE),1)

@@ -54,6 +54,14 @@ PG_FUNCTION_INFO_V1(microbatch_set_retention);
 PG_FUNCTION_INFO_V1(microbatch_retention_now);
 PG_FUNCTION_INFO_V1(microbatch_retention_state);
 PG_FUNCTION_INFO_V1(microbatch_preview_batch);
+PG_FUNCTION_INFO_V1(microbatch_create_distributed_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_drop_distributed_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_add_distributed_transform);
+PG_FUNCTION_INFO_V1(microbatch_remove_distributed_transform);
+PG_FUNCTION_INFO_V1(microbatch_create_shard_pipelines);
+PG_FUNCTION_INFO_V1(microbatch_drop_shard_pipelines);
+PG_FUNCTION_INFO_V1(microbatch_add_shard_transform);
+PG_FUNCTION_INFO_V1(microbatch_remove_shard_transform);
 
 /* Longest batch interval: batches less often than yearly need no stream */
 #define MB_MAX_INTERVAL_USECS (INT64CONST(366) * USECS_PER_DAY)
@@ -1090,4 +1098,203 @@ microbatch_preview_batch(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * Distributed pipelines (citus.c).  The coordinator's functions check their
+ * arguments as create_pipeline() and add_transform() do, then the workers'
+ * functions make the same calls for every shard pipeline of the node.
+ */
+
+/*
+ * Longest name of a distributed pipeline: its shard pipelines are named
+ * <pipeline>_<shard id> (a bigint).
+ */
+#define MB_SHARD_SUFFIX_MAX 21
+
+static void
+mb_check_distributed_name(const char *name)
+{
+	if (strlen(name) + MB_SHARD_SUFFIX_MAX + strlen(MB_BATCH_VIEW_SUFFIX) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("distributed pipeline name \"%s\" is too long", name),
+				 errdetail("Distributed pipeline names have at most %d bytes, so that the batch views of its shard pipelines, %s.<pipeline>_<shard id>%s, fit.",
+						   (int) (NAMEDATALEN - 1 - MB_SHARD_SUFFIX_MAX - strlen(MB_BATCH_VIEW_SUFFIX)),
+						   MB_SCHEMA, MB_BATCH_VIEW_SUFFIX)));
+}
+
+static const char *
+mb_arg_text(FunctionCallInfo fcinfo, int argno, Oid type)
+{
+	Oid			output;
+	bool		varlena;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	getTypeOutputInfo(type, &output, &varlena);
+	return OidOutputFunctionCall(output, PG_GETARG_DATUM(argno));
+}
+
+Datum
+microbatch_create_distributed_pipeline(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *start_from = "beginning";
+	MbCall		call;
+	int64		created;
+
+	mb_require_arg(fcinfo, 1, "source");
+	mb_require_arg(fcinfo, 2, "batch_interval");
+	mb_check_distributed_name(name);
+	mb_check_batch_interval(PG_GETARG_INTERVAL_P(2));
+	if (!PG_ARGISNULL(3))
+		(void) mb_max_batch_rows_arg(fcinfo, 3, false);
+	if (!PG_ARGISNULL(4))
+		start_from = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (strcmp(start_from, "beginning") != 0 && strcmp(start_from, "now") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid start_from \"%s\"", start_from),
+				 errhint("start_from is 'beginning' (every row in the table) or 'now' (rows committed from now on).")));
+	if (!PG_ARGISNULL(5))
+		(void) mb_check_batch_timeout(PG_GETARG_INTERVAL_P(5), false);
+
+	mb_check_may_change("create_distributed_pipeline()");
+	mb_call_begin(&call);
+	mb_check_role_may_run(call.caller, name);
+	created = mb_distributed_create(&call, name, PG_GETARG_OID(1),
+									mb_arg_text(fcinfo, 2, INTERVALOID),
+									mb_arg_text(fcinfo, 3, INT8OID),
+									start_from,
+									mb_arg_text(fcinfo, 5, INTERVALOID));
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(created);
+}
+
+Datum
+microbatch_drop_distributed_pipeline(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	MbCall		call;
+	int64		dropped;
+
+	mb_check_may_change("drop_distributed_pipeline()");
+	mb_call_begin(&call);
+	dropped = mb_distributed_drop(&call, name);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(dropped);
+}
+
+Datum
+microbatch_add_distributed_transform(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *transform = mb_name_arg(fcinfo, 1, "transform");
+	const char *layer = mb_layer_arg(fcinfo, 2);
+	MbCall		call;
+	int64		added;
+
+	mb_require_arg(fcinfo, 3, "command");
+	mb_check_may_change("add_distributed_transform()");
+	mb_call_begin(&call);
+	added = mb_distributed_add_transform(&call, name, transform, layer,
+										 text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(added);
+}
+
+Datum
+microbatch_remove_distributed_transform(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *transform = mb_name_arg(fcinfo, 1, "transform");
+	MbCall		call;
+	int64		removed;
+
+	mb_check_may_change("remove_distributed_transform()");
+	mb_call_begin(&call);
+	removed = mb_distributed_remove_transform(&call, name, transform);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(removed);
+}
+
+Datum
+microbatch_create_shard_pipelines(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	NullableDatum args[4];
+	MbCall		call;
+	int64		created;
+
+	mb_require_arg(fcinfo, 1, "shards");
+	mb_require_arg(fcinfo, 2, "batch_interval");
+	mb_check_distributed_name(name);
+	for (int a = 0; a < 4; a++)
+	{
+		args[a].isnull = PG_ARGISNULL(a + 2);
+		args[a].value = args[a].isnull ? (Datum) 0 : PG_GETARG_DATUM(a + 2);
+	}
+	mb_check_may_change("create_shard_pipelines()");
+	mb_call_begin(&call);
+	created = mb_shard_pipelines_create(&call, name, PG_GETARG_ARRAYTYPE_P(1), args);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(created);
+}
+
+Datum
+microbatch_drop_shard_pipelines(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	MbCall		call;
+	int64		dropped;
+
+	mb_check_may_change("drop_shard_pipelines()");
+	mb_call_begin(&call);
+	dropped = mb_shard_pipelines_drop(&call, name);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(dropped);
+}
+
+Datum
+microbatch_add_shard_transform(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *transform = mb_name_arg(fcinfo, 1, "transform");
+	const char *layer = mb_layer_arg(fcinfo, 2);
+	MbCall		call;
+	int64		added;
+
+	mb_require_arg(fcinfo, 3, "command");
+	mb_require_arg(fcinfo, 4, "search_path");
+	mb_check_may_change("add_shard_transform()");
+	mb_call_begin(&call);
+	added = mb_shard_transform_add(&call, name, transform, layer,
+								   text_to_cstring(PG_GETARG_TEXT_PP(3)),
+								   text_to_cstring(PG_GETARG_TEXT_PP(4)));
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(added);
+}
+
+Datum
+microbatch_remove_shard_transform(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	char	   *transform = mb_name_arg(fcinfo, 1, "transform");
+	MbCall		call;
+	int64		removed;
+
+	mb_check_may_change("remove_shard_transform()");
+	mb_call_begin(&call);
+	removed = mb_shard_transform_remove(&call, name, transform);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(removed);
 }

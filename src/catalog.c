@@ -609,6 +609,8 @@ mb_call_begin(MbCall *call)
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 
+	mb_citus_local_ddl();
+
 	GetUserIdAndSecContext(&call->saved_user, &call->saved_sec_context);
 	SetUserIdAndSecContext(mb_catalog_owner(),
 						   call->saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);

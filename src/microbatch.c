@@ -115,6 +115,7 @@ _PG_init(void)
 							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	mb_register_xact_callback();
 	mb_object_access_hook_install();
+	mb_citus_init();
 
 	/* Without the preload there are no workers, and nothing to size */
 	if (!process_shared_preload_libraries_in_progress)

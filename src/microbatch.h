@@ -31,6 +31,7 @@
 #include "nodes/pg_list.h"
 #include "storage/itemptr.h"
 #include "storage/lockdefs.h"
+#include "utils/array.h"
 #include "utils/elog.h"
 #include "utils/resowner.h"
 
@@ -326,6 +327,33 @@ extern void mb_user_code_begin(MbUserCode *uc, Oid role, const char *search_path
 extern void mb_user_code_set(MbUserCode *uc, const char *name, const char *value);
 extern void mb_user_code_end(MbUserCode *uc);
 extern void mb_check_role_may_run(Oid role, const char *pipeline_name);
+
+/* citus.c */
+extern void mb_citus_init(void);
+extern void mb_citus_local_ddl(void);
+extern char mb_citus_table_method(Oid relid);
+extern void mb_citus_check_source(Oid source);
+extern int64 mb_distributed_create(MbCall *call, const char *name, Oid source,
+								   const char *batch_interval,
+								   const char *max_batch_rows,
+								   const char *start_from,
+								   const char *batch_timeout);
+extern int64 mb_distributed_add_transform(MbCall *call, const char *name,
+										  const char *transform,
+										  const char *layer,
+										  const char *command);
+extern int64 mb_distributed_remove_transform(MbCall *call, const char *name,
+											 const char *transform);
+extern int64 mb_distributed_drop(MbCall *call, const char *name);
+extern int64 mb_shard_pipelines_create(MbCall *call, const char *name,
+									   ArrayType *shards, NullableDatum *args);
+extern int64 mb_shard_transform_add(MbCall *call, const char *name,
+									const char *transform, const char *layer,
+									const char *command,
+									const char *search_path);
+extern int64 mb_shard_transform_remove(MbCall *call, const char *name,
+									   const char *transform);
+extern int64 mb_shard_pipelines_drop(MbCall *call, const char *name);
 
 /* catalog.c */
 extern const char *mb_qualified_relname(Oid relid);

@@ -196,6 +196,8 @@ mb_source_check_usable(Oid source, Oid caller)
 				 errmsg("table \"%s\" cannot be the source of a pipeline", relname),
 				 errdetail("System catalogs and tables that belong to an extension cannot be sources.")));
 
+	mb_citus_check_source(source);
+
 	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(source));
 	if (!HeapTupleIsValid(tuple))
 		ereport(ERROR,

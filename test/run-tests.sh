@@ -28,6 +28,19 @@ mb_install_packages $PACKAGES
 # without them.
 export MICROBATCH_REQUIRE_EXPORTER=1 MICROBATCH_REQUIRE_PROMETHEUS=1
 
+# Citus, for test/t/027_citus.pl: built from the source in ../shared/vendor
+# when it is there (CI); without either, that test skips and says why.
+citus_build=../shared/vendor/build-citus.sh
+if [ -f "$("$PG_CONFIG" --pkglibdir)/citus.so" ]; then
+    export MICROBATCH_REQUIRE_CITUS=1
+elif [ -f "$citus_build" ]; then
+    echo "== building Citus from $citus_build"
+    mb_as_root env PG_CONFIG="$PG_CONFIG" bash "$citus_build"
+    export MICROBATCH_REQUIRE_CITUS=1
+else
+    echo "== Citus is not installed and ../shared/vendor has no source: test/t/027_citus.pl skips"
+fi
+
 echo "== build (warnings are errors)"
 make -s PG_CONFIG="$PG_CONFIG" clean
 make -s PG_CONFIG="$PG_CONFIG" COPT='-Werror'

@@ -1,0 +1,128 @@
+/* microbatch 0.3.0 -> 0.4.0: distributed pipelines over Citus */
+\echo Use "ALTER EXTENSION microbatch UPDATE TO '0.4.0'" to load this file. \quit
+
+/*
+ * Distributed pipelines (src/citus.c, docs/scaling.md).  The coordinator
+ * lists them; each worker runs one shard pipeline per shard placement it
+ * holds, an ordinary pipeline named <pipeline>_<shard id>, listed in
+ * shard_pipeline.
+ */
+CREATE TABLE microbatch.distributed_pipeline (
+    pipeline_name   name PRIMARY KEY,
+    source_table    regclass NOT NULL,
+    owner_role      regrole NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE microbatch.shard_pipeline (
+    pipeline_id     integer PRIMARY KEY,
+    distributed_pipeline name NOT NULL,
+    shard           regclass NOT NULL
+);
+
+SELECT pg_catalog.pg_extension_config_dump('microbatch.distributed_pipeline', '');
+SELECT pg_catalog.pg_extension_config_dump('microbatch.shard_pipeline', '');
+REVOKE ALL ON microbatch.distributed_pipeline, microbatch.shard_pipeline FROM PUBLIC;
+
+CREATE FUNCTION microbatch.create_distributed_pipeline(pipeline name,
+                                                       source regclass,
+                                                       batch_interval interval DEFAULT '1 second',
+                                                       max_batch_rows bigint DEFAULT NULL,
+                                                       start_from text DEFAULT 'beginning',
+                                                       batch_timeout interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_create_distributed_pipeline';
+
+COMMENT ON FUNCTION microbatch.create_distributed_pipeline(name, regclass, interval, bigint, text, interval)
+    IS 'register a pipeline over a Citus distributed table: a shard pipeline on the node of each shard';
+
+CREATE FUNCTION microbatch.drop_distributed_pipeline(pipeline name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_drop_distributed_pipeline';
+
+COMMENT ON FUNCTION microbatch.drop_distributed_pipeline(name)
+    IS 'drop a distributed pipeline and its shard pipelines';
+
+CREATE FUNCTION microbatch.add_distributed_transform(pipeline name,
+                                                     transform name,
+                                                     layer text,
+                                                     command text)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_add_distributed_transform';
+
+COMMENT ON FUNCTION microbatch.add_distributed_transform(name, name, text, text)
+    IS 'append a SQL statement to a layer of every shard pipeline of a distributed pipeline';
+
+CREATE FUNCTION microbatch.remove_distributed_transform(pipeline name,
+                                                        transform name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_remove_distributed_transform';
+
+COMMENT ON FUNCTION microbatch.remove_distributed_transform(name, name)
+    IS 'remove a transform from every shard pipeline of a distributed pipeline';
+
+/* Called by the coordinator on each node that holds shards */
+CREATE FUNCTION microbatch.create_shard_pipelines(pipeline name,
+                                                  shards regclass[],
+                                                  batch_interval interval,
+                                                  max_batch_rows bigint,
+                                                  start_from text,
+                                                  batch_timeout interval)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_create_shard_pipelines';
+
+COMMENT ON FUNCTION microbatch.create_shard_pipelines(name, regclass[], interval, bigint, text, interval)
+    IS 'create the shard pipelines of a distributed pipeline on this node (called by the coordinator)';
+
+CREATE FUNCTION microbatch.drop_shard_pipelines(pipeline name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_drop_shard_pipelines';
+
+COMMENT ON FUNCTION microbatch.drop_shard_pipelines(name)
+    IS 'drop the shard pipelines of a distributed pipeline on this node (called by the coordinator)';
+
+CREATE FUNCTION microbatch.add_shard_transform(pipeline name,
+                                               transform name,
+                                               layer text,
+                                               command text,
+                                               search_path text)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_add_shard_transform';
+
+COMMENT ON FUNCTION microbatch.add_shard_transform(name, name, text, text, text)
+    IS 'add a transform to the shard pipelines of a distributed pipeline on this node (called by the coordinator)';
+
+CREATE FUNCTION microbatch.remove_shard_transform(pipeline name,
+                                                  transform name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_remove_shard_transform';
+
+COMMENT ON FUNCTION microbatch.remove_shard_transform(name, name)
+    IS 'remove a transform from the shard pipelines of a distributed pipeline on this node (called by the coordinator)';
+
+CREATE VIEW microbatch.distributed_pipelines WITH (security_barrier) AS
+SELECT d.pipeline_name AS pipeline,
+       d.source_table AS source,
+       d.owner_role AS owner,
+       d.created_at
+  FROM microbatch.distributed_pipeline d
+ WHERE pg_catalog.pg_has_role(d.owner_role, 'USAGE');
+
+CREATE VIEW microbatch.shard_pipelines WITH (security_barrier) AS
+SELECT s.distributed_pipeline,
+       p.pipeline_name AS pipeline,
+       s.shard,
+       p.owner_role AS owner
+  FROM microbatch.shard_pipeline s
+  JOIN microbatch.pipeline p ON p.pipeline_id = s.pipeline_id
+ WHERE pg_catalog.pg_has_role(p.owner_role, 'USAGE');
+
+GRANT SELECT ON microbatch.distributed_pipelines, microbatch.shard_pipelines TO PUBLIC;

@@ -1,0 +1,771 @@
+/*-------------------------------------------------------------------------
+ *
+ * citus.c
+ *	  Distributed pipelines: exactly-once pipelines over Citus distributed
+ *	  tables, one shard pipeline per shard, on the node that holds it.
+ *
+ * A row's tracking id and a batch's snapshots mean something on one server
+ * only.  So a distributed pipeline does not decide on the coordinator which
+ * rows the workers hold: each worker runs an ordinary pipeline over each
+ * shard placement it holds (the way PgQ ran on every node), whose tracking
+ * column exists on the shard only and so gets its default, the worker's own
+ * transaction id, on the worker.  A multi-shard write that Citus commits
+ * with two-phase commit is, on each worker, a local transaction that stays
+ * running in every snapshot until COMMIT PREPARED arrives, however late
+ * (2PC recovery included): the single-node argument holds on each worker,
+ * shard by shard.  Transforms write co-located distributed tables (local
+ * shards, in the batch's own transaction) and reference tables (a
+ * distributed transaction the worker commits, atomically with its ledger).
+ * docs/scaling.md has the whole argument.
+ *
+ * On each worker, microbatch.<pipeline>_batch is the union of the batch
+ * views of its shard pipelines, <pipeline>_<shard id>: outside a batch of a
+ * shard pipeline its view is empty, so during one the union holds exactly
+ * that batch, and one transform text serves every shard.
+ *
+ * The coordinator keeps the list of distributed pipelines and sends the
+ * shard pipelines' changes to the workers, as the caller, one worker
+ * transaction per node.  A shard move would leave the moved rows' new
+ * placement without a pipeline, so the functions that move, copy or split
+ * shards are refused while the database has distributed pipelines.
+ *
+ * Citus propagates DDL on objects of a distributed extension; microbatch's
+ * own DDL (batch views, tracking columns) is local to each node, so an API
+ * call turns that propagation off for itself (mb_call_begin()).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "parser/analyze.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "microbatch.h"
+
+#define MB_CITUS_DDL_PROPAGATION "citus.enable_ddl_propagation"
+
+/* Citus functions that move, copy or split shards, or rebuild a table's */
+static const char *const mb_shard_transfer_functions[] = {
+	"citus_move_shard_placement", "master_move_shard_placement",
+	"citus_copy_shard_placement", "master_copy_shard_placement",
+	"citus_rebalance_start", "rebalance_table_shards",
+	"replicate_table_shards", "citus_drain_node", "master_drain_node",
+	"citus_split_shard_by_split_points", "isolate_tenant_to_new_shard",
+	"citus_promote_clone_and_rebalance", "citus_schema_move",
+	"citus_schema_undistribute", "alter_distributed_table",
+	"undistribute_table", "alter_table_set_access_method",
+	NULL
+};
+
+static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
+
+/* Keep Citus from propagating microbatch's own, node-local DDL */
+void
+mb_citus_local_ddl(void)
+{
+	if (GetConfigOption(MB_CITUS_DDL_PROPAGATION, true, false) != NULL)
+		(void) set_config_option(MB_CITUS_DDL_PROPAGATION, "off",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+}
+
+static bool
+mb_citus_installed(void)
+{
+	return OidIsValid(get_extension_oid("citus", true));
+}
+
+/*
+ * The Citus distribution method of a table ('h' hash, 'n' reference or
+ * Citus local, ...), or '\0' for a table Citus does not manage.  SPI must
+ * be connected.
+ */
+char
+mb_citus_table_method(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	bool		isnull;
+	char		method;
+
+	if (!mb_citus_installed())
+		return '\0';
+	if (SPI_execute_with_args("SELECT partmethod FROM pg_catalog.pg_dist_partition "
+							  "WHERE logicalrelid OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_dist_partition");
+	if (SPI_processed == 0)
+		return '\0';
+	method = DatumGetChar(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+	return isnull ? '\0' : method;
+}
+
+/* create_pipeline() on a table Citus manages: only by shard */
+void
+mb_citus_check_source(Oid source)
+{
+	char		method = mb_citus_table_method(source);
+
+	if (method == '\0')
+		return;
+	if (method == 'h')
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s\" is a distributed table", get_rel_name(source)),
+				 errdetail("Transaction ids and snapshots of one node cannot tell which rows the other nodes committed."),
+				 errhint("Use microbatch.create_distributed_pipeline(): it runs a pipeline over each shard, on the node that holds it.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("table \"%s\" is a Citus reference or local table", get_rel_name(source)),
+			 errdetail("Only hash-distributed Citus tables can be the source of a distributed pipeline.")));
+}
+
+/* The distributed pipeline's row on the coordinator: its source and owner */
+static bool
+mb_distributed_lookup(const char *name, Oid *source, Oid *owner)
+{
+	Oid			argtypes[1] = {NAMEOID};
+	Datum		values[1] = {CStringGetDatum(name)};
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT source_table, owner_role FROM microbatch.distributed_pipeline "
+							  "WHERE pipeline_name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed == 0)
+		return false;
+	*source = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	*owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 2, &isnull));
+	return true;
+}
+
+/* A node holding shard placements of a source, and their names there */
+typedef struct MbShardNode
+{
+	char	   *host;
+	int32		port;
+	char	   *shards;			/* their regclass[], as SQL */
+} MbShardNode;
+
+static List *
+mb_shard_nodes(Oid source)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(source)};
+	List	   *nodes = NIL;
+
+	if (SPI_execute_with_args("SELECT n.nodename, n.nodeport, "
+							  "pg_catalog.array_agg(pg_catalog.shard_name(s.logicalrelid, s.shardid) "
+							  "ORDER BY s.shardid)::pg_catalog.text "
+							  "FROM pg_catalog.pg_dist_shard s "
+							  "JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid "
+							  "JOIN pg_catalog.pg_dist_node n ON n.groupid OPERATOR(pg_catalog.=) p.groupid "
+							  "WHERE s.logicalrelid OPERATOR(pg_catalog.=) $1 "
+							  "AND n.noderole OPERATOR(pg_catalog.=) 'primary' "
+							  "GROUP BY 1, 2 ORDER BY 1, 2",
+							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the shard placements of table \"%s\"",
+			 get_rel_name(source));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MbShardNode *node = palloc(sizeof(MbShardNode));
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		bool		isnull;
+
+		node->host = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
+		node->port = DatumGetInt32(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull));
+		node->shards = psprintf("%s::pg_catalog.regclass[]",
+								quote_literal_cstr(SPI_getvalue(tuple, SPI_tuptable->tupdesc, 3)));
+		nodes = lappend(nodes, node);
+	}
+	return nodes;
+}
+
+/*
+ * Run a command on each node, as the caller, each in a transaction of its
+ * own (Citus' master_run_on_worker()).  Returns the sum of the integers the
+ * commands return, or, when a command fails and undo is given, runs undo on
+ * the nodes where the command succeeded and raises the first node's error.
+ */
+static int64
+mb_run_on_nodes(MbCall *call, List *nodes, const char *command,
+				const char *undo)
+{
+	int			n = list_length(nodes);
+	Datum	   *hosts = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *ports = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *commands = palloc(sizeof(Datum) * Max(n, 1));
+	Oid			argtypes[3] = {TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+	Datum		values[3];
+	List	   *succeeded = NIL;
+	char	   *failure = NULL;
+	char	   *failed_node = NULL;
+	int64		total = 0;
+	int			i = 0;
+	ListCell   *lc;
+	Oid			user;
+	int			sec_context;
+
+	if (n == 0)
+		return 0;
+	foreach(lc, nodes)
+	{
+		MbShardNode *node = lfirst(lc);
+
+		hosts[i] = CStringGetTextDatum(node->host);
+		ports[i] = Int32GetDatum(node->port);
+		commands[i] = CStringGetTextDatum(psprintf(command, node->shards));
+		i++;
+	}
+	values[0] = PointerGetDatum(construct_array(hosts, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(ports, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(commands, n, TEXTOID, -1, false, TYPALIGN_INT));
+
+	/* Citus connects as the current user: the caller, not the catalog owner */
+	GetUserIdAndSecContext(&user, &sec_context);
+	SetUserIdAndSecContext(call->caller, call->saved_sec_context);
+	PG_TRY();
+	{
+		if (SPI_execute_with_args("SELECT node_name, node_port, success, result "
+								  "FROM pg_catalog.master_run_on_worker($1, $2, $3, true)",
+								  3, argtypes, values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not run a command on the Citus nodes");
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(user, sec_context);
+	}
+	PG_END_TRY();
+
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[row];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		bool		success = DatumGetBool(SPI_getbinval(tuple, desc, 3, &isnull));
+		char	   *result = SPI_getvalue(tuple, desc, 4);
+		char	   *host = SPI_getvalue(tuple, desc, 1);
+		char	   *port = SPI_getvalue(tuple, desc, 2);
+
+		if (success)
+		{
+			ListCell   *node_lc;
+
+			total += result ? pg_strtoint64(result) : 0;
+			foreach(node_lc, nodes)
+			{
+				MbShardNode *node = lfirst(node_lc);
+
+				if (strcmp(node->host, host) == 0 &&
+					node->port == pg_strtoint32(port))
+					succeeded = lappend(succeeded, node);
+			}
+		}
+		else if (failure == NULL)
+		{
+			failure = result ? result : "unknown error";
+			if (strncmp(failure, "ERROR:  ", 8) == 0)
+				failure += 8;
+			failed_node = psprintf("%s:%s", host, port);
+		}
+	}
+	if (failure != NULL)
+	{
+		if (undo != NULL && succeeded != NIL)
+			(void) mb_run_on_nodes(call, succeeded, undo, NULL);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not change the shard pipelines on node %s", failed_node),
+				 errdetail("The node reported: %s", failure),
+				 undo ? errhint("The nodes where the change succeeded were changed back.") : 0));
+	}
+	return total;
+}
+
+/* The remote call's arguments, as SQL literals */
+static const char *
+mb_literal_or_null(const char *value)
+{
+	return value ? quote_literal_cstr(value) : "NULL";
+}
+
+int64
+mb_distributed_create(MbCall *call, const char *name, Oid source,
+					  const char *batch_interval, const char *max_batch_rows,
+					  const char *start_from, const char *batch_timeout)
+{
+	Oid			existing_source;
+	Oid			existing_owner;
+	Oid			argtypes[3] = {NAMEOID, REGCLASSOID, REGROLEOID};
+	Datum		values[3];
+	List	   *nodes;
+	int64		created;
+
+	if (!mb_citus_installed())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the citus extension is not installed in this database"),
+				 errhint("A distributed pipeline runs over a Citus distributed table; use microbatch.create_pipeline() for other tables.")));
+	if (get_rel_name(source) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", source)));
+	if (mb_citus_table_method(source) != 'h')
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("table \"%s\" is not a hash-distributed Citus table",
+						get_rel_name(source)),
+				 errhint("Distribute it with create_distributed_table(), or use microbatch.create_pipeline() for a table of this node.")));
+	if (!pg_class_ownercheck(source, call->caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of table %s", get_rel_name(source)),
+				 errdetail("A distributed pipeline adds a column \"%s\", an index, a constraint and triggers to every shard of its source.",
+						   MB_TRACKING_COLUMN)));
+	if (mb_distributed_lookup(name, &existing_source, &existing_owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("distributed pipeline \"%s\" already exists", name)));
+
+	values[0] = CStringGetDatum(name);
+	values[1] = ObjectIdGetDatum(source);
+	values[2] = ObjectIdGetDatum(call->caller);
+	if (SPI_execute_with_args("INSERT INTO microbatch.distributed_pipeline "
+							  "(pipeline_name, source_table, owner_role) VALUES ($1, $2, $3)",
+							  3, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record distributed pipeline \"%s\"", name);
+
+	nodes = mb_shard_nodes(source);
+	if (nodes == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" has no shard placements", get_rel_name(source))));
+	created = mb_run_on_nodes(call, nodes,
+							  psprintf("SELECT microbatch.create_shard_pipelines(%s, %%s, %s, %s, %s, %s)",
+									   quote_literal_cstr(name),
+									   mb_literal_or_null(batch_interval),
+									   mb_literal_or_null(max_batch_rows),
+									   mb_literal_or_null(start_from),
+									   mb_literal_or_null(batch_timeout)),
+							  psprintf("SELECT microbatch.drop_shard_pipelines(%s)",
+									   quote_literal_cstr(name)));
+	return created;
+}
+
+/*
+ * The nodes of a distributed pipeline, after checking that the caller may
+ * change it.  With remove, its row goes.
+ */
+static List *
+mb_distributed_nodes(MbCall *call, const char *name, bool remove)
+{
+	Oid			source;
+	Oid			owner;
+	Oid			argtypes[1] = {NAMEOID};
+	Datum		values[1] = {CStringGetDatum(name)};
+
+	if (!mb_citus_installed() || !mb_distributed_lookup(name, &source, &owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("distributed pipeline \"%s\" does not exist", name),
+				 errhint("The view microbatch.distributed_pipelines lists the distributed pipelines of this database.")));
+	if (!has_privs_of_role(call->caller, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of distributed pipeline %s", name)));
+	if (remove &&
+		SPI_execute_with_args("DELETE FROM microbatch.distributed_pipeline "
+							  "WHERE pipeline_name OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not remove distributed pipeline \"%s\"", name);
+	return mb_shard_nodes(source);
+}
+
+int64
+mb_distributed_add_transform(MbCall *call, const char *name,
+							 const char *transform, const char *layer,
+							 const char *command)
+{
+	List	   *nodes = mb_distributed_nodes(call, name, false);
+
+	return mb_run_on_nodes(call, nodes,
+						   psprintf("SELECT microbatch.add_shard_transform(%s, %s, %s, %s, %s)",
+									quote_literal_cstr(name),
+									quote_literal_cstr(transform),
+									quote_literal_cstr(layer),
+									quote_literal_cstr(command),
+									quote_literal_cstr(call->caller_search_path)),
+						   psprintf("SELECT microbatch.remove_shard_transform(%s, %s)",
+									quote_literal_cstr(name),
+									quote_literal_cstr(transform)));
+}
+
+int64
+mb_distributed_remove_transform(MbCall *call, const char *name,
+								const char *transform)
+{
+	List	   *nodes = mb_distributed_nodes(call, name, false);
+
+	return mb_run_on_nodes(call, nodes,
+						   psprintf("SELECT microbatch.remove_shard_transform(%s, %s)",
+									quote_literal_cstr(name),
+									quote_literal_cstr(transform)),
+						   NULL);
+}
+
+int64
+mb_distributed_drop(MbCall *call, const char *name)
+{
+	List	   *nodes = mb_distributed_nodes(call, name, true);
+
+	return mb_run_on_nodes(call, nodes,
+						   psprintf("SELECT microbatch.drop_shard_pipelines(%s)",
+									quote_literal_cstr(name)),
+						   NULL);
+}
+
+/*
+ * Worker side.  Each function runs in one local transaction: on a node it
+ * changes all of the pipeline's shard pipelines or none.
+ */
+
+static char *
+mb_shard_pipeline_name(const char *name, Oid shard)
+{
+	const char *relname = get_rel_name(shard);
+	const char *suffix = relname ? strrchr(relname, '_') : NULL;
+
+	/* Citus names a shard <table>_<shard id> */
+	if (suffix == NULL || suffix[1] == '\0' ||
+		strspn(suffix + 1, "0123456789") != strlen(suffix + 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a shard of a distributed table",
+						relname ? relname : "?")));
+	return psprintf("%s%s", name, suffix);
+}
+
+/* Run one of microbatch's own SQL functions as the caller */
+static void
+mb_call_as_caller(MbCall *call, const char *sql, int nargs, Oid *argtypes,
+				  Datum *values, const char *nulls)
+{
+	Oid			user;
+	int			sec_context;
+
+	GetUserIdAndSecContext(&user, &sec_context);
+	SetUserIdAndSecContext(call->caller, call->saved_sec_context);
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not run \"%s\"", sql);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(user, sec_context);
+	}
+	PG_END_TRY();
+}
+
+/* The shard pipelines of a distributed pipeline on this node, by name */
+static List *
+mb_shard_pipelines(const char *name)
+{
+	Oid			argtypes[1] = {NAMEOID};
+	Datum		values[1] = {CStringGetDatum(name)};
+	List	   *names = NIL;
+
+	if (SPI_execute_with_args("SELECT p.pipeline_name::pg_catalog.text "
+							  "FROM microbatch.shard_pipeline s "
+							  "JOIN microbatch.pipeline p ON p.pipeline_id OPERATOR(pg_catalog.=) s.pipeline_id "
+							  "WHERE s.distributed_pipeline OPERATOR(pg_catalog.=) $1 ORDER BY 1",
+							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the shard pipelines of \"%s\"", name);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i],
+											SPI_tuptable->tupdesc, 1));
+	return names;
+}
+
+int64
+mb_shard_pipelines_create(MbCall *call, const char *name, ArrayType *shards,
+						  NullableDatum *args)
+{
+	Datum	   *shard_values;
+	bool	   *shard_nulls;
+	int			nshards;
+	const char *view_name = psprintf("%s%s", name, MB_BATCH_VIEW_SUFFIX);
+	StringInfoData view;
+	Oid			argtypes[6] = {NAMEOID, REGCLASSOID, INTERVALOID, INT8OID,
+	TEXTOID, INTERVALOID};
+
+	deconstruct_array(shards, REGCLASSOID, sizeof(Oid), true, TYPALIGN_INT,
+					  &shard_values, &shard_nulls, &nshards);
+	if (get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false)) != InvalidOid)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_TABLE),
+				 errmsg("relation \"%s.%s\" already exists", MB_SCHEMA, view_name),
+				 errhint("A distributed pipeline's batch view is named after it; choose another name.")));
+
+	initStringInfo(&view);
+	appendStringInfo(&view, "CREATE VIEW %s AS ",
+					 quote_qualified_identifier(MB_SCHEMA, view_name));
+	for (int i = 0; i < nshards; i++)
+	{
+		Oid			shard = DatumGetObjectId(shard_values[i]);
+		char	   *shard_pipeline;
+		Datum		values[6];
+		char		nulls[6];
+		Oid			row_types[3] = {NAMEOID, NAMEOID, REGCLASSOID};
+		Datum		row[3];
+		MbPipeline	created;
+
+		if (shard_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("shards must not contain nulls")));
+		shard_pipeline = mb_shard_pipeline_name(name, shard);
+		values[0] = CStringGetDatum(shard_pipeline);
+		values[1] = ObjectIdGetDatum(shard);
+		nulls[0] = nulls[1] = ' ';
+		for (int a = 0; a < 4; a++)
+		{
+			values[a + 2] = args[a].value;
+			nulls[a + 2] = args[a].isnull ? 'n' : ' ';
+		}
+		mb_call_as_caller(call, "SELECT microbatch.create_pipeline($1, $2, $3, $4, $5, $6)",
+						  6, argtypes, values, nulls);
+		if (!mb_pipeline_by_name(shard_pipeline, &created))
+			elog(ERROR, "shard pipeline \"%s\" was not created", shard_pipeline);
+
+		row[0] = CStringGetDatum(shard_pipeline);
+		row[1] = CStringGetDatum(name);
+		row[2] = ObjectIdGetDatum(shard);
+		if (SPI_execute_with_args("INSERT INTO microbatch.shard_pipeline "
+								  "(pipeline_id, distributed_pipeline, shard) "
+								  "SELECT pipeline_id, $2, $3 FROM microbatch.pipeline "
+								  "WHERE pipeline_name OPERATOR(pg_catalog.=) $1",
+								  3, row_types, row, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record shard pipeline \"%s\"", shard_pipeline);
+		appendStringInfo(&view, "%sSELECT * FROM %s", i > 0 ? " UNION ALL " : "",
+						 mb_qualified_relname(created.batch_view));
+	}
+	if (nshards == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a node needs at least one shard for distributed pipeline \"%s\"", name)));
+
+	mb_ddl_own_begin();
+	PG_TRY();
+	{
+		if (SPI_execute(view.data, false, 0) != SPI_OK_UTILITY ||
+			SPI_execute(psprintf("ALTER VIEW %s OWNER TO %s",
+								 quote_qualified_identifier(MB_SCHEMA, view_name),
+								 quote_identifier(GetUserNameFromId(call->caller, false))),
+						false, 0) != SPI_OK_UTILITY ||
+			SPI_execute(psprintf("COMMENT ON VIEW %s IS %s",
+								 quote_qualified_identifier(MB_SCHEMA, view_name),
+								 quote_literal_cstr(psprintf("rows of the batch of a shard pipeline of distributed pipeline %s being processed; empty outside its transforms",
+															 name))),
+						false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not create the batch view of distributed pipeline \"%s\"", name);
+	}
+	PG_FINALLY();
+	{
+		mb_ddl_own_end();
+	}
+	PG_END_TRY();
+	return nshards;
+}
+
+static List *
+mb_shard_pipelines_known(const char *name)
+{
+	List	   *names = mb_shard_pipelines(name);
+
+	if (names == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("distributed pipeline \"%s\" has no shard pipelines on this node", name)));
+	return names;
+}
+
+int64
+mb_shard_transform_add(MbCall *call, const char *name, const char *transform,
+					   const char *layer, const char *command,
+					   const char *search_path)
+{
+	List	   *names = mb_shard_pipelines_known(name);
+	ListCell   *lc;
+	Oid			argtypes[4] = {NAMEOID, NAMEOID, TEXTOID, TEXTOID};
+
+	/* validated and stored under the coordinator caller's search_path */
+	(void) set_config_option("search_path", search_path, PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	foreach(lc, names)
+	{
+		Datum		values[4] = {CStringGetDatum(lfirst(lc)), CStringGetDatum(transform),
+		CStringGetTextDatum(layer), CStringGetTextDatum(command)};
+
+		mb_call_as_caller(call, "SELECT microbatch.add_transform($1, $2, $3, $4)",
+						  4, argtypes, values, NULL);
+	}
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return list_length(names);
+}
+
+int64
+mb_shard_transform_remove(MbCall *call, const char *name, const char *transform)
+{
+	List	   *names = mb_shard_pipelines_known(name);
+	ListCell   *lc;
+	Oid			argtypes[2] = {NAMEOID, NAMEOID};
+
+	foreach(lc, names)
+	{
+		Datum		values[2] = {CStringGetDatum(lfirst(lc)), CStringGetDatum(transform)};
+
+		mb_call_as_caller(call, "SELECT microbatch.remove_transform($1, $2)",
+						  2, argtypes, values, NULL);
+	}
+	return list_length(names);
+}
+
+int64
+mb_shard_pipelines_drop(MbCall *call, const char *name)
+{
+	List	   *names = mb_shard_pipelines_known(name);
+	const char *view_name = psprintf("%s%s", name, MB_BATCH_VIEW_SUFFIX);
+	Oid			view = get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false));
+	ListCell   *lc;
+	Oid			argtypes[1] = {NAMEOID};
+
+	if (OidIsValid(view))
+	{
+		if (!pg_class_ownercheck(view, call->caller))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be owner of distributed pipeline %s", name)));
+		mb_ddl_own_begin();
+		PG_TRY();
+		{
+			if (SPI_execute(psprintf("DROP VIEW %s", mb_qualified_relname(view)),
+							false, 0) != SPI_OK_UTILITY)
+				elog(ERROR, "could not drop the batch view of distributed pipeline \"%s\"", name);
+		}
+		PG_FINALLY();
+		{
+			mb_ddl_own_end();
+		}
+		PG_END_TRY();
+	}
+	foreach(lc, names)
+	{
+		Datum		values[1] = {CStringGetDatum(lfirst(lc))};
+
+		mb_call_as_caller(call, "SELECT microbatch.drop_pipeline($1)",
+						  1, argtypes, values, NULL);
+	}
+	{
+		Datum		values[1] = {CStringGetDatum(name)};
+
+		if (SPI_execute_with_args("DELETE FROM microbatch.shard_pipeline "
+								  "WHERE distributed_pipeline OPERATOR(pg_catalog.=) $1",
+								  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not remove the shard pipelines of \"%s\"", name);
+	}
+	return list_length(names);
+}
+
+/*
+ * Refuse shard moves, copies and splits while the database has distributed
+ * pipelines: the new placement would have no shard pipeline.
+ */
+static bool
+mb_shard_transfer_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, FuncExpr))
+	{
+		Oid			funcid = ((FuncExpr *) node)->funcid;
+
+		if (funcid >= FirstNormalObjectId &&
+			get_func_namespace(funcid) == PG_CATALOG_NAMESPACE)
+		{
+			char	   *fname = get_func_name(funcid);
+
+			for (int i = 0; fname && mb_shard_transfer_functions[i]; i++)
+				if (strcmp(fname, mb_shard_transfer_functions[i]) == 0)
+				{
+					*(char **) context = fname;
+					return true;
+				}
+		}
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, mb_shard_transfer_walker,
+								 context, 0);
+	return expression_tree_walker(node, mb_shard_transfer_walker, context);
+}
+
+static bool
+mb_database_has_distributed_pipelines(void)
+{
+	bool		found;
+	MbCall		call;
+
+	if (!OidIsValid(get_namespace_oid(MB_SCHEMA, true)) ||
+		!OidIsValid(get_relname_relid("distributed_pipeline",
+									  get_namespace_oid(MB_SCHEMA, true))))
+		return false;
+	mb_call_begin(&call);
+	if (SPI_execute("SELECT FROM microbatch.distributed_pipeline LIMIT 1",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read microbatch.distributed_pipeline");
+	found = SPI_processed > 0;
+	mb_call_end(&call);
+	return found;
+}
+
+static void
+mb_refuse_shard_transfers(ParseState *pstate, Query *query, JumbleState *jstate)
+{
+	char	   *function = NULL;
+
+	if (prev_post_parse_analyze)
+		prev_post_parse_analyze(pstate, query, jstate);
+	if (!IsTransactionState() ||
+		!mb_shard_transfer_walker((Node *) query, &function) ||
+		!mb_database_has_distributed_pipelines())
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("%s() cannot run while this database has distributed pipelines",
+					function),
+			 errdetail("A shard pipeline processes the rows of its shard on the node that holds it; rows of a moved, copied or split shard would be processed by no pipeline."),
+			 errhint("Stop the loaders, let the pipelines process every row, drop them with microbatch.drop_distributed_pipeline(), move the shards, and create the pipelines again with start_from => 'now'.")));
+}
+
+void
+mb_citus_init(void)
+{
+	prev_post_parse_analyze = post_parse_analyze_hook;
+	post_parse_analyze_hook = mb_refuse_shard_transfers;
+}
