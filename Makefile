@@ -71,6 +71,12 @@ demo-stop:
 bench:
 	bash test/bench/run-bench.sh
 
+# One node against a Citus coordinator and two workers on this machine:
+# regenerates docs/benchmarks-citus.md.
+.PHONY: bench-citus
+bench-citus:
+	bash test/bench/citus.sh
+
 # Memory checker: the regression and isolation suites against an ASan+UBSan
 # build (installed as root, then replaced by the normal build again).
 .PHONY: sanitize
