@@ -35,7 +35,7 @@ PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
 # their own clusters.
 MB_TEMP_CONFIG = $(srcdir)/test/microbatch.conf
 REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure quality lifecycle monitoring distributed
-ISOLATION = concurrent_batches capped_window definitions_cache ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending audit_publish retention_loaders stat_reset_snapshot
+ISOLATION = concurrent_batches capped_window create_during_writes definitions_cache ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending audit_publish retention_loaders stat_reset_snapshot
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso
 ifeq ($(MB_TEMP_INSTANCE),1)
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(MB_TEMP_CONFIG)

@@ -24,6 +24,16 @@ SELECT microbatch.drop_distributed_pipeline('clicks');
 \echo :SQLSTATE
 SELECT microbatch.create_distributed_pipeline(repeat('x', 40)::name, 'dist.events_101');
 \echo :SQLSTATE
+-- each node changes in a transaction of its own, which a rollback here
+-- would not undo: not in a transaction block
+BEGIN;
+SELECT microbatch.create_distributed_pipeline('clicks', 'dist.events_101');
+\echo :SQLSTATE
+ROLLBACK;
+BEGIN;
+SELECT microbatch.drop_distributed_pipeline('clicks');
+\echo :SQLSTATE
+ROLLBACK;
 
 -- a table whose name does not end in a shard id is not a shard
 SET ROLE mb_alice;
@@ -46,10 +56,13 @@ SELECT microbatch.create_shard_pipelines('clicks', ARRAY['dist.events_101', 'dis
                                          '0', NULL, 'beginning', NULL);
 SELECT distributed_pipeline, pipeline, shard, owner FROM microbatch.shard_pipelines ORDER BY 2;
 SELECT pg_get_viewdef('microbatch.clicks_batch'::regclass);
+-- a transform's text is stored as given, % signs and all
 SELECT microbatch.add_shard_transform('clicks', 'gold', 'gold',
-    $$INSERT INTO gold AS g SELECT k, count(*), sum(v) FROM microbatch.clicks_batch GROUP BY k
+    $$INSERT INTO gold AS g SELECT k, count(*), sum(v) FROM microbatch.clicks_batch
+       WHERE format('%s', k) NOT LIKE '%%d' AND k % 1 = 0 GROUP BY k
       ON CONFLICT (k) DO UPDATE SET n = g.n + excluded.n, s = g.s + excluded.s$$,
     'dist, public');
+SELECT DISTINCT command FROM microbatch.transforms WHERE transform = 'gold';
 SELECT pipeline, transform FROM microbatch.transforms ORDER BY 1;
 -- outside a batch the union is empty; each batch holds its shard's rows only
 SELECT count(*) FROM microbatch.clicks_batch;
@@ -82,6 +95,7 @@ SELECT microbatch.drop_pipeline('clicks_101');
 CREATE FUNCTION pg_catalog.citus_move_shard_placement(shard_id bigint)
 RETURNS void LANGUAGE sql AS '';
 SELECT pg_catalog.citus_move_shard_placement(1);
+PREPARE move_it AS SELECT pg_catalog.citus_move_shard_placement(1);
 INSERT INTO microbatch.distributed_pipeline (pipeline_name, source_table, owner_role)
 VALUES ('clicks', 'dist.events_101', 'mb_alice');
 SELECT pg_catalog.citus_move_shard_placement(1);
@@ -90,6 +104,16 @@ SELECT * FROM pg_catalog.citus_move_shard_placement(1);
 \echo :SQLSTATE
 DO $$ BEGIN PERFORM pg_catalog.citus_move_shard_placement(1); END $$;
 \echo :SQLSTATE
+-- also when the call was parsed before: a SQL function's body, a prepared
+-- statement
+CREATE FUNCTION move_it() RETURNS void LANGUAGE sql
+BEGIN ATOMIC SELECT pg_catalog.citus_move_shard_placement(1); END;
+SELECT move_it();
+\echo :SQLSTATE
+DROP FUNCTION move_it();
+EXECUTE move_it;
+\echo :SQLSTATE
+DEALLOCATE move_it;
 SELECT pipeline, source, owner FROM microbatch.distributed_pipelines;
 DELETE FROM microbatch.distributed_pipeline;
 SELECT pg_catalog.citus_move_shard_placement(1);
@@ -101,4 +125,9 @@ SELECT microbatch.drop_shard_pipelines('clicks');
 SELECT count(*) FROM microbatch.shard_pipelines;
 SELECT count(*) FROM pg_class WHERE relname = 'clicks_batch';
 RESET ROLE;
+-- a distributed pipeline whose table is dropped is forgotten
+INSERT INTO microbatch.distributed_pipeline (pipeline_name, source_table, owner_role)
+VALUES ('gone', 'dist.gold', 'mb_alice');
+DROP TABLE dist.gold;
+SELECT count(*) FROM microbatch.distributed_pipeline;
 DROP SCHEMA dist CASCADE;

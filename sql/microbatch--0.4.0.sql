@@ -1296,6 +1296,53 @@ AS 'MODULE_PATHNAME', 'microbatch_remove_shard_transform';
 COMMENT ON FUNCTION microbatch.remove_shard_transform(name, name)
     IS 'remove a transform from the shard pipelines of a distributed pipeline on this node (called by the coordinator)';
 
+CREATE FUNCTION microbatch.pause_distributed_pipeline(pipeline name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_pause_distributed_pipeline';
+
+COMMENT ON FUNCTION microbatch.pause_distributed_pipeline(name)
+    IS 'pause every shard pipeline of a distributed pipeline';
+
+CREATE FUNCTION microbatch.resume_distributed_pipeline(pipeline name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_resume_distributed_pipeline';
+
+COMMENT ON FUNCTION microbatch.resume_distributed_pipeline(name)
+    IS 'resume every shard pipeline of a distributed pipeline';
+
+CREATE FUNCTION microbatch.refresh_distributed_pipeline(pipeline name)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_refresh_distributed_pipeline';
+
+COMMENT ON FUNCTION microbatch.refresh_distributed_pipeline(name)
+    IS 'refresh every shard pipeline of a distributed pipeline, after columns of its table changed';
+
+CREATE FUNCTION microbatch.alter_distributed_pipeline(pipeline name,
+                                                      batch_interval interval DEFAULT NULL,
+                                                      max_batch_rows bigint DEFAULT NULL,
+                                                      batch_timeout interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_alter_distributed_pipeline';
+
+COMMENT ON FUNCTION microbatch.alter_distributed_pipeline(name, interval, bigint, interval)
+    IS 'change the schedule of every shard pipeline of a distributed pipeline';
+
+CREATE FUNCTION microbatch.change_shard_pipelines(pipeline name,
+                                                  change text,
+                                                  batch_interval interval DEFAULT NULL,
+                                                  max_batch_rows bigint DEFAULT NULL,
+                                                  batch_timeout interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_change_shard_pipelines';
+
+COMMENT ON FUNCTION microbatch.change_shard_pipelines(name, text, interval, bigint, interval)
+    IS 'pause, resume, alter or refresh the shard pipelines of a distributed pipeline on this node (called by the coordinator)';
+
 CREATE VIEW microbatch.distributed_pipelines WITH (security_barrier) AS
 SELECT d.pipeline_name AS pipeline,
        d.source_table AS source,

@@ -62,6 +62,11 @@ PG_FUNCTION_INFO_V1(microbatch_create_shard_pipelines);
 PG_FUNCTION_INFO_V1(microbatch_drop_shard_pipelines);
 PG_FUNCTION_INFO_V1(microbatch_add_shard_transform);
 PG_FUNCTION_INFO_V1(microbatch_remove_shard_transform);
+PG_FUNCTION_INFO_V1(microbatch_pause_distributed_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_resume_distributed_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_refresh_distributed_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_alter_distributed_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_change_shard_pipelines);
 
 /* Longest batch interval: batches less often than yearly need no stream */
 #define MB_MAX_INTERVAL_USECS (INT64CONST(366) * USECS_PER_DAY)
@@ -1297,4 +1302,87 @@ microbatch_remove_shard_transform(PG_FUNCTION_ARGS)
 	mb_call_end(&call);
 
 	PG_RETURN_INT64(removed);
+}
+
+/* pause, resume and refresh: the same change on every shard pipeline */
+static Datum
+mb_distributed_simple_change(FunctionCallInfo fcinfo, const char *change,
+							 const char *function)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	MbCall		call;
+	int64		changed;
+
+	mb_check_may_change(function);
+	mb_call_begin(&call);
+	changed = mb_distributed_change(&call, name, change, NULL, NULL, NULL);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(changed);
+}
+
+Datum
+microbatch_pause_distributed_pipeline(PG_FUNCTION_ARGS)
+{
+	return mb_distributed_simple_change(fcinfo, "pause", "pause_distributed_pipeline()");
+}
+
+Datum
+microbatch_resume_distributed_pipeline(PG_FUNCTION_ARGS)
+{
+	return mb_distributed_simple_change(fcinfo, "resume", "resume_distributed_pipeline()");
+}
+
+Datum
+microbatch_refresh_distributed_pipeline(PG_FUNCTION_ARGS)
+{
+	return mb_distributed_simple_change(fcinfo, "refresh", "refresh_distributed_pipeline()");
+}
+
+Datum
+microbatch_alter_distributed_pipeline(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	MbCall		call;
+	int64		changed;
+
+	if (!PG_ARGISNULL(1))
+		mb_check_batch_interval(PG_GETARG_INTERVAL_P(1));
+	if (!PG_ARGISNULL(2))
+		(void) mb_max_batch_rows_arg(fcinfo, 2, true);
+	if (!PG_ARGISNULL(3))
+		(void) mb_check_batch_timeout(PG_GETARG_INTERVAL_P(3), true);
+
+	mb_check_may_change("alter_distributed_pipeline()");
+	mb_call_begin(&call);
+	changed = mb_distributed_change(&call, name, "alter",
+									mb_arg_text(fcinfo, 1, INTERVALOID),
+									mb_arg_text(fcinfo, 2, INT8OID),
+									mb_arg_text(fcinfo, 3, INTERVALOID));
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(changed);
+}
+
+Datum
+microbatch_change_shard_pipelines(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	NullableDatum args[3];
+	MbCall		call;
+	int64		changed;
+
+	mb_require_arg(fcinfo, 1, "change");
+	for (int a = 0; a < 3; a++)
+	{
+		args[a].isnull = PG_ARGISNULL(a + 2);
+		args[a].value = args[a].isnull ? (Datum) 0 : PG_GETARG_DATUM(a + 2);
+	}
+	mb_check_may_change("change_shard_pipelines()");
+	mb_call_begin(&call);
+	changed = mb_shard_pipelines_change(&call, name,
+										text_to_cstring(PG_GETARG_TEXT_PP(1)), args);
+	mb_call_end(&call);
+
+	PG_RETURN_INT64(changed);
 }

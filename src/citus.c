@@ -25,32 +25,37 @@
  *
  * The coordinator keeps the list of distributed pipelines and sends the
  * shard pipelines' changes to the workers, as the caller, one worker
- * transaction per node.  A shard move would leave the moved rows' new
- * placement without a pipeline, so the functions that move, copy or split
- * shards are refused while the database has distributed pipelines.
+ * transaction per node, so not inside a transaction block.  A shard move
+ * would leave the moved rows' new placement without a pipeline, so the
+ * functions that move, copy or split shards are refused, when called,
+ * while the database has distributed pipelines.  A shard with more than
+ * one placement would be processed once per placement: refused too.
  *
  * Citus propagates DDL on objects of a distributed extension; microbatch's
  * own DDL (batch views, tracking columns) is local to each node, so an API
- * call turns that propagation off for itself (mb_call_begin()).
+ * call turns that propagation off for itself (mb_call_begin()), and user
+ * code gets the server's setting back.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "nodes/nodeFuncs.h"
-#include "parser/analyze.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 #include "microbatch.h"
@@ -70,7 +75,15 @@ static const char *const mb_shard_transfer_functions[] = {
 	NULL
 };
 
-static post_parse_analyze_hook_type prev_post_parse_analyze = NULL;
+static needs_fmgr_hook_type prev_needs_fmgr_hook = NULL;
+static fmgr_hook_type prev_fmgr_hook = NULL;
+
+/*
+ * The distributed pipeline whose shard pipelines this transaction changed
+ * on the nodes: those changes committed there, whatever this transaction
+ * does.  In TopMemoryContext.
+ */
+static char *mb_nodes_changed = NULL;
 
 /* Keep Citus from propagating microbatch's own, node-local DDL */
 void
@@ -80,6 +93,61 @@ mb_citus_local_ddl(void)
 		(void) set_config_option(MB_CITUS_DDL_PROPAGATION, "off",
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * The coordinator's functions change each node in a transaction of the
+ * node's own, which a rollback here cannot undo: so they run once per
+ * transaction, outside transaction blocks.
+ */
+static void
+mb_check_may_change_nodes(const char *name)
+{
+	if (IsTransactionBlock())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("distributed pipeline \"%s\" cannot be changed inside a transaction block", name),
+				 errdetail("Each node makes the change in a transaction of its own, which a rollback here would not undo.")));
+	if (mb_nodes_changed != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("distributed pipeline \"%s\" cannot be changed in the transaction that changed distributed pipeline \"%s\"",
+						name, mb_nodes_changed),
+				 errdetail("Each node makes the change in a transaction of its own, which a rollback here would not undo.")));
+}
+
+/* Say so when a transaction that changed nodes rolls back */
+static void
+mb_citus_xact_callback(XactEvent event, void *arg)
+{
+	if (mb_nodes_changed == NULL ||
+		(event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT))
+		return;
+	if (event == XACT_EVENT_ABORT)
+		ereport(WARNING,
+				(errmsg("the nodes keep the changes to distributed pipeline \"%s\" that this transaction made", mb_nodes_changed),
+				 errdetail("Each node made the change in a transaction of its own."),
+				 errhint("Make the change again, or undo it, in a transaction of its own; microbatch.drop_shard_pipelines() on a node drops shard pipelines that its coordinator does not list.")));
+	pfree(mb_nodes_changed);
+	mb_nodes_changed = NULL;
+}
+
+/*
+ * User code propagates its DDL as the server is set to (microbatch's API
+ * calls turn propagation off for their own DDL): a transform's DDL on a
+ * distributed table must not change the coordinator alone.
+ */
+void
+mb_citus_user_ddl(void)
+{
+	const char *reset;
+
+	if (GetConfigOption(MB_CITUS_DDL_PROPAGATION, true, false) == NULL)
+		return;
+	reset = GetConfigOptionResetString(MB_CITUS_DDL_PROPAGATION);
+	(void) set_config_option(MB_CITUS_DDL_PROPAGATION, reset,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 }
 
 static bool
@@ -132,6 +200,23 @@ mb_citus_check_source(Oid source)
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("table \"%s\" is a Citus reference or local table", get_rel_name(source)),
 			 errdetail("Only hash-distributed Citus tables can be the source of a distributed pipeline.")));
+}
+
+/* Whether a shard of the table has more than one placement */
+static bool
+mb_has_replicated_shards(Oid source)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(source)};
+
+	if (SPI_execute_with_args("SELECT FROM pg_catalog.pg_dist_shard s "
+							  "JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid "
+							  "WHERE s.logicalrelid OPERATOR(pg_catalog.=) $1 "
+							  "GROUP BY s.shardid HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1 LIMIT 1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the shard placements of table \"%s\"",
+			 get_rel_name(source));
+	return SPI_processed > 0;
 }
 
 /* The distributed pipeline's row on the coordinator: its source and owner */
@@ -198,12 +283,15 @@ mb_shard_nodes(Oid source)
 
 /*
  * Run a command on each node, as the caller, each in a transaction of its
- * own (Citus' master_run_on_worker()).  Returns the sum of the integers the
+ * own (Citus' master_run_on_worker()).  With after_shards, the command is
+ * command, the node's shards and after_shards, pasted together (the texts
+ * hold user input: never a format).  Returns the sum of the integers the
  * commands return, or, when a command fails and undo is given, runs undo on
  * the nodes where the command succeeded and raises the first node's error.
  */
 static int64
-mb_run_on_nodes(MbCall *call, List *nodes, const char *command,
+mb_run_on_nodes(MbCall *call, const char *name, List *nodes,
+				const char *command, const char *after_shards,
 				const char *undo)
 {
 	int			n = list_length(nodes);
@@ -229,12 +317,17 @@ mb_run_on_nodes(MbCall *call, List *nodes, const char *command,
 
 		hosts[i] = CStringGetTextDatum(node->host);
 		ports[i] = Int32GetDatum(node->port);
-		commands[i] = CStringGetTextDatum(psprintf(command, node->shards));
+		commands[i] = CStringGetTextDatum(after_shards == NULL ? command :
+										  psprintf("%s%s%s", command, node->shards,
+												   after_shards));
 		i++;
 	}
 	values[0] = PointerGetDatum(construct_array(hosts, n, TEXTOID, -1, false, TYPALIGN_INT));
 	values[1] = PointerGetDatum(construct_array(ports, n, INT4OID, 4, true, TYPALIGN_INT));
 	values[2] = PointerGetDatum(construct_array(commands, n, TEXTOID, -1, false, TYPALIGN_INT));
+
+	if (mb_nodes_changed == NULL)
+		mb_nodes_changed = MemoryContextStrdup(TopMemoryContext, name);
 
 	/* Citus connects as the current user: the caller, not the catalog owner */
 	GetUserIdAndSecContext(&user, &sec_context);
@@ -287,7 +380,7 @@ mb_run_on_nodes(MbCall *call, List *nodes, const char *command,
 	if (failure != NULL)
 	{
 		if (undo != NULL && succeeded != NIL)
-			(void) mb_run_on_nodes(call, succeeded, undo, NULL);
+			(void) mb_run_on_nodes(call, name, succeeded, undo, NULL, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not change the shard pipelines on node %s", failed_node),
@@ -316,6 +409,7 @@ mb_distributed_create(MbCall *call, const char *name, Oid source,
 	List	   *nodes;
 	int64		created;
 
+	mb_check_may_change_nodes(name);
 	if (!mb_citus_installed())
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -337,6 +431,12 @@ mb_distributed_create(MbCall *call, const char *name, Oid source,
 				 errmsg("must be owner of table %s", get_rel_name(source)),
 				 errdetail("A distributed pipeline adds a column \"%s\", an index, a constraint and triggers to every shard of its source.",
 						   MB_TRACKING_COLUMN)));
+	if (mb_has_replicated_shards(source))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s\" has shards with more than one placement", get_rel_name(source)),
+				 errdetail("Each placement of a shard would have a pipeline of its own, and the shard's rows would be processed once per placement."),
+				 errhint("Distribute the table with citus.shard_replication_factor = 1.")));
 	if (mb_distributed_lookup(name, &existing_source, &existing_owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -355,9 +455,10 @@ mb_distributed_create(MbCall *call, const char *name, Oid source,
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" has no shard placements", get_rel_name(source))));
-	created = mb_run_on_nodes(call, nodes,
-							  psprintf("SELECT microbatch.create_shard_pipelines(%s, %%s, %s, %s, %s, %s)",
-									   quote_literal_cstr(name),
+	created = mb_run_on_nodes(call, name, nodes,
+							  psprintf("SELECT microbatch.create_shard_pipelines(%s, ",
+									   quote_literal_cstr(name)),
+							  psprintf(", %s, %s, %s, %s)",
 									   mb_literal_or_null(batch_interval),
 									   mb_literal_or_null(max_batch_rows),
 									   mb_literal_or_null(start_from),
@@ -379,6 +480,7 @@ mb_distributed_nodes(MbCall *call, const char *name, bool remove)
 	Oid			argtypes[1] = {NAMEOID};
 	Datum		values[1] = {CStringGetDatum(name)};
 
+	mb_check_may_change_nodes(name);
 	if (!mb_citus_installed() || !mb_distributed_lookup(name, &source, &owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -403,13 +505,14 @@ mb_distributed_add_transform(MbCall *call, const char *name,
 {
 	List	   *nodes = mb_distributed_nodes(call, name, false);
 
-	return mb_run_on_nodes(call, nodes,
+	return mb_run_on_nodes(call, name, nodes,
 						   psprintf("SELECT microbatch.add_shard_transform(%s, %s, %s, %s, %s)",
 									quote_literal_cstr(name),
 									quote_literal_cstr(transform),
 									quote_literal_cstr(layer),
 									quote_literal_cstr(command),
 									quote_literal_cstr(call->caller_search_path)),
+						   NULL,
 						   psprintf("SELECT microbatch.remove_shard_transform(%s, %s)",
 									quote_literal_cstr(name),
 									quote_literal_cstr(transform)));
@@ -420,12 +523,36 @@ mb_distributed_remove_transform(MbCall *call, const char *name,
 								const char *transform)
 {
 	List	   *nodes = mb_distributed_nodes(call, name, false);
+	int64		removed;
 
-	return mb_run_on_nodes(call, nodes,
-						   psprintf("SELECT microbatch.remove_shard_transform(%s, %s)",
+	removed = mb_run_on_nodes(call, name, nodes,
+							  psprintf("SELECT microbatch.remove_shard_transform(%s, %s)",
+									   quote_literal_cstr(name),
+									   quote_literal_cstr(transform)),
+							  NULL, NULL);
+	if (removed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("transform \"%s\" of distributed pipeline \"%s\" does not exist",
+						transform, name)));
+	return removed;
+}
+
+int64
+mb_distributed_change(MbCall *call, const char *name, const char *change,
+					  const char *batch_interval, const char *max_batch_rows,
+					  const char *batch_timeout)
+{
+	List	   *nodes = mb_distributed_nodes(call, name, false);
+
+	return mb_run_on_nodes(call, name, nodes,
+						   psprintf("SELECT microbatch.change_shard_pipelines(%s, %s, %s, %s, %s)",
 									quote_literal_cstr(name),
-									quote_literal_cstr(transform)),
-						   NULL);
+									quote_literal_cstr(change),
+									mb_literal_or_null(batch_interval),
+									mb_literal_or_null(max_batch_rows),
+									mb_literal_or_null(batch_timeout)),
+						   NULL, NULL);
 }
 
 int64
@@ -433,10 +560,10 @@ mb_distributed_drop(MbCall *call, const char *name)
 {
 	List	   *nodes = mb_distributed_nodes(call, name, true);
 
-	return mb_run_on_nodes(call, nodes,
+	return mb_run_on_nodes(call, name, nodes,
 						   psprintf("SELECT microbatch.drop_shard_pipelines(%s)",
 									quote_literal_cstr(name)),
-						   NULL);
+						   NULL, NULL);
 }
 
 /*
@@ -444,15 +571,35 @@ mb_distributed_drop(MbCall *call, const char *name)
  * changes all of the pipeline's shard pipelines or none.
  */
 
+/* Whether Citus knows the table as a shard of one of its tables */
+static bool
+mb_is_known_shard(Oid relid)
+{
+	Oid			argtypes[1] = {REGCLASSOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT pg_catalog.relation_is_a_known_shard($1)",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up relation %u in Citus' metadata", relid);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+}
+
 static char *
 mb_shard_pipeline_name(const char *name, Oid shard)
 {
 	const char *relname = get_rel_name(shard);
 	const char *suffix = relname ? strrchr(relname, '_') : NULL;
 
-	/* Citus names a shard <table>_<shard id> */
+	/*
+	 * Citus names a shard <table>_<shard id>; where Citus is installed, the
+	 * table must be one of its shards, so that no other table takes the
+	 * names of a distributed pipeline to come.
+	 */
 	if (suffix == NULL || suffix[1] == '\0' ||
-		strspn(suffix + 1, "0123456789") != strlen(suffix + 1))
+		strspn(suffix + 1, "0123456789") != strlen(suffix + 1) ||
+		(mb_citus_installed() && !mb_is_known_shard(shard)))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a shard of a distributed table",
@@ -502,6 +649,72 @@ mb_shard_pipelines(const char *name)
 	return names;
 }
 
+/*
+ * The view microbatch.<pipeline>_batch of this node: the union of its shard
+ * pipelines' batch views, owned by the caller.
+ */
+static void
+mb_shard_union_view_create(MbCall *call, const char *name, List *batch_views)
+{
+	const char *view = quote_qualified_identifier(MB_SCHEMA,
+												  psprintf("%s%s", name, MB_BATCH_VIEW_SUFFIX));
+	StringInfoData sql;
+	ListCell   *lc;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE VIEW %s AS ", view);
+	foreach(lc, batch_views)
+		appendStringInfo(&sql, "%sSELECT * FROM %s",
+						 foreach_current_index(lc) > 0 ? " UNION ALL " : "",
+						 mb_qualified_relname(lfirst_oid(lc)));
+
+	mb_ddl_own_begin();
+	PG_TRY();
+	{
+		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY ||
+			SPI_execute(psprintf("ALTER VIEW %s OWNER TO %s", view,
+								 quote_identifier(GetUserNameFromId(call->caller, false))),
+						false, 0) != SPI_OK_UTILITY ||
+			SPI_execute(psprintf("COMMENT ON VIEW %s IS %s", view,
+								 quote_literal_cstr(psprintf("rows of the batch of a shard pipeline of distributed pipeline %s being processed; empty outside its transforms",
+															 name))),
+						false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not create the batch view of distributed pipeline \"%s\"", name);
+	}
+	PG_FINALLY();
+	{
+		mb_ddl_own_end();
+	}
+	PG_END_TRY();
+}
+
+/* Drop that view, if it is there: the caller must own it */
+static void
+mb_shard_union_view_drop(MbCall *call, const char *name)
+{
+	Oid			view = get_relname_relid(psprintf("%s%s", name, MB_BATCH_VIEW_SUFFIX),
+										 get_namespace_oid(MB_SCHEMA, false));
+
+	if (!OidIsValid(view))
+		return;
+	if (!pg_class_ownercheck(view, call->caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of distributed pipeline %s", name)));
+	mb_ddl_own_begin();
+	PG_TRY();
+	{
+		if (SPI_execute(psprintf("DROP VIEW %s", mb_qualified_relname(view)),
+						false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not drop the batch view of distributed pipeline \"%s\"", name);
+	}
+	PG_FINALLY();
+	{
+		mb_ddl_own_end();
+	}
+	PG_END_TRY();
+}
+
 int64
 mb_shard_pipelines_create(MbCall *call, const char *name, ArrayType *shards,
 						  NullableDatum *args)
@@ -510,21 +723,22 @@ mb_shard_pipelines_create(MbCall *call, const char *name, ArrayType *shards,
 	bool	   *shard_nulls;
 	int			nshards;
 	const char *view_name = psprintf("%s%s", name, MB_BATCH_VIEW_SUFFIX);
-	StringInfoData view;
+	List	   *batch_views = NIL;
 	Oid			argtypes[6] = {NAMEOID, REGCLASSOID, INTERVALOID, INT8OID,
 	TEXTOID, INTERVALOID};
 
 	deconstruct_array(shards, REGCLASSOID, sizeof(Oid), true, TYPALIGN_INT,
 					  &shard_values, &shard_nulls, &nshards);
+	if (nshards == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a node needs at least one shard for distributed pipeline \"%s\"", name)));
 	if (get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false)) != InvalidOid)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_TABLE),
 				 errmsg("relation \"%s.%s\" already exists", MB_SCHEMA, view_name),
 				 errhint("A distributed pipeline's batch view is named after it; choose another name.")));
 
-	initStringInfo(&view);
-	appendStringInfo(&view, "CREATE VIEW %s AS ",
-					 quote_qualified_identifier(MB_SCHEMA, view_name));
 	for (int i = 0; i < nshards; i++)
 	{
 		Oid			shard = DatumGetObjectId(shard_values[i]);
@@ -562,34 +776,9 @@ mb_shard_pipelines_create(MbCall *call, const char *name, ArrayType *shards,
 								  "WHERE pipeline_name OPERATOR(pg_catalog.=) $1",
 								  3, row_types, row, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not record shard pipeline \"%s\"", shard_pipeline);
-		appendStringInfo(&view, "%sSELECT * FROM %s", i > 0 ? " UNION ALL " : "",
-						 mb_qualified_relname(created.batch_view));
+		batch_views = lappend_oid(batch_views, created.batch_view);
 	}
-	if (nshards == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a node needs at least one shard for distributed pipeline \"%s\"", name)));
-
-	mb_ddl_own_begin();
-	PG_TRY();
-	{
-		if (SPI_execute(view.data, false, 0) != SPI_OK_UTILITY ||
-			SPI_execute(psprintf("ALTER VIEW %s OWNER TO %s",
-								 quote_qualified_identifier(MB_SCHEMA, view_name),
-								 quote_identifier(GetUserNameFromId(call->caller, false))),
-						false, 0) != SPI_OK_UTILITY ||
-			SPI_execute(psprintf("COMMENT ON VIEW %s IS %s",
-								 quote_qualified_identifier(MB_SCHEMA, view_name),
-								 quote_literal_cstr(psprintf("rows of the batch of a shard pipeline of distributed pipeline %s being processed; empty outside its transforms",
-															 name))),
-						false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not create the batch view of distributed pipeline \"%s\"", name);
-	}
-	PG_FINALLY();
-	{
-		mb_ddl_own_end();
-	}
-	PG_END_TRY();
+	mb_shard_union_view_create(call, name, batch_views);
 	return nshards;
 }
 
@@ -630,110 +819,186 @@ mb_shard_transform_add(MbCall *call, const char *name, const char *transform,
 	return list_length(names);
 }
 
+/*
+ * Shard pipelines without the transform are passed over (a change undone
+ * halfway); returns how many had it.
+ */
 int64
 mb_shard_transform_remove(MbCall *call, const char *name, const char *transform)
 {
 	List	   *names = mb_shard_pipelines_known(name);
 	ListCell   *lc;
 	Oid			argtypes[2] = {NAMEOID, NAMEOID};
+	int64		removed = 0;
 
 	foreach(lc, names)
 	{
 		Datum		values[2] = {CStringGetDatum(lfirst(lc)), CStringGetDatum(transform)};
+		MbPipeline	pipeline;
 
+		if (!mb_pipeline_by_name(lfirst(lc), &pipeline) ||
+			!mb_transform_exists(pipeline.id, transform))
+			continue;
 		mb_call_as_caller(call, "SELECT microbatch.remove_transform($1, $2)",
 						  2, argtypes, values, NULL);
+		removed++;
 	}
-	return list_length(names);
+	return removed;
 }
 
+/* Nothing to drop is no error: the coordinator may have lost track */
 int64
 mb_shard_pipelines_drop(MbCall *call, const char *name)
 {
-	List	   *names = mb_shard_pipelines_known(name);
-	const char *view_name = psprintf("%s%s", name, MB_BATCH_VIEW_SUFFIX);
-	Oid			view = get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false));
+	List	   *names = mb_shard_pipelines(name);
 	ListCell   *lc;
 	Oid			argtypes[1] = {NAMEOID};
+	Datum		values[1] = {CStringGetDatum(name)};
 
-	if (OidIsValid(view))
-	{
-		if (!pg_class_ownercheck(view, call->caller))
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("must be owner of distributed pipeline %s", name)));
-		mb_ddl_own_begin();
-		PG_TRY();
-		{
-			if (SPI_execute(psprintf("DROP VIEW %s", mb_qualified_relname(view)),
-							false, 0) != SPI_OK_UTILITY)
-				elog(ERROR, "could not drop the batch view of distributed pipeline \"%s\"", name);
-		}
-		PG_FINALLY();
-		{
-			mb_ddl_own_end();
-		}
-		PG_END_TRY();
-	}
+	mb_shard_union_view_drop(call, name);
 	foreach(lc, names)
 	{
-		Datum		values[1] = {CStringGetDatum(lfirst(lc))};
+		Datum		pipeline[1] = {CStringGetDatum(lfirst(lc))};
 
 		mb_call_as_caller(call, "SELECT microbatch.drop_pipeline($1)",
-						  1, argtypes, values, NULL);
+						  1, argtypes, pipeline, NULL);
 	}
-	{
-		Datum		values[1] = {CStringGetDatum(name)};
-
-		if (SPI_execute_with_args("DELETE FROM microbatch.shard_pipeline "
-								  "WHERE distributed_pipeline OPERATOR(pg_catalog.=) $1",
-								  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "could not remove the shard pipelines of \"%s\"", name);
-	}
+	if (SPI_execute_with_args("DELETE FROM microbatch.shard_pipeline "
+							  "WHERE distributed_pipeline OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not remove the shard pipelines of \"%s\"", name);
 	return list_length(names);
 }
 
 /*
- * Refuse shard moves, copies and splits while the database has distributed
- * pipelines: the new placement would have no shard pipeline.
+ * Pause, resume, alter or refresh every shard pipeline of this node.  A
+ * refresh rebuilds each batch view (after columns of the distributed table
+ * changed), so the union over them is built again too.
+ */
+int64
+mb_shard_pipelines_change(MbCall *call, const char *name, const char *change,
+						  NullableDatum *args)
+{
+	List	   *names;
+	List	   *batch_views = NIL;
+	ListCell   *lc;
+	const char *sql;
+	bool		refresh = false;
+	Oid			argtypes[4] = {NAMEOID, INTERVALOID, INT8OID, INTERVALOID};
+	int			nargs = 1;
+
+	if (strcmp(change, "pause") == 0)
+		sql = "SELECT microbatch.pause_pipeline($1)";
+	else if (strcmp(change, "resume") == 0)
+		sql = "SELECT microbatch.resume_pipeline($1)";
+	else if (strcmp(change, "alter") == 0)
+	{
+		sql = "SELECT microbatch.alter_pipeline($1, $2, $3, $4)";
+		nargs = 4;
+	}
+	else if (strcmp(change, "refresh") == 0)
+	{
+		sql = "SELECT microbatch.refresh_pipeline($1)";
+		refresh = true;
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid change \"%s\"", change),
+				 errhint("The change is pause, resume, alter or refresh.")));
+
+	names = mb_shard_pipelines_known(name);
+	if (refresh)
+		mb_shard_union_view_drop(call, name);
+	foreach(lc, names)
+	{
+		Datum		values[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
+		MbPipeline	pipeline;
+
+		values[0] = CStringGetDatum(lfirst(lc));
+		for (int a = 0; a < 3; a++)
+		{
+			values[a + 1] = args[a].value;
+			nulls[a + 1] = args[a].isnull ? 'n' : ' ';
+		}
+		mb_call_as_caller(call, sql, nargs, argtypes, values, nulls);
+		if (refresh && mb_pipeline_by_name(lfirst(lc), &pipeline))
+			batch_views = lappend_oid(batch_views, pipeline.batch_view);
+	}
+	if (refresh)
+		mb_shard_union_view_create(call, name, batch_views);
+	return list_length(names);
+}
+
+/*
+ * After a drop: forget the shard pipelines that went with their shard, and
+ * the distributed pipelines whose table went.  Citus drops shards with
+ * CASCADE, which takes the union views along.
+ */
+void
+mb_citus_forget_dropped(List *dropped)
+{
+	Oid			ns = get_namespace_oid(MB_SCHEMA, true);
+	Oid			argtypes[1] = {OIDARRAYOID};
+	Datum	   *oids;
+	Datum		values[1];
+	int			i = 0;
+	ListCell   *lc;
+
+	/* a catalog older than 0.4.0 has neither table */
+	if (!OidIsValid(ns) || !OidIsValid(get_relname_relid("shard_pipeline", ns)))
+		return;
+	oids = palloc(sizeof(Datum) * list_length(dropped));
+	foreach(lc, dropped)
+		oids[i++] = ObjectIdGetDatum(lfirst_oid(lc));
+	values[0] = PointerGetDatum(construct_array(oids, i, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	if (SPI_execute("DELETE FROM microbatch.shard_pipeline s WHERE NOT EXISTS "
+					"(SELECT FROM microbatch.pipeline p "
+					"WHERE p.pipeline_id OPERATOR(pg_catalog.=) s.pipeline_id)",
+					false, 0) != SPI_OK_DELETE ||
+		SPI_execute_with_args("DELETE FROM microbatch.distributed_pipeline "
+							  "WHERE source_table::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($1)",
+							  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not forget the distributed pipelines of dropped tables");
+}
+
+/*
+ * Shard moves, copies and splits are refused while the database has
+ * distributed pipelines: the new placement would have no shard pipeline.
+ * The check is made when one of those functions is called, however the
+ * call was planned (a view, a SQL function, a prepared statement, Citus'
+ * background rebalancer): an fmgr hook, as sepgsql uses.
  */
 static bool
-mb_shard_transfer_walker(Node *node, void *context)
+mb_is_shard_transfer_function(Oid funcid)
 {
-	if (node == NULL)
+	HeapTuple	tuple;
+	Form_pg_proc proc;
+	bool		found = false;
+
+	if (funcid < FirstNormalObjectId)
 		return false;
-	if (IsA(node, FuncExpr))
-	{
-		Oid			funcid = ((FuncExpr *) node)->funcid;
-
-		if (funcid >= FirstNormalObjectId &&
-			get_func_namespace(funcid) == PG_CATALOG_NAMESPACE)
-		{
-			char	   *fname = get_func_name(funcid);
-
-			for (int i = 0; fname && mb_shard_transfer_functions[i]; i++)
-				if (strcmp(fname, mb_shard_transfer_functions[i]) == 0)
-				{
-					*(char **) context = fname;
-					return true;
-				}
-		}
-	}
-	if (IsA(node, Query))
-		return query_tree_walker((Query *) node, mb_shard_transfer_walker,
-								 context, 0);
-	return expression_tree_walker(node, mb_shard_transfer_walker, context);
+	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	proc = (Form_pg_proc) GETSTRUCT(tuple);
+	if (proc->pronamespace == PG_CATALOG_NAMESPACE)
+		for (int i = 0; !found && mb_shard_transfer_functions[i]; i++)
+			found = strcmp(NameStr(proc->proname), mb_shard_transfer_functions[i]) == 0;
+	ReleaseSysCache(tuple);
+	return found;
 }
 
 static bool
 mb_database_has_distributed_pipelines(void)
 {
+	Oid			ns = get_namespace_oid(MB_SCHEMA, true);
 	bool		found;
 	MbCall		call;
 
-	if (!OidIsValid(get_namespace_oid(MB_SCHEMA, true)) ||
-		!OidIsValid(get_relname_relid("distributed_pipeline",
-									  get_namespace_oid(MB_SCHEMA, true))))
+	if (!OidIsValid(ns) ||
+		!OidIsValid(get_relname_relid("distributed_pipeline", ns)))
 		return false;
 	mb_call_begin(&call);
 	if (SPI_execute("SELECT FROM microbatch.distributed_pipeline LIMIT 1",
@@ -744,28 +1009,35 @@ mb_database_has_distributed_pipelines(void)
 	return found;
 }
 
-static void
-mb_refuse_shard_transfers(ParseState *pstate, Query *query, JumbleState *jstate)
+static bool
+mb_needs_fmgr_hook(Oid funcid)
 {
-	char	   *function = NULL;
+	if (prev_needs_fmgr_hook && prev_needs_fmgr_hook(funcid))
+		return true;
+	return mb_is_shard_transfer_function(funcid);
+}
 
-	if (prev_post_parse_analyze)
-		prev_post_parse_analyze(pstate, query, jstate);
-	if (!IsTransactionState() ||
-		!mb_shard_transfer_walker((Node *) query, &function) ||
-		!mb_database_has_distributed_pipelines())
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("%s() cannot run while this database has distributed pipelines",
-					function),
-			 errdetail("A shard pipeline processes the rows of its shard on the node that holds it; rows of a moved, copied or split shard would be processed by no pipeline."),
-			 errhint("Stop the loaders, let the pipelines process every row, drop them with microbatch.drop_distributed_pipeline(), move the shards, and create the pipelines again with start_from => 'now'.")));
+static void
+mb_fmgr_hook(FmgrHookEventType event, FmgrInfo *flinfo, Datum *private)
+{
+	if (event == FHET_START && mb_is_shard_transfer_function(flinfo->fn_oid) &&
+		mb_database_has_distributed_pipelines())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s() cannot run while this database has distributed pipelines",
+						get_func_name(flinfo->fn_oid)),
+				 errdetail("A shard pipeline processes the rows of its shard on the node that holds it; rows of a moved, copied or split shard would be processed by no pipeline."),
+				 errhint("Stop the loaders, let the pipelines process every row, drop them with microbatch.drop_distributed_pipeline(), move the shards, and create the pipelines again with start_from => 'now'.")));
+	if (prev_fmgr_hook)
+		prev_fmgr_hook(event, flinfo, private);
 }
 
 void
 mb_citus_init(void)
 {
-	prev_post_parse_analyze = post_parse_analyze_hook;
-	post_parse_analyze_hook = mb_refuse_shard_transfers;
+	prev_needs_fmgr_hook = needs_fmgr_hook;
+	needs_fmgr_hook = mb_needs_fmgr_hook;
+	prev_fmgr_hook = fmgr_hook;
+	fmgr_hook = mb_fmgr_hook;
+	RegisterXactCallback(mb_citus_xact_callback, NULL);
 }

@@ -726,6 +726,7 @@ mb_sql_drop(Oid caller)
 						"source table" : "batch view")));
 		mb_source_release(pipeline, caller);
 	}
+	mb_citus_forget_dropped(dropped);
 	mb_wake_scheduler_at_commit();
 }
 

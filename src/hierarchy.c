@@ -18,6 +18,7 @@
 #include "access/table.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_inherits.h"
+#include "storage/lmgr.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
 
@@ -30,6 +31,9 @@
 List *
 mb_hierarchy_members(Oid relid, LOCKMODE lockmode)
 {
+	/* find_all_inheritors() locks the tables below only */
+	if (lockmode != NoLock)
+		LockRelationOid(relid, lockmode);
 	return find_all_inheritors(relid, lockmode, NULL);
 }
 

@@ -331,6 +331,7 @@ extern void mb_check_role_may_run(Oid role, const char *pipeline_name);
 /* citus.c */
 extern void mb_citus_init(void);
 extern void mb_citus_local_ddl(void);
+extern void mb_citus_user_ddl(void);
 extern char mb_citus_table_method(Oid relid);
 extern void mb_citus_check_source(Oid source);
 extern int64 mb_distributed_create(MbCall *call, const char *name, Oid source,
@@ -354,6 +355,15 @@ extern int64 mb_shard_transform_add(MbCall *call, const char *name,
 extern int64 mb_shard_transform_remove(MbCall *call, const char *name,
 									   const char *transform);
 extern int64 mb_shard_pipelines_drop(MbCall *call, const char *name);
+extern int64 mb_distributed_change(MbCall *call, const char *name,
+								   const char *change,
+								   const char *batch_interval,
+								   const char *max_batch_rows,
+								   const char *batch_timeout);
+extern int64 mb_shard_pipelines_change(MbCall *call, const char *name,
+									   const char *change,
+									   NullableDatum *args);
+extern void mb_citus_forget_dropped(List *dropped);
 
 /* catalog.c */
 extern const char *mb_qualified_relname(Oid relid);

@@ -126,6 +126,8 @@ mb_table_ddl(Oid role, const char *sql)
 	MbUserCode	uc;
 
 	mb_user_code_begin(&uc, role, NULL);
+	/* microbatch's own DDL, on a table of this node */
+	mb_citus_local_ddl();
 	mb_ddl_own_begin();
 	PG_TRY();
 	{
@@ -775,12 +777,20 @@ mb_source_guard_subscribed(List *tables, Oid caller)
 void
 mb_source_check_values(Oid source)
 {
-	Datum		snapshot = mb_current_snapshot(false);
 	Oid			types[1] = {PG_SNAPSHOTOID};
-	Datum		values[1] = {snapshot};
+	Datum		values[1];
 	MbUserCode	uc;
 	bool		isnull;
 	int64		foreign;
+
+	/*
+	 * A writer still running could commit rows that this check cannot see,
+	 * with any value: wait for the writers of every table below, and keep
+	 * new ones out until the guards are in place, at commit.  The snapshot
+	 * comes after the wait, which the writers' commits precede.
+	 */
+	(void) mb_hierarchy_members(source, ShareRowExclusiveLock);
+	values[0] = mb_current_snapshot(false);
 
 	/* every row committed until now, as mb_window_pending_in() counts */
 	mb_user_code_begin(&uc, GetUserId(), NULL);

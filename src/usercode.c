@@ -53,6 +53,7 @@ mb_user_code_begin(MbUserCode *uc, Oid role, const char *search_path)
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	uc->guc_nest_level = NewGUCNestLevel();
+	mb_citus_user_ddl();
 	(void) set_config_option("search_path",
 							 psprintf("%s, pg_temp",
 									  search_path ? search_path : "pg_catalog"),

@@ -5,7 +5,10 @@
 # and gets the extension and a pipeline afterwards, so the launcher must find
 # it later (CREATE EXTENSION wakes it at commit).  Rows inserted in both are
 # processed by the background workers alone (no run_batch here), each exactly
-# once, and each database has exactly one scheduler of its own.
+# once, and each database has exactly one scheduler of its own.  Last, db3
+# gets the extension in a prepared transaction, as Citus creates it on its
+# workers (two-phase commit): its scheduler starts once COMMIT PREPARED
+# commits it.
 
 use strict;
 use warnings;
@@ -172,6 +175,33 @@ SELECT count(*) FROM microbatch.workers w
    AND a.datname = w.database AND a.backend_type = 'microbatch scheduler'}),
 	'2',
 	'the schedulers in microbatch.workers are the backends in pg_stat_activity');
+
+# db3, on a second server whose naptime is an hour, so that the launcher
+# looks for new databases only at its start: CREATE EXTENSION in a prepared
+# transaction, committed by COMMIT PREPARED in another session, must wake
+# the launcher, which then finds db3 at once.
+my $node2 = PostgreSQL::Test::Cluster->new('worker_databases_2pc');
+$node2->init;
+$node2->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'microbatch'
+microbatch.naptime = '1h'
+max_prepared_transactions = 2
+});
+$node2->start;
+my $db3_schedulers_sql = q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE backend_type = 'microbatch scheduler' AND datname = 'db3'};
+$node2->safe_psql('postgres', 'CREATE DATABASE db3');
+$node2->safe_psql('db3',
+	q{BEGIN; CREATE EXTENSION microbatch; PREPARE TRANSACTION 'create_microbatch'});
+usleep(500_000);
+is($node2->safe_psql('postgres', $db3_schedulers_sql), '0',
+	'db3: no scheduler while CREATE EXTENSION is prepared');
+$node2->safe_psql('db3', q{COMMIT PREPARED 'create_microbatch'});
+ok(poll_until($node2, 'postgres', $db3_schedulers_sql, '1', 15),
+	'db3, whose extension was created by COMMIT PREPARED, gets a scheduler within seconds');
+$node2->stop;
 
 # Nothing crashed.
 my $log = slurp_file($node->logfile);

@@ -21,8 +21,8 @@
 #     accepts it once they are given a subscriber id, and gives the table
 #     the replica trigger, since subscriptions already write into it;
 #   - rows that an apply worker is writing with pub2's ids while
-#     create_pipeline runs (its transaction still open) are refused or
-#     processed: a TODO, see below;
+#     create_pipeline runs (its transaction still open) are refused:
+#     create_pipeline waits for the writer before it checks the values;
 #   - under concurrent load on both publishers (single- and multi-row
 #     transactions, savepoints rolled back, COPY, rollbacks, and transactions
 #     large enough to be streamed to the subscriber before they commit),
@@ -32,7 +32,7 @@
 #     them exactly once (bronze), gold's count and sum per publisher equal
 #     the publisher's, the ledger's rows_in adds up, no batch failed;
 #   - every row on the subscriber carries a subscriber transaction id, and
-#     none one of pub2's;
+#     none carries one of pub2's;
 #   - pub2's own pipeline processes its rows once, unaffected;
 #   - a subscription the event triggers did not see (made while they were
 #     disabled) leaves its table without the replica trigger: the rows
@@ -42,7 +42,8 @@
 #   - ALTER SUBSCRIPTION ... ADD PUBLICATION gives the new table the replica
 #     trigger at once;
 #   - dropping one publisher's subscription leaves events, still written by
-#     the other, its replica trigger, also through refresh_pipeline().
+#     the other, its replica trigger, also through refresh_pipeline();
+#   - negative control: a batch replayed makes the bronze check fail.
 
 use strict;
 use warnings;
@@ -258,10 +259,14 @@ $sub->safe_psql($db,
 # Rows an apply worker writes with pub2's ids while create_pipeline runs.
 # pub2 commits five events rows and a row of gate in one transaction; a
 # session of the subscriber holds gate locked, so the apply worker, which
-# has written the events rows, waits.  create_pipeline checks the values of
-# the committed rows, then waits for the apply worker's lock on events;
-# gate is released, the apply worker commits its rows, with pub2's ids,
-# and create_pipeline adds the constraint (NOT VALID) and the trigger.
+# has written the events rows, waits.  create_pipeline must wait for the
+# apply worker's lock on events before it checks the values: the rows are
+# not committed yet, and the constraint it adds is NOT VALID, so it would
+# never look at them.  Had it checked first (as up to 0.3.0), those five
+# rows would have sat in the subscriber's future: no batch holds them,
+# rows_waiting does not count them, refresh_pipeline() does not see them.
+# Once gate is released, the apply worker commits, and create_pipeline
+# refuses the rows; the test then repairs them as the hint says.
 #
 my $gate = $sub->background_psql($db);
 $gate->query_safe(q{BEGIN; LOCK TABLE gate IN SHARE MODE});
@@ -279,15 +284,24 @@ ok( poll_until(
 my $creator = $sub->background_psql($db, on_error_stop => 0);
 $creator->query_until(qr/creating/,
 	"\\set VERBOSITY verbose\n\\echo creating\n" . pipeline_sql('cont') . "\\echo created\n");
-ok( poll_until(
-		$sub, $db, q{
+# (or has already given up, if it does not wait)
+my $creator_waits = 0;
+my $deadline = time() + $timeout;
+while (time() < $deadline)
+{
+	$creator->{run}->pump_nb;
+	last if $creator->{stdout} =~ /created/;
+	$creator_waits = $sub->safe_psql(
+		$db, q{
 SELECT count(*) FROM pg_stat_activity
- WHERE wait_event_type = 'Lock' AND query LIKE '%create_pipeline%' AND pid <> pg_backend_pid()},
-		'1', $timeout, 'create_pipeline to wait for the apply worker'),
-	'race: create_pipeline waits for the apply worker');
+ WHERE wait_event_type = 'Lock' AND query LIKE '%create_pipeline%' AND pid <> pg_backend_pid()});
+	last if $creator_waits;
+	usleep(50_000);
+}
+note 'race: create_pipeline ' . ($creator_waits ? 'waits for the apply worker' : 'did not wait');
 $gate->query_safe(q{COMMIT});
 $gate->quit;
-$creator->query_until(qr/created/, '');
+$creator->query_until(qr/created/, '') unless $creator->{stdout} =~ /created/;
 $creator->quit;
 my $create_err = $creator->{stderr};
 my $created = $sub->safe_psql($db, q{SELECT count(*) FROM microbatch.pipelines WHERE pipeline = 'cont'});
@@ -307,20 +321,16 @@ if ($created)
 		q{SELECT rows_waiting FROM microbatch.pipelines WHERE pipeline = 'cont'},
 		'0', $timeout, 'cont to have nothing waiting');
 }
-TODO:
-{
-	local $TODO =
-	  'create_pipeline checks the values of committed rows only, before it locks the table out of writers';
-	ok( (!$created && $create_err =~ /ERROR:  55000: table events has \d+ rows? whose microbatch_xid is not a committed transaction of this cluster/)
-		  || ($created && $in_flight == 0),
-		'race: rows applied with ids of pub2 while create_pipeline runs are refused, or get subscriber ids'
-	) or diag("create_pipeline " . ($created ? 'succeeded' : "failed: $create_err")
-		  . "; rows of events with ids beyond the subscriber's: $in_flight; rows cont did not process: "
-		  . $sub->safe_psql($db, q{
+ok($creator_waits, 'race: create_pipeline waits for the apply worker');
+ok( !$created && $create_err =~ /ERROR:  55000: table events has \d+ rows? whose microbatch_xid is not a committed transaction of this cluster/,
+	'race: rows applied with ids of pub2 while create_pipeline runs are refused'
+) or diag("create_pipeline " . ($created ? 'succeeded' : "failed: $create_err")
+	  . "; rows of events with ids beyond the subscriber's: $in_flight; rows cont did not process: "
+	  . $sub->safe_psql($db, q{
 SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM bronze_cont b WHERE (b.src, b.id) = (e.src, e.id))})
-		  . "; cont's rows_waiting: "
-		  . ($created ? $sub->safe_psql($db, q{SELECT rows_waiting FROM microbatch.pipelines WHERE pipeline = 'cont'}) : '-'));
-}
+	  . "; cont's rows_waiting: "
+	  . ($created ? $sub->safe_psql($db, q{SELECT rows_waiting FROM microbatch.pipelines WHERE pipeline = 'cont'}) : '-'));
+
 # However that went, the documented repair gives every row a subscriber id.
 $sub->safe_psql($db,
 	q{UPDATE events SET microbatch_xid = DEFAULT WHERE microbatch_xid >= pg_current_xact_id()});
@@ -442,6 +452,10 @@ ok(finish_load($run1, 60), 'pub1: the load after its crash runs to its end')
   or diag("pgbench stderr:\n$run1->{err}");
 ok(finish_load($run2, 60), 'pub2: the load after its restart runs to its end')
   or diag("pgbench stderr:\n$run2->{err}");
+like(slurp_file($pub1->logfile), qr/database system was not properly shut down; automatic recovery in progress/,
+	'pub1 went through crash recovery');
+like(slurp_file($sub->logfile), qr/database system was not properly shut down; automatic recovery in progress/,
+	'the subscriber went through crash recovery');
 # After every restart: a single row and a multi-row transaction on each
 for my $node ($pub1, $pub2)
 {
@@ -466,6 +480,8 @@ SELECT count(*) || '|' || coalesce(sum(v), 0) || '|' || md5(coalesce(string_agg(
 	$total_rows += $n;
 	note "$name: $n rows, sum(v) $sum";
 }
+cmp_ok($pub2->safe_psql($db, q{SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'fanin_pub2'}),
+	'>', 0, 'pub2 streamed large transactions to the subscriber before they committed');
 cmp_ok($truth{pub1}{n}, '>', 1500, 'pub1 took its load');
 cmp_ok($truth{pub2}{n}, '>', 5000, 'pub2 took its load');
 
@@ -666,6 +682,16 @@ is( $sub->safe_psql(
 SELECT count(*) FROM events
  WHERE microbatch_xid::text::bigint < $sub_xid_base OR microbatch_xid >= pg_current_xact_id()}),
 	'0', 'at the end: every row on the subscriber carries an id of a subscriber transaction');
+
+# Negative control: a batch processed twice breaks the bronze check
+$sub->safe_psql($db, q{SELECT microbatch.pause_pipeline('intv')});
+$sub->safe_psql(
+	$db, q{
+SELECT microbatch.replay_batch('intv', max(batch_id)) FROM microbatch.batches
+ WHERE pipeline = 'intv' AND status = 'committed' AND rows_in > 0});
+isnt($sub->safe_psql($db, $per_src_sql->('bronze_intv', q{count(DISTINCT id) || '|' ||})),
+	$sub->safe_psql($db, $per_src_sql->('events', q{count(*) || '|' ||})),
+	'the bronze check detects a batch processed twice');
 
 $sub->stop;
 $pub1->stop;
