@@ -116,6 +116,21 @@ mb_check_may_change_nodes(const char *name)
 				 errdetail("Each node makes the change in a transaction of its own, which a rollback here would not undo.")));
 }
 
+static void
+mb_nodes_remember_change(const char *name)
+{
+	if (mb_nodes_changed == NULL)
+		mb_nodes_changed = MemoryContextStrdup(TopMemoryContext, name);
+}
+
+static void
+mb_nodes_forget_change(void)
+{
+	if (mb_nodes_changed != NULL)
+		pfree(mb_nodes_changed);
+	mb_nodes_changed = NULL;
+}
+
 /* Say so when a transaction that changed nodes rolls back */
 static void
 mb_citus_xact_callback(XactEvent event, void *arg)
@@ -128,8 +143,7 @@ mb_citus_xact_callback(XactEvent event, void *arg)
 				(errmsg("the nodes keep the changes to distributed pipeline \"%s\" that this transaction made", mb_nodes_changed),
 				 errdetail("Each node made the change in a transaction of its own."),
 				 errhint("Make the change again, or undo it, in a transaction of its own; microbatch.drop_shard_pipelines() on a node drops shard pipelines that its coordinator does not list.")));
-	pfree(mb_nodes_changed);
-	mb_nodes_changed = NULL;
+	mb_nodes_forget_change();
 }
 
 /*
@@ -326,9 +340,6 @@ mb_run_on_nodes(MbCall *call, const char *name, List *nodes,
 	values[1] = PointerGetDatum(construct_array(ports, n, INT4OID, 4, true, TYPALIGN_INT));
 	values[2] = PointerGetDatum(construct_array(commands, n, TEXTOID, -1, false, TYPALIGN_INT));
 
-	if (mb_nodes_changed == NULL)
-		mb_nodes_changed = MemoryContextStrdup(TopMemoryContext, name);
-
 	/* Citus connects as the current user: the caller, not the catalog owner */
 	GetUserIdAndSecContext(&user, &sec_context);
 	SetUserIdAndSecContext(call->caller, call->saved_sec_context);
@@ -377,10 +388,15 @@ mb_run_on_nodes(MbCall *call, const char *name, List *nodes,
 			failed_node = psprintf("%s:%s", host, port);
 		}
 	}
+	if (failure != NULL && undo != NULL && succeeded != NIL)
+	{
+		(void) mb_run_on_nodes(call, name, succeeded, undo, NULL, NULL);
+		mb_nodes_forget_change();
+	}
+	else if (succeeded != NIL)
+		mb_nodes_remember_change(name);
 	if (failure != NULL)
 	{
-		if (undo != NULL && succeeded != NIL)
-			(void) mb_run_on_nodes(call, name, succeeded, undo, NULL, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not change the shard pipelines on node %s", failed_node),

@@ -145,7 +145,12 @@ $coord->safe_psql(
 SELECT citus_set_coordinator_host('127.0.0.1', %d);
 SELECT citus_add_node('127.0.0.1', %d);
 SELECT citus_add_node('127.0.0.1', %d);
-CREATE EXTENSION microbatch;
+}, $coord->port, $w1->port, $w2->port));
+# Citus creates microbatch on the workers, in a distributed transaction
+$coord->safe_psql($db, 'CREATE EXTENSION microbatch');
+my $t_extension = time();
+$coord->safe_psql(
+	$db, q{
 CREATE ROLE etl LOGIN;
 CREATE ROLE mallory LOGIN;
 CREATE TABLE events (k int NOT NULL, v int NOT NULL);
@@ -158,7 +163,7 @@ ALTER TABLE events OWNER TO etl;
 ALTER TABLE gold OWNER TO etl;
 ALTER TABLE dim OWNER TO etl;
 GRANT SELECT, INSERT ON events TO mallory;
-}, $coord->port, $w1->port, $w2->port));
+});
 # A shard pipeline's tracking index needs CREATE on the shard's schema (as
 # CREATE INDEX does).  Citus does not propagate grants on schema public,
 # and refuses them on a worker unless told the change is local.
@@ -234,6 +239,26 @@ my @twopc_keys = map { [ (grep { $_ > 1000 } @{ $keys_of{ $_->name } })[ 0 .. 3 
 ok(@{ $load_keys[0] } > 5 && @{ $load_keys[1] } > 5,
 	'load keys on both workers (' . join(' / ', map { scalar @$_ } @load_keys) . ')');
 
+# A session that prepares a shard move before any distributed pipeline
+# exists: the refusal must not depend on when the statement was planned.
+my $some_shard = $shards_of{ $w1->name }[0];
+my ($w1_port, $w2_port) = ($w1->port, $w2->port);
+my $early = $coord->background_psql($db, on_error_stop => 0);
+$early->query_safe(
+	"PREPARE early_move AS SELECT citus_move_shard_placement($some_shard, '127.0.0.1', $w1_port, '127.0.0.1', $w2_port, shard_transfer_mode := 'block_writes')");
+
+# Each node makes its change in a transaction of its own: refused in a
+# transaction block, which could roll back the coordinator's part alone.
+my ($ret, $out, $err) = psql_verbose($coord, 'etl',
+	"BEGIN;\nSELECT microbatch.create_distributed_pipeline('clicks', 'events', '0');\nROLLBACK;");
+like($err, qr/ERROR:  25001: distributed pipeline "clicks" cannot be changed inside a transaction block/,
+	'create_distributed_pipeline inside a transaction block: refused (25001)');
+for my $w (@workers)
+{
+	is($w->safe_psql($db, q{SELECT count(*) FROM microbatch.pipeline}),
+		'0', $w->name . ': nothing was created by the refused call');
+}
+
 is( etl_psql($coord,
 		q{SELECT microbatch.create_distributed_pipeline('clicks', 'events', '0')}),
 	'4', 'create_distributed_pipeline as the owner of events: four shard pipelines');
@@ -297,7 +322,7 @@ for my $w (@workers)
 }
 
 # create_pipeline on a table Citus manages is refused
-my ($ret, $out, $err) = psql_verbose($coord, 'etl',
+($ret, $out, $err) = psql_verbose($coord, 'etl',
 	q{SELECT microbatch.create_pipeline('plain', 'events')});
 like(
 	$err,
@@ -324,6 +349,15 @@ SELECT (SELECT count(*) FROM microbatch.pipeline WHERE pipeline_name::text LIKE 
     || ':' || (SELECT count(*) FROM microbatch.shard_pipeline WHERE distributed_pipeline = 'evil')
     || ':' || (SELECT count(*) FROM pg_class WHERE relname LIKE 'evil%')}),
 		'0:0:0', $w->name . ': nothing of "evil" was created there');
+}
+($ret, $out, $err) = psql_verbose($coord, 'etl',
+	"BEGIN;\nSELECT microbatch.drop_distributed_pipeline('clicks');\nROLLBACK;");
+like($err, qr/ERROR:  25001: distributed pipeline "clicks" cannot be changed inside a transaction block/,
+	'drop_distributed_pipeline inside a transaction block: refused (25001)');
+for my $w (@workers)
+{
+	is($w->safe_psql($db, q{SELECT count(*) FROM microbatch.shard_pipelines}),
+		'2', $w->name . ': its shard pipelines are still there');
 }
 
 #
@@ -464,16 +498,16 @@ sub check_exact
 	}
 }
 
-# Failed batches of a worker's shard pipelines: total, and those that did
-# not fail for want of the given (down) worker's port
+# Failed batches of a worker's shard pipelines: "total:others", others
+# being those that did not fail on a Citus connection (a node down, or a
+# connection that broke when it went down)
 sub failed_batches
 {
-	my ($w, $down_port) = @_;
+	my ($w) = @_;
 	return $w->safe_psql(
-		$db, qq{
-SELECT count(*) || ':' || count(*) FILTER (WHERE coalesce(error, '') NOT LIKE '%$down_port%'
-                                             AND coalesce(error_detail, '') NOT LIKE '%$down_port%'
-                                             AND coalesce(sqlstate, '') NOT LIKE '08%')
+		$db, q{
+SELECT count(*) || ':' || count(*) FILTER (WHERE NOT (b.sqlstate ~ '^(XX000|08)' AND
+           b.error ~ '(connection|SSL SYSCALL|socket|server closed)'))
   FROM microbatch.batches b JOIN microbatch.shard_pipelines s USING (pipeline)
  WHERE b.status = 'failed'});
 }
@@ -493,6 +527,23 @@ SELECT string_agg(format('%s #%s.%s %s %s %s', b.pipeline, b.batch_id, b.attempt
 #
 # 2. Concurrent load, every kind of write
 #
+# The workers' schedulers: started when Citus committed CREATE EXTENSION
+# there (with COMMIT PREPARED); the launcher otherwise retries a database
+# whose scheduler found no extension only every 10 naptimes (50 s).
+my $scheduler_sql = q{SELECT count(*) FROM microbatch.workers WHERE kind = 'scheduler' AND database = current_database()};
+my @scheduler_after;
+for my $w (@workers)
+{
+	ok(poll_until($w, $db, $scheduler_sql, '1', 120), $w->name . ': a microbatch scheduler runs in the database');
+	push @scheduler_after, time() - $t_extension;
+}
+TODO:
+{
+	local $TODO = 'a CREATE EXTENSION committed by COMMIT PREPARED does not wake the launcher';
+	cmp_ok($scheduler_after[-1], '<', 15,
+		sprintf('the workers\' schedulers start promptly after CREATE EXTENSION (%.1f s)', $scheduler_after[-1]));
+}
+
 my $loaders = start_loaders(4, 50, 1);
 my ($clean, $load_err) = finish_loaders($loaders);
 is($clean, 4, 'load: the four clients committed every statement')
@@ -568,7 +619,6 @@ $held{err} = slurp_file("$held_file.err");
 note "held transaction, stderr:\n$held{err}";
 like($held{err}, qr/canceling wait for synchronous replication due to user request/,
 	'held transaction: the commit was already local when the wait was cancelled');
-my $w2_port = $w2->port;
 like($held{err}, qr/failed to commit transaction on 127\.0\.0\.1:$w2_port/,
 	'held transaction: Citus could not send COMMIT PREPARED to worker 2');
 is($w1->safe_psql($db, q{SELECT count(*) FROM pg_prepared_xacts}),
@@ -621,8 +671,12 @@ is( $coord->safe_psql(
 	join(',', map { "$_->[0]:1:$_->[1]" } sort { $a->[0] <=> $b->[0] } map { @$_ } @twopc_rows),
 	'after recovery: every row of the held transaction is in gold exactly once');
 note_failed_batches($_) for @workers;
-is(failed_batches($w1, $w2_port) =~ s/^\d+://r, '0',
-	'worker1: any failed batch failed for want of worker 2 (' . failed_batches($w1, $w2_port) . ')');
+for my $w (@workers)
+{
+	my $failed = failed_batches($w);
+	is($failed =~ s/^\d+://r, '0',
+		$w->name . ": every failed batch ($failed) failed on a connection to the node that was down");
+}
 
 $coord->safe_psql(
 	$db, q{
@@ -646,8 +700,12 @@ my $load_errors = () = $load_err =~ /ERROR:/g;
 note "load through the crash: $load_errors statements failed";
 check_exact('after worker 2 was killed during load');
 note_failed_batches($_) for @workers;
-is(failed_batches($w1, $w2_port) =~ s/^\d+://r, '0',
-	'worker1: any failed batch failed for want of worker 2 (' . failed_batches($w1, $w2_port) . ')');
+for my $w (@workers)
+{
+	my $failed = failed_batches($w);
+	is($failed =~ s/^\d+://r, '0',
+		$w->name . ": every failed batch ($failed) failed on a connection to the node that was down");
+}
 
 #
 # 4. A third worker, added while the pipeline runs
@@ -663,8 +721,6 @@ is( $w3->safe_psql(
 is($w3->safe_psql($db, q{SELECT count(*) FROM microbatch.shard_pipelines}),
 	'0', 'worker3: no shard pipeline (it holds no shard)');
 
-my $some_shard = $shards_of{ $w1->name }[0];
-my $w1_port = $w1->port;
 my $w3_port = $w3->port;
 my @refused = (
 	[ 'citus_rebalance_start', q{SELECT citus_rebalance_start()} ],
@@ -698,6 +754,11 @@ for my $r (@refused)
 		qr/ERROR:  0A000: \Q$fn\E\(\) cannot run while this database has distributed pipelines/,
 		"$fn() refused" . ($how ? " $how" : ''));
 }
+$early->query("EXECUTE early_move");
+like($early->{stderr},
+	qr/ERROR:  citus_move_shard_placement\(\) cannot run while this database has distributed pipelines/,
+	'citus_move_shard_placement() refused in a statement prepared before the distributed pipeline existed');
+$early->quit;
 ($clean, $load_err) = finish_loaders($loaders);
 is($clean, 2, 'load while the node was added: every statement committed')
   or diag($load_err);
@@ -735,6 +796,17 @@ SELECT (SELECT count(*) FROM microbatch.shard_pipelines) || ':' ||
        (SELECT count(*) FROM microbatch.pipelines) || ':' ||
        (SELECT count(*) FROM pg_class WHERE relnamespace = 'microbatch'::regnamespace AND relname LIKE 'clicks%')}),
 		'0:0:0', $w->name . ': no shard pipeline, pipeline or batch view left');
+}
+
+# docs/scaling.md: to rebalance, drop the distributed pipeline, move the
+# shards, create it again.  The shards keep their tracking column (as
+# drop_pipeline leaves it), which the shell table has not.
+TODO:
+{
+	local $TODO = 'shards keep microbatch_xid after drop_distributed_pipeline; Citus cannot move them';
+	($ret, $out, $err) = psql_verbose($coord, 'postgres',
+		"SELECT citus_move_shard_placement($some_shard, '127.0.0.1', $w1_port, '127.0.0.1', $w3_port, shard_transfer_mode := 'block_writes')");
+	is($err, '', 'after drop_distributed_pipeline, a shard can be moved (the documented way to rebalance)');
 }
 
 note sprintf('027_citus: %.0f s', time() - $t_start);
