@@ -1343,6 +1343,40 @@ AS 'MODULE_PATHNAME', 'microbatch_change_shard_pipelines';
 COMMENT ON FUNCTION microbatch.change_shard_pipelines(name, text, interval, bigint, interval)
     IS 'pause, resume, alter or refresh the shard pipelines of a distributed pipeline on this node (called by the coordinator)';
 
+/* Called on the coordinator: each node's shard pipelines, as JSON */
+CREATE FUNCTION microbatch.distributed_pipeline_nodes(pipeline name,
+                                                      OUT node_name text,
+                                                      OUT node_port integer,
+                                                      OUT success boolean,
+                                                      OUT result text)
+RETURNS SETOF record
+LANGUAGE C CALLED ON NULL INPUT VOLATILE
+AS 'MODULE_PATHNAME', 'microbatch_distributed_pipeline_nodes';
+
+COMMENT ON FUNCTION microbatch.distributed_pipeline_nodes(name)
+    IS 'the shard pipelines of a distributed pipeline on each node, as JSON (behind distributed_pipeline_status())';
+
+CREATE FUNCTION microbatch.distributed_pipeline_status(pipeline name)
+RETURNS TABLE (node_name text, node_port integer, pipeline name, shard text,
+               state text, last_batch_id bigint,
+               last_batch_at timestamptz, rows_waiting bigint, last_error text)
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+    SELECT n.node_name, n.node_port, r.pipeline, r.shard, r.state,
+           r.last_batch_id, r.last_batch_at, r.rows_waiting, r.last_error
+      FROM microbatch.distributed_pipeline_nodes(distributed_pipeline_status.pipeline) n,
+           LATERAL pg_catalog.json_to_recordset(
+               CASE WHEN n.success THEN n.result::pg_catalog.json
+                    ELSE pg_catalog.json_build_array(pg_catalog.json_build_object(
+                             'state', 'unreachable', 'last_error', n.result)) END)
+               AS r(pipeline name, shard text, state text, last_batch_id bigint,
+                    last_batch_at timestamptz, rows_waiting bigint, last_error text)
+     ORDER BY n.node_name, n.node_port, r.pipeline;
+END;
+
+COMMENT ON FUNCTION microbatch.distributed_pipeline_status(name)
+    IS 'the shard pipelines of a distributed pipeline on every node: state, last batch, rows waiting, last error';
+
 CREATE VIEW microbatch.distributed_pipelines WITH (security_barrier) AS
 SELECT d.pipeline_name AS pipeline,
        d.source_table AS source,

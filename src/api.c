@@ -67,6 +67,7 @@ PG_FUNCTION_INFO_V1(microbatch_resume_distributed_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_refresh_distributed_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_alter_distributed_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_change_shard_pipelines);
+PG_FUNCTION_INFO_V1(microbatch_distributed_pipeline_nodes);
 
 /* Longest batch interval: batches less often than yearly need no stream */
 #define MB_MAX_INTERVAL_USECS (INT64CONST(366) * USECS_PER_DAY)
@@ -1385,4 +1386,18 @@ microbatch_change_shard_pipelines(PG_FUNCTION_ARGS)
 	mb_call_end(&call);
 
 	PG_RETURN_INT64(changed);
+}
+
+Datum
+microbatch_distributed_pipeline_nodes(PG_FUNCTION_ARGS)
+{
+	char	   *name = mb_name_arg(fcinfo, 0, "pipeline");
+	MbCall		call;
+
+	InitMaterializedSRF(fcinfo, 0);
+	mb_call_begin(&call);
+	mb_distributed_status(&call, name, (ReturnSetInfo *) fcinfo->resultinfo);
+	mb_call_end(&call);
+
+	return (Datum) 0;
 }

@@ -235,15 +235,16 @@ mb_has_replicated_shards(Oid source)
 
 /* The distributed pipeline's row on the coordinator: its source and owner */
 static bool
-mb_distributed_lookup(const char *name, Oid *source, Oid *owner)
+mb_distributed_lookup(const char *name, bool for_update, Oid *source, Oid *owner)
 {
 	Oid			argtypes[1] = {NAMEOID};
 	Datum		values[1] = {CStringGetDatum(name)};
 	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT source_table, owner_role FROM microbatch.distributed_pipeline "
-							  "WHERE pipeline_name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-							  1, argtypes, values, NULL, false, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_with_args(psprintf("SELECT source_table, owner_role FROM microbatch.distributed_pipeline "
+									   "WHERE pipeline_name OPERATOR(pg_catalog.=) $1%s",
+									   for_update ? " FOR UPDATE" : ""),
+							  1, argtypes, values, NULL, !for_update, 1) != SPI_OK_SELECT ||
 		SPI_processed == 0)
 		return false;
 	*source = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
@@ -297,16 +298,14 @@ mb_shard_nodes(Oid source)
 
 /*
  * Run a command on each node, as the caller, each in a transaction of its
- * own (Citus' master_run_on_worker()).  With after_shards, the command is
+ * own (Citus' master_run_on_worker()), leaving node_name, node_port,
+ * success and result in SPI_tuptable.  With after_shards, the command is
  * command, the node's shards and after_shards, pasted together (the texts
- * hold user input: never a format).  Returns the sum of the integers the
- * commands return, or, when a command fails and undo is given, runs undo on
- * the nodes where the command succeeded and raises the first node's error.
+ * hold user input: never a format).
  */
-static int64
-mb_run_on_nodes(MbCall *call, const char *name, List *nodes,
-				const char *command, const char *after_shards,
-				const char *undo)
+static void
+mb_nodes_execute(MbCall *call, List *nodes, const char *command,
+				 const char *after_shards)
 {
 	int			n = list_length(nodes);
 	Datum	   *hosts = palloc(sizeof(Datum) * Max(n, 1));
@@ -314,17 +313,11 @@ mb_run_on_nodes(MbCall *call, const char *name, List *nodes,
 	Datum	   *commands = palloc(sizeof(Datum) * Max(n, 1));
 	Oid			argtypes[3] = {TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
 	Datum		values[3];
-	List	   *succeeded = NIL;
-	char	   *failure = NULL;
-	char	   *failed_node = NULL;
-	int64		total = 0;
 	int			i = 0;
 	ListCell   *lc;
 	Oid			user;
 	int			sec_context;
 
-	if (n == 0)
-		return 0;
 	foreach(lc, nodes)
 	{
 		MbShardNode *node = lfirst(lc);
@@ -355,6 +348,26 @@ mb_run_on_nodes(MbCall *call, const char *name, List *nodes,
 		SetUserIdAndSecContext(user, sec_context);
 	}
 	PG_END_TRY();
+}
+
+/*
+ * mb_nodes_execute(), for a change: returns the sum of the integers the
+ * commands return, or, when a command fails and undo is given, runs undo on
+ * the nodes where the command succeeded and raises the first node's error.
+ */
+static int64
+mb_run_on_nodes(MbCall *call, const char *name, List *nodes,
+				const char *command, const char *after_shards,
+				const char *undo)
+{
+	List	   *succeeded = NIL;
+	char	   *failure = NULL;
+	char	   *failed_node = NULL;
+	int64		total = 0;
+
+	if (nodes == NIL)
+		return 0;
+	mb_nodes_execute(call, nodes, command, after_shards);
 
 	for (uint64 row = 0; row < SPI_processed; row++)
 	{
@@ -453,7 +466,7 @@ mb_distributed_create(MbCall *call, const char *name, Oid source,
 				 errmsg("table \"%s\" has shards with more than one placement", get_rel_name(source)),
 				 errdetail("Each placement of a shard would have a pipeline of its own, and the shard's rows would be processed once per placement."),
 				 errhint("Distribute the table with citus.shard_replication_factor = 1.")));
-	if (mb_distributed_lookup(name, &existing_source, &existing_owner))
+	if (mb_distributed_lookup(name, true, &existing_source, &existing_owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("distributed pipeline \"%s\" already exists", name)));
@@ -497,7 +510,7 @@ mb_distributed_nodes(MbCall *call, const char *name, bool remove)
 	Datum		values[1] = {CStringGetDatum(name)};
 
 	mb_check_may_change_nodes(name);
-	if (!mb_citus_installed() || !mb_distributed_lookup(name, &source, &owner))
+	if (!mb_citus_installed() || !mb_distributed_lookup(name, true, &source, &owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("distributed pipeline \"%s\" does not exist", name),
@@ -512,6 +525,47 @@ mb_distributed_nodes(MbCall *call, const char *name, bool remove)
 							  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not remove distributed pipeline \"%s\"", name);
 	return mb_shard_nodes(source);
+}
+
+/*
+ * The shard pipelines of a distributed pipeline on each node, as each node
+ * shows them to the caller: one row per node, success and a JSON array of
+ * the shard pipelines (or the node's error).
+ */
+void
+mb_distributed_status(MbCall *call, const char *name, ReturnSetInfo *rsinfo)
+{
+	Oid			source;
+	Oid			owner;
+	List	   *nodes;
+
+	if (!mb_citus_installed() || !mb_distributed_lookup(name, false, &source, &owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("distributed pipeline \"%s\" does not exist", name),
+				 errhint("The view microbatch.distributed_pipelines lists the distributed pipelines of this database.")));
+	nodes = mb_shard_nodes(source);
+	if (nodes == NIL)
+		return;
+	mb_nodes_execute(call, nodes,
+					 psprintf("SELECT COALESCE(pg_catalog.json_agg(s ORDER BY s.pipeline), '[]'::pg_catalog.json)::pg_catalog.text "
+							  "FROM (SELECT p.pipeline, sp.shard::pg_catalog.text AS shard, p.state, "
+							  "p.last_batch_id, p.last_batch_at, p.rows_waiting, p.last_error "
+							  "FROM microbatch.shard_pipelines sp "
+							  "JOIN microbatch.pipelines p ON p.pipeline OPERATOR(pg_catalog.=) sp.pipeline "
+							  "WHERE sp.distributed_pipeline OPERATOR(pg_catalog.=) %s) s",
+							  quote_literal_cstr(name)),
+					 NULL);
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		Datum		values[4];
+		bool		nulls[4];
+
+		for (int col = 0; col < 4; col++)
+			values[col] = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+										col + 1, &nulls[col]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
 }
 
 int64

@@ -28,6 +28,7 @@
 #include "access/transam.h"
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "nodes/execnodes.h"
 #include "nodes/pg_list.h"
 #include "storage/itemptr.h"
 #include "storage/lockdefs.h"
@@ -364,6 +365,8 @@ extern int64 mb_shard_pipelines_change(MbCall *call, const char *name,
 									   const char *change,
 									   NullableDatum *args);
 extern void mb_citus_forget_dropped(List *dropped);
+extern void mb_distributed_status(MbCall *call, const char *name,
+								  ReturnSetInfo *rsinfo);
 
 /* catalog.c */
 extern const char *mb_qualified_relname(Oid relid);

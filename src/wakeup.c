@@ -180,6 +180,12 @@ mb_wake_for_prepared(const MbPreparedWake *prepared)
 	MbSlot	   *scheduler = mb_scheduler_slot(prepared->dboid);
 	bool		wake = false;
 
+	/* CREATE EXTENSION committed by COMMIT PREPARED (how Citus creates it) */
+	if (prepared->extension_created && mb_shared->launcher_latch != NULL)
+	{
+		mb_shared->extensions_created++;
+		SetLatch(mb_shared->launcher_latch);
+	}
 	if (scheduler == NULL)
 		return;
 	if (prepared->nroots < 0)
@@ -226,7 +232,7 @@ mb_wake_for_finished_prepared(void)
 	LWLockRelease(mb_shared->lock);
 }
 
-/* This transaction, which wrote into sources, is being prepared */
+/* This transaction, which wrote into sources or created the extension, is being prepared */
 static void
 mb_remember_prepared(void)
 {
@@ -247,6 +253,7 @@ mb_remember_prepared(void)
 
 		prepared->xid = GetTopFullTransactionId();
 		prepared->dboid = MyDatabaseId;
+		prepared->extension_created = wake_launcher;
 		prepared->nroots = 0;
 		foreach(lc, woken_roots)
 		{
@@ -267,7 +274,8 @@ mb_xact_callback(XactEvent event, void *arg)
 {
 	MbSlot	   *slot;
 
-	if (event == XACT_EVENT_PRE_PREPARE && wake_for_source && mb_shared != NULL)
+	if (event == XACT_EVENT_PRE_PREPARE && (wake_for_source || wake_launcher) &&
+		mb_shared != NULL)
 		mb_remember_prepared();
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
 		event != XACT_EVENT_PARALLEL_ABORT && event != XACT_EVENT_PREPARE)

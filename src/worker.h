@@ -137,6 +137,7 @@ typedef struct MbPreparedWake
 {
 	FullTransactionId xid;		/* invalid: the entry is free */
 	Oid			dboid;
+	bool		extension_created;	/* it ran CREATE EXTENSION microbatch */
 	int			nroots;			/* -1: too many roots, wake them all */
 	Oid			roots[MB_PREPARED_ROOTS];
 } MbPreparedWake;

@@ -55,7 +55,7 @@ fi
 [ -f "$LIBDIR/microbatch.so" ] || fail "microbatch is not installed ($LIBDIR/microbatch.so is missing): make install first"
 command -v pgbench >/dev/null || [ -x "$PG_BINDIR/pgbench" ] || fail "pgbench is missing"
 
-# Sizes.  A full run takes about 5 minutes on a 2-core machine (a quick one 15 s).
+# Sizes.  A full run takes 5 to 7 minutes on a 2-core machine, a quick one under a minute.
 SHARDS=4                        # citus.shard_count: two shards per worker
 CLIENTS=4 TX_ROWS=500           # pgbench clients; rows per INSERT (one transaction)
 if [ -z "$QUICK" ]; then

@@ -5,10 +5,9 @@
 # and gets the extension and a pipeline afterwards, so the launcher must find
 # it later (CREATE EXTENSION wakes it at commit).  Rows inserted in both are
 # processed by the background workers alone (no run_batch here), each exactly
-# once, and each database has exactly one scheduler of its own.  Last, db3
-# gets the extension in a prepared transaction, as Citus creates it on its
-# workers (two-phase commit): its scheduler starts once COMMIT PREPARED
-# commits it.
+# once, and each database has exactly one scheduler of its own.  Last, a
+# database gets the extension in a prepared transaction, as Citus creates
+# it on its workers (two-phase commit): COMMIT PREPARED wakes the launcher.
 
 use strict;
 use warnings;
@@ -176,10 +175,11 @@ SELECT count(*) FROM microbatch.workers w
 	'2',
 	'the schedulers in microbatch.workers are the backends in pg_stat_activity');
 
-# db3, on a second server whose naptime is an hour, so that the launcher
-# looks for new databases only at its start: CREATE EXTENSION in a prepared
-# transaction, committed by COMMIT PREPARED in another session, must wake
-# the launcher, which then finds db3 at once.
+# A second server, whose naptime is an hour: at its start the launcher
+# tries its database postgres, finds no extension, and would look again only
+# after ten naptimes.  CREATE EXTENSION there in a prepared transaction (as
+# Citus creates it on its workers: two-phase commit), committed by COMMIT
+# PREPARED in another session, must wake the launcher at once.
 my $node2 = PostgreSQL::Test::Cluster->new('worker_databases_2pc');
 $node2->init;
 $node2->append_conf(
@@ -187,20 +187,21 @@ $node2->append_conf(
 shared_preload_libraries = 'microbatch'
 microbatch.naptime = '1h'
 max_prepared_transactions = 2
+log_min_messages = debug1
 });
 $node2->start;
-my $db3_schedulers_sql = q{
+$node2->wait_for_log(qr/microbatch scheduler exiting: the extension is not installed/);
+my $postgres_schedulers_sql = q{
 SELECT count(*) FROM pg_stat_activity
- WHERE backend_type = 'microbatch scheduler' AND datname = 'db3'};
-$node2->safe_psql('postgres', 'CREATE DATABASE db3');
-$node2->safe_psql('db3',
+ WHERE backend_type = 'microbatch scheduler' AND datname = 'postgres'};
+$node2->safe_psql('postgres',
 	q{BEGIN; CREATE EXTENSION microbatch; PREPARE TRANSACTION 'create_microbatch'});
 usleep(500_000);
-is($node2->safe_psql('postgres', $db3_schedulers_sql), '0',
-	'db3: no scheduler while CREATE EXTENSION is prepared');
-$node2->safe_psql('db3', q{COMMIT PREPARED 'create_microbatch'});
-ok(poll_until($node2, 'postgres', $db3_schedulers_sql, '1', 15),
-	'db3, whose extension was created by COMMIT PREPARED, gets a scheduler within seconds');
+is($node2->safe_psql('postgres', $postgres_schedulers_sql), '0',
+	'no scheduler while CREATE EXTENSION is prepared');
+$node2->safe_psql('postgres', q{COMMIT PREPARED 'create_microbatch'});
+ok(poll_until($node2, 'postgres', $postgres_schedulers_sql, '1', 15),
+	'a database whose extension was created by COMMIT PREPARED gets a scheduler within seconds');
 $node2->stop;
 
 # Nothing crashed.

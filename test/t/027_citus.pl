@@ -17,14 +17,19 @@
 # values of v.
 #
 #  1. Set-up: microbatch reaches the workers through Citus, the shard
-#     pipelines are where the placements are.  create_pipeline() on the
-#     distributed (and the reference) table is refused; a role that does not
-#     own the table cannot create a distributed pipeline, and nothing of it
-#     reaches any worker.
+#     pipelines are where the placements are, over the shards (which alone
+#     get the tracking column).  create_pipeline() on the distributed (and
+#     the reference) table is refused; a role that does not own the table
+#     cannot create a distributed pipeline, and nothing of it reaches any
+#     worker; nor does a create_distributed_pipeline (or drop) inside a
+#     transaction block, which is refused since the nodes' transactions
+#     could not follow its rollback.
 #  2. Concurrent load from several clients at once: single-shard INSERTs,
 #     multi-shard transactions (multi-row VALUES over keys of both workers,
 #     in BEGIN ... COMMIT, so Citus commits them with 2PC), INSERT ...
-#     SELECT, and COPY.  Gold and dim exact; no failed batch.
+#     SELECT, and COPY; most through the coordinator, one client through a
+#     worker (Citus routes writes from any node, which then coordinates
+#     their 2PC).  Gold and dim exact; no failed batch.
 #  3. The 2PC failure, deterministically: the coordinator's local commit of
 #     one multi-shard transaction is held after Citus prepared it on both
 #     workers.  synchronous_standby_names names a standby that never comes
@@ -46,15 +51,25 @@
 #     again; once Citus' recovery has finished every prepared transaction,
 #     gold is exact again.  While a worker is down, batches of the other
 #     worker that write the reference table fail (dim has a placement on
-#     every node) and are retried; those failures, and only those, are
-#     allowed, and every pipeline must be healthy again afterwards.
-#  4. A third worker added with citus_add_node while the pipeline runs:
-#     allowed; it gets the extension and no shard.  Rebalancing and moving,
-#     copying, splitting shards are refused with the documented error,
-#     from a DO block too, and nothing changed: same placements, no
-#     rebalance job, the pipelines go on and gold is exact after more load.
+#     every node) and are retried; failures on Citus connections, and only
+#     those, are allowed, and every pipeline must be healthy again
+#     afterwards.
+#  4. A third worker added with citus_add_node while the pipeline runs and
+#     clients load: allowed; it gets the extension and no shard.
+#     Rebalancing and moving, copying, splitting, redistributing shards are
+#     refused with the documented error, from a DO block and from a
+#     statement prepared before the pipeline existed too (the check is made
+#     when the function is called), and nothing changed: same placements,
+#     no rebalance job, the pipelines go on and gold is exact after more
+#     load.
 #  5. drop_distributed_pipeline removes every shard pipeline and batch view
 #     on every worker.
+#
+# Two TODO tests record known problems (they fail without failing the
+# test): the workers' schedulers start only 50 s after Citus created the
+# extension there, and after drop_distributed_pipeline a shard cannot be
+# moved (it keeps its microbatch_xid column), although docs/scaling.md
+# says to rebalance that way.
 #
 # Needs Citus (citus.so in the server's pkglibdir): without it the test is
 # skipped, or fails when MICROBATCH_REQUIRE_CITUS=1 (make test sets it).
@@ -396,13 +411,17 @@ sub load_script
 
 my $loader_seq = 0;
 
-# Start $n concurrent loader clients (psql, as etl) of $rounds rounds each
+# Start $n concurrent loader clients (psql, as etl) of $rounds rounds each,
+# connected to the nodes of @via in turn (by default the coordinator; a
+# worker routes writes too, and coordinates their 2PC itself)
 sub start_loaders
 {
-	my ($n, $rounds, $on_error_stop) = @_;
+	my ($n, $rounds, $on_error_stop, @via) = @_;
+	@via = ($coord) unless @via;
 	my @runs;
 	for my $c (1 .. $n)
 	{
+		my $node = $via[ ($c - 1) % @via ];
 		$loader_seq++;
 		my $file = $PostgreSQL::Test::Utils::tmp_check . "/027_load_$loader_seq.sql";
 		append_to_file($file, load_script($loader_seq, $rounds));
@@ -411,7 +430,7 @@ sub start_loaders
 		$run{h} = IPC::Run::start(
 			[
 				'psql', '-X', '-q', '-v', "ON_ERROR_STOP=$on_error_stop",
-				'-d', $coord->connstr($db) . ' user=etl',
+				'-d', $node->connstr($db) . ' user=etl',
 				'-f', $file
 			],
 			'>', $run{out}, '2>', $run{err},
@@ -544,9 +563,9 @@ TODO:
 		sprintf('the workers\' schedulers start promptly after CREATE EXTENSION (%.1f s)', $scheduler_after[-1]));
 }
 
-my $loaders = start_loaders(4, 50, 1);
+my $loaders = start_loaders(4, 50, 1, $coord, $coord, $coord, $w1);
 my ($clean, $load_err) = finish_loaders($loaders);
-is($clean, 4, 'load: the four clients committed every statement')
+is($clean, 4, 'load: the four clients (three through the coordinator, one through worker 1) committed every statement')
   or diag($load_err);
 note 'load: ' . $coord->safe_psql($db, q{SELECT count(*) FROM events}) . ' rows';
 check_exact('after concurrent load');
@@ -621,19 +640,34 @@ like($held{err}, qr/canceling wait for synchronous replication due to user reque
 	'held transaction: the commit was already local when the wait was cancelled');
 like($held{err}, qr/failed to commit transaction on 127\.0\.0\.1:$w2_port/,
 	'held transaction: Citus could not send COMMIT PREPARED to worker 2');
-is($w1->safe_psql($db, q{SELECT count(*) FROM pg_prepared_xacts}),
+is($w1->safe_psql($db, q{SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'citus\_0\_%'}),
 	'0', 'worker1: COMMIT PREPARED arrived');
 
 $w2->start;
-is($w2->safe_psql($db, q{SELECT string_agg(gid, ',') FROM pg_prepared_xacts}),
-	$held_gid, 'worker2: restarted with the transaction still prepared');
+# (the transactions of worker 1's batches that write dim are prepared on
+# worker 2 too, for a moment: look for this one)
+my $held_sql_w2 = "SELECT count(*) FROM pg_prepared_xacts WHERE gid = '$held_gid'";
+is($w2->safe_psql($db, $held_sql_w2), '1', 'worker2: restarted with the transaction still prepared');
 is($coord->safe_psql($db, "SELECT count(*) FROM events WHERE k IN ($twopc_w1)"),
 	scalar @{ $twopc_rows[0] }, 'held transaction: its rows on worker 1 are committed');
 is($coord->safe_psql($db, "SELECT count(*) FROM events WHERE k IN ($twopc_w2)"),
 	'0', 'held transaction: its rows on worker 2 are not');
 
-# Load while the transaction is prepared on worker 2
+# Load while the transaction is prepared on worker 2; meanwhile, gold and
+# dim never show its rows there
 $loaders = start_loaders(2, 30, 1);
+my $pending_sql = "SELECT (SELECT count(*) FROM gold WHERE k IN ($twopc_w2)) + (SELECT count(*) FROM dim WHERE v IN ("
+  . join(',', map { $_->[1] } @{ $twopc_rows[1] }) . "))";
+my ($samples, $seen, @loaded) = (0, 0);
+for (1 .. 12)
+{
+	usleep(250_000);
+	$seen += $coord->safe_psql($db, $pending_sql);
+	push @loaded, $coord->safe_psql($db, 'SELECT count(*) FROM events');
+	$samples++;
+}
+is($seen, 0, "while it is prepared and clients load: none of its rows on worker 2 in gold or dim ($samples samples)");
+cmp_ok($loaded[-1], '>', $loaded[0], 'the clients were loading meanwhile');
 ($clean, $load_err) = finish_loaders($loaders);
 is($clean, 2, 'load while the transaction is prepared on worker 2: every statement committed')
   or diag($load_err);
@@ -643,8 +677,7 @@ ok( poll_until(
 	'while it is prepared: gold and dim catch up with everything committed');
 cmp_ok(batches_of($w2), '>', $w2_batches_before,
 	"worker2: its shard pipelines committed batches while it was prepared");
-is($w2->safe_psql($db, q{SELECT string_agg(gid, ',') FROM pg_prepared_xacts}),
-	$held_gid, 'worker2: the transaction is still prepared');
+is($w2->safe_psql($db, $held_sql_w2), '1', 'worker2: the transaction is still prepared');
 is( $coord->safe_psql(
 		$db, "SELECT count(*) || ':' || coalesce(sum(n), 0) FROM gold WHERE k IN ($twopc_w2)"),
 	'0:0', 'while it is prepared: gold has none of its rows on worker 2');
@@ -658,8 +691,7 @@ is( $coord->safe_psql(
 
 is($coord->safe_psql($db, q{SELECT recover_prepared_transactions()}),
 	'1', 'recover_prepared_transactions() on the coordinator commits it on worker 2');
-is($w2->safe_psql($db, q{SELECT count(*) FROM pg_prepared_xacts}),
-	'0', 'worker2: nothing prepared any more');
+is($w2->safe_psql($db, $held_sql_w2), '0', 'worker2: the transaction is prepared no more');
 ok( poll_until(
 		$coord, $db,
 		"SELECT count(*) FROM gold WHERE k IN ($twopc_w2)",
@@ -675,7 +707,7 @@ for my $w (@workers)
 {
 	my $failed = failed_batches($w);
 	is($failed =~ s/^\d+://r, '0',
-		$w->name . ": every failed batch ($failed) failed on a connection to the node that was down");
+		$w->name . ": every failed batch ($failed) failed on a Citus connection, for want of the node that was down");
 }
 
 $coord->safe_psql(
@@ -697,14 +729,15 @@ $w2->start;
 ($clean, $load_err) = finish_loaders($loaders);
 is($clean, 4, 'load through the crash of worker 2: the clients ran to their end');
 my $load_errors = () = $load_err =~ /ERROR:/g;
-note "load through the crash: $load_errors statements failed";
+cmp_ok($load_errors, '>', 0,
+	"load through the crash of worker 2: the crash hit the load ($load_errors statements failed)");
 check_exact('after worker 2 was killed during load');
 note_failed_batches($_) for @workers;
 for my $w (@workers)
 {
 	my $failed = failed_batches($w);
 	is($failed =~ s/^\d+://r, '0',
-		$w->name . ": every failed batch ($failed) failed on a connection to the node that was down");
+		$w->name . ": every failed batch ($failed) failed on a Citus connection, for want of the node that was down");
 }
 
 #
@@ -770,7 +803,7 @@ is( $w3->safe_psql(
 		$db, q{SELECT count(*) FROM pg_class WHERE relname ~ '^(events|gold)_[0-9]+$'}),
 	'0', 'worker3: no shard of events or gold');
 my %before = map { $_->name => batches_of($_) } @workers;
-$loaders = start_loaders(2, 20, 1);
+$loaders = start_loaders(2, 20, 1, $coord, $w2);
 ($clean, $load_err) = finish_loaders($loaders);
 is($clean, 2, 'more load after the refusals: every statement committed')
   or diag($load_err);
@@ -805,7 +838,8 @@ TODO:
 {
 	local $TODO = 'shards keep microbatch_xid after drop_distributed_pipeline; Citus cannot move them';
 	($ret, $out, $err) = psql_verbose($coord, 'postgres',
-		"SELECT citus_move_shard_placement($some_shard, '127.0.0.1', $w1_port, '127.0.0.1', $w3_port, shard_transfer_mode := 'block_writes')");
+		"SELECT replicate_reference_tables('block_writes');\n"
+		  . "SELECT citus_move_shard_placement($some_shard, '127.0.0.1', $w1_port, '127.0.0.1', $w3_port, shard_transfer_mode := 'block_writes')");
 	is($err, '', 'after drop_distributed_pipeline, a shard can be moved (the documented way to rebalance)');
 }
 
