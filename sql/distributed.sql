@@ -123,6 +123,10 @@ SET ROLE mb_alice;
 SELECT microbatch.remove_shard_transform('clicks', 'gold');
 SELECT microbatch.drop_shard_pipelines('clicks');
 SELECT count(*) FROM microbatch.shard_pipelines;
+-- a shard keeps its distributed table's columns, without microbatch_xid
+SELECT count(*) AS tracking_columns FROM pg_attribute
+ WHERE attrelid IN ('dist.events_101'::regclass, 'dist.events_102'::regclass)
+   AND attname = 'microbatch_xid' AND NOT attisdropped;
 SELECT count(*) FROM pg_class WHERE relname = 'clicks_batch';
 RESET ROLE;
 -- a distributed pipeline whose table is dropped is forgotten

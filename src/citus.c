@@ -925,6 +925,21 @@ mb_shard_pipelines_drop(MbCall *call, const char *name)
 	Oid			argtypes[1] = {NAMEOID};
 	Datum		values[1] = {CStringGetDatum(name)};
 
+	List	   *shards = NIL;
+
+	if (SPI_execute_with_args("SELECT shard FROM microbatch.shard_pipeline "
+							  "WHERE distributed_pipeline OPERATOR(pg_catalog.=) $1",
+							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the shard pipelines of \"%s\"", name);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		shards = lappend_oid(shards,
+							 DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+															SPI_tuptable->tupdesc, 1, &isnull)));
+	}
+
 	mb_shard_union_view_drop(call, name);
 	foreach(lc, names)
 	{
@@ -937,6 +952,19 @@ mb_shard_pipelines_drop(MbCall *call, const char *name)
 							  "WHERE distributed_pipeline OPERATOR(pg_catalog.=) $1",
 							  1, argtypes, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not remove the shard pipelines of \"%s\"", name);
+
+	/*
+	 * A shard must have the distributed table's columns, or Citus cannot
+	 * move it: the tracking column goes with the last pipeline on it.
+	 */
+	foreach(lc, shards)
+	{
+		Oid			shard = lfirst_oid(lc);
+
+		if (get_rel_name(shard) != NULL &&
+			mb_pipelines_on_sources(mb_table_and_ancestors(shard)) == NIL)
+			mb_source_drop_tracking(shard, call->caller);
+	}
 	return list_length(names);
 }
 

@@ -365,6 +365,7 @@ extern int64 mb_shard_pipelines_change(MbCall *call, const char *name,
 									   const char *change,
 									   NullableDatum *args);
 extern void mb_citus_forget_dropped(List *dropped);
+extern void mb_source_drop_tracking(Oid relid, Oid role);
 extern void mb_distributed_status(MbCall *call, const char *name,
 								  ReturnSetInfo *rsinfo);
 

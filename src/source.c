@@ -767,6 +767,23 @@ mb_source_guard_subscribed(List *tables, Oid caller)
 }
 
 /*
+ * Drop the tracking column (and its index) of a table no pipeline reads any
+ * more, as role: a Citus shard must have its distributed table's columns.
+ */
+void
+mb_source_drop_tracking(Oid relid, Oid role)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	AttrNumber	attnum = mb_tracking_column_check(rel, true);
+
+	table_close(rel, NoLock);
+	if (attnum != InvalidAttrNumber)
+		mb_table_ddl(role, psprintf("ALTER TABLE %s DROP COLUMN %s",
+									mb_qualified_relname(relid),
+									MB_TRACKING_COLUMN));
+}
+
+/*
  * Rows already in a table that gets a tracking column from us have the
  * creating transaction's id; rows of a column that was there before, and
  * rows of a table joining a source's hierarchy, must hold ids of this
