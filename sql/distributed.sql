@@ -9,7 +9,9 @@ CREATE SCHEMA dist AUTHORIZATION mb_alice;
 GRANT USAGE ON SCHEMA dist TO mb_bob;
 SET ROLE mb_alice;
 CREATE TABLE dist.events_101 (k int NOT NULL, v int NOT NULL);
-CREATE TABLE dist.events_102 (k int NOT NULL, v int NOT NULL);
+-- this one has its tracking column already: it keeps it
+CREATE TABLE dist.events_102 (k int NOT NULL, v int NOT NULL,
+                              microbatch_xid xid8 NOT NULL DEFAULT pg_current_xact_id());
 CREATE TABLE dist.gold (k int PRIMARY KEY, n bigint NOT NULL, s bigint NOT NULL);
 INSERT INTO dist.events_101 VALUES (1, 10), (1, 11);
 INSERT INTO dist.events_102 VALUES (2, 20);
@@ -74,6 +76,18 @@ SELECT microbatch.run_batch('clicks_101');
 SELECT * FROM dist.gold ORDER BY k;
 RESET ROLE;
 
+-- a refresh rebuilds the union view, and keeps its owner
+RESET ROLE;
+SELECT microbatch.change_shard_pipelines('clicks', 'refresh');
+SELECT relowner::regrole FROM pg_class WHERE oid = 'microbatch.clicks_batch'::regclass;
+SELECT microbatch.change_shard_pipelines('clicks', 'rename');
+\echo :SQLSTATE
+SET ROLE mb_alice;
+SELECT microbatch.change_shard_pipelines('clicks', 'pause');
+SELECT pipeline, state FROM microbatch.pipelines ORDER BY 1;
+SELECT microbatch.change_shard_pipelines('clicks', 'resume');
+RESET ROLE;
+
 -- bob cannot change or drop them
 SET ROLE mb_bob;
 SELECT microbatch.add_shard_transform('clicks', 'evil', 'gold', 'SELECT 1', 'public');
@@ -123,10 +137,16 @@ SET ROLE mb_alice;
 SELECT microbatch.remove_shard_transform('clicks', 'gold');
 SELECT microbatch.drop_shard_pipelines('clicks');
 SELECT count(*) FROM microbatch.shard_pipelines;
--- a shard keeps its distributed table's columns, without microbatch_xid
-SELECT count(*) AS tracking_columns FROM pg_attribute
+-- a shard gets its distributed table's columns back: the tracking column
+-- goes where the shard pipeline added it
+SELECT attrelid::regclass AS tracked FROM pg_attribute
  WHERE attrelid IN ('dist.events_101'::regclass, 'dist.events_102'::regclass)
    AND attname = 'microbatch_xid' AND NOT attisdropped;
+-- nothing to drop is no error, and another pipeline's batch view stays
+SELECT microbatch.create_pipeline('solo', 'dist.events_101');
+SELECT microbatch.drop_shard_pipelines('solo');
+SELECT pipeline FROM microbatch.pipelines;
+SELECT microbatch.drop_pipeline('solo');
 SELECT count(*) FROM pg_class WHERE relname = 'clicks_batch';
 RESET ROLE;
 -- a distributed pipeline whose table is dropped is forgotten

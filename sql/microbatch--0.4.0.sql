@@ -1205,7 +1205,9 @@ CREATE TABLE microbatch.distributed_pipeline (
 CREATE TABLE microbatch.shard_pipeline (
     pipeline_id     integer PRIMARY KEY,
     distributed_pipeline name NOT NULL,
-    shard           regclass NOT NULL
+    shard           regclass NOT NULL,
+    -- the shard had no microbatch_xid before: it goes with the pipeline
+    tracking_added  boolean NOT NULL
 );
 
 SELECT pg_catalog.pg_extension_config_dump('microbatch.distributed_pipeline', '');

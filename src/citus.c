@@ -40,12 +40,16 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -56,6 +60,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "microbatch.h"
@@ -84,6 +89,7 @@ static fmgr_hook_type prev_fmgr_hook = NULL;
  * does.  In TopMemoryContext.
  */
 static char *mb_nodes_changed = NULL;
+static SubTransactionId mb_nodes_changed_subxact = InvalidSubTransactionId;
 
 /* Keep Citus from propagating microbatch's own, node-local DDL */
 void
@@ -120,7 +126,10 @@ static void
 mb_nodes_remember_change(const char *name)
 {
 	if (mb_nodes_changed == NULL)
+	{
 		mb_nodes_changed = MemoryContextStrdup(TopMemoryContext, name);
+		mb_nodes_changed_subxact = GetCurrentSubTransactionId();
+	}
 }
 
 static void
@@ -131,19 +140,37 @@ mb_nodes_forget_change(void)
 	mb_nodes_changed = NULL;
 }
 
-/* Say so when a transaction that changed nodes rolls back */
+/* Say so when the (sub)transaction that changed nodes rolls back */
+static void
+mb_nodes_warn_kept(void)
+{
+	char	   *name = pstrdup(mb_nodes_changed);
+
+	mb_nodes_forget_change();
+	ereport(WARNING,
+			(errmsg("the nodes keep the changes to distributed pipeline \"%s\" that were rolled back here", name),
+			 errdetail("Each node made the change in a transaction of its own."),
+			 errhint("Make the change again, or undo it, in a transaction of its own; microbatch.drop_shard_pipelines() on a node drops shard pipelines that its coordinator does not list.")));
+}
+
 static void
 mb_citus_xact_callback(XactEvent event, void *arg)
 {
-	if (mb_nodes_changed == NULL ||
-		(event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT))
+	if (mb_nodes_changed == NULL)
 		return;
 	if (event == XACT_EVENT_ABORT)
-		ereport(WARNING,
-				(errmsg("the nodes keep the changes to distributed pipeline \"%s\" that this transaction made", mb_nodes_changed),
-				 errdetail("Each node made the change in a transaction of its own."),
-				 errhint("Make the change again, or undo it, in a transaction of its own; microbatch.drop_shard_pipelines() on a node drops shard pipelines that its coordinator does not list.")));
-	mb_nodes_forget_change();
+		mb_nodes_warn_kept();
+	else if (event == XACT_EVENT_COMMIT)
+		mb_nodes_forget_change();
+}
+
+static void
+mb_citus_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	if (mb_nodes_changed != NULL && event == SUBXACT_EVENT_ABORT_SUB &&
+		mySubid == mb_nodes_changed_subxact)
+		mb_nodes_warn_kept();
 }
 
 /*
@@ -270,9 +297,14 @@ mb_shard_nodes(Oid source)
 	List	   *nodes = NIL;
 
 	if (SPI_execute_with_args("SELECT n.nodename, n.nodeport, "
-							  "pg_catalog.array_agg(pg_catalog.shard_name(s.logicalrelid, s.shardid) "
+							  /* shard_name() qualifies names outside public only */
+							  "pg_catalog.array_agg(CASE WHEN ns.nspname OPERATOR(pg_catalog.=) 'public' "
+							  "THEN 'public.' ELSE '' END OPERATOR(pg_catalog.||) "
+							  "pg_catalog.shard_name(s.logicalrelid, s.shardid) "
 							  "ORDER BY s.shardid)::pg_catalog.text "
 							  "FROM pg_catalog.pg_dist_shard s "
+							  "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.logicalrelid "
+							  "JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) c.relnamespace "
 							  "JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid "
 							  "JOIN pg_catalog.pg_dist_node n ON n.groupid OPERATOR(pg_catalog.=) p.groupid "
 							  "WHERE s.logicalrelid OPERATOR(pg_catalog.=) $1 "
@@ -401,13 +433,14 @@ mb_run_on_nodes(MbCall *call, const char *name, List *nodes,
 			failed_node = psprintf("%s:%s", host, port);
 		}
 	}
+	if (succeeded != NIL && (total > 0 || failure != NULL))
+		mb_nodes_remember_change(name);
 	if (failure != NULL && undo != NULL && succeeded != NIL)
 	{
+		/* if the undo fails, its error says so, and the change is kept */
 		(void) mb_run_on_nodes(call, name, succeeded, undo, NULL, NULL);
 		mb_nodes_forget_change();
 	}
-	else if (succeeded != NIL)
-		mb_nodes_remember_change(name);
 	if (failure != NULL)
 	{
 		ereport(ERROR,
@@ -721,10 +754,10 @@ mb_shard_pipelines(const char *name)
 
 /*
  * The view microbatch.<pipeline>_batch of this node: the union of its shard
- * pipelines' batch views, owned by the caller.
+ * pipelines' batch views.
  */
 static void
-mb_shard_union_view_create(MbCall *call, const char *name, List *batch_views)
+mb_shard_union_view_create(const char *name, Oid owner, List *batch_views)
 {
 	const char *view = quote_qualified_identifier(MB_SCHEMA,
 												  psprintf("%s%s", name, MB_BATCH_VIEW_SUFFIX));
@@ -743,7 +776,7 @@ mb_shard_union_view_create(MbCall *call, const char *name, List *batch_views)
 	{
 		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY ||
 			SPI_execute(psprintf("ALTER VIEW %s OWNER TO %s", view,
-								 quote_identifier(GetUserNameFromId(call->caller, false))),
+								 quote_identifier(GetUserNameFromId(owner, false))),
 						false, 0) != SPI_OK_UTILITY ||
 			SPI_execute(psprintf("COMMENT ON VIEW %s IS %s", view,
 								 quote_literal_cstr(psprintf("rows of the batch of a shard pipeline of distributed pipeline %s being processed; empty outside its transforms",
@@ -758,15 +791,33 @@ mb_shard_union_view_create(MbCall *call, const char *name, List *batch_views)
 	PG_END_TRY();
 }
 
-/* Drop that view, if it is there: the caller must own it */
-static void
+/*
+ * Drop that view, if it is there and is no pipeline's batch view: the
+ * caller must own it.  Returns its owner.
+ */
+static Oid
+mb_relation_owner(Oid relid)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+static Oid
 mb_shard_union_view_drop(MbCall *call, const char *name)
 {
 	Oid			view = get_relname_relid(psprintf("%s%s", name, MB_BATCH_VIEW_SUFFIX),
 										 get_namespace_oid(MB_SCHEMA, false));
+	Oid			owner;
 
-	if (!OidIsValid(view))
-		return;
+	if (!OidIsValid(view) || mb_pipelines_with_views(list_make1_oid(view)) != NIL)
+		return call->caller;
+	owner = mb_relation_owner(view);
 	if (!pg_class_ownercheck(view, call->caller))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -783,6 +834,7 @@ mb_shard_union_view_drop(MbCall *call, const char *name)
 		mb_ddl_own_end();
 	}
 	PG_END_TRY();
+	return owner;
 }
 
 int64
@@ -815,15 +867,17 @@ mb_shard_pipelines_create(MbCall *call, const char *name, ArrayType *shards,
 		char	   *shard_pipeline;
 		Datum		values[6];
 		char		nulls[6];
-		Oid			row_types[3] = {NAMEOID, NAMEOID, REGCLASSOID};
-		Datum		row[3];
+		Oid			row_types[4] = {NAMEOID, NAMEOID, REGCLASSOID, BOOLOID};
+		Datum		row[4];
 		MbPipeline	created;
+		bool		tracking_added;
 
 		if (shard_nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("shards must not contain nulls")));
 		shard_pipeline = mb_shard_pipeline_name(name, shard);
+		tracking_added = get_attnum(shard, MB_TRACKING_COLUMN) == InvalidAttrNumber;
 		values[0] = CStringGetDatum(shard_pipeline);
 		values[1] = ObjectIdGetDatum(shard);
 		nulls[0] = nulls[1] = ' ';
@@ -840,15 +894,16 @@ mb_shard_pipelines_create(MbCall *call, const char *name, ArrayType *shards,
 		row[0] = CStringGetDatum(shard_pipeline);
 		row[1] = CStringGetDatum(name);
 		row[2] = ObjectIdGetDatum(shard);
+		row[3] = BoolGetDatum(tracking_added);
 		if (SPI_execute_with_args("INSERT INTO microbatch.shard_pipeline "
-								  "(pipeline_id, distributed_pipeline, shard) "
-								  "SELECT pipeline_id, $2, $3 FROM microbatch.pipeline "
+								  "(pipeline_id, distributed_pipeline, shard, tracking_added) "
+								  "SELECT pipeline_id, $2, $3, $4 FROM microbatch.pipeline "
 								  "WHERE pipeline_name OPERATOR(pg_catalog.=) $1",
-								  3, row_types, row, NULL, false, 0) != SPI_OK_INSERT)
+								  4, row_types, row, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not record shard pipeline \"%s\"", shard_pipeline);
 		batch_views = lappend_oid(batch_views, created.batch_view);
 	}
-	mb_shard_union_view_create(call, name, batch_views);
+	mb_shard_union_view_create(name, call->caller, batch_views);
 	return nshards;
 }
 
@@ -927,8 +982,11 @@ mb_shard_pipelines_drop(MbCall *call, const char *name)
 
 	List	   *shards = NIL;
 
+	if (names == NIL)
+		return 0;
 	if (SPI_execute_with_args("SELECT shard FROM microbatch.shard_pipeline "
-							  "WHERE distributed_pipeline OPERATOR(pg_catalog.=) $1",
+							  "WHERE distributed_pipeline OPERATOR(pg_catalog.=) $1 "
+							  "AND tracking_added",
 							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the shard pipelines of \"%s\"", name);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -940,7 +998,7 @@ mb_shard_pipelines_drop(MbCall *call, const char *name)
 															SPI_tuptable->tupdesc, 1, &isnull)));
 	}
 
-	mb_shard_union_view_drop(call, name);
+	(void) mb_shard_union_view_drop(call, name);
 	foreach(lc, names)
 	{
 		Datum		pipeline[1] = {CStringGetDatum(lfirst(lc))};
@@ -955,14 +1013,22 @@ mb_shard_pipelines_drop(MbCall *call, const char *name)
 
 	/*
 	 * A shard must have the distributed table's columns, or Citus cannot
-	 * move it: the tracking column goes with the last pipeline on it.
+	 * move it: a tracking column the shard pipeline added goes with the
+	 * last pipeline that reads it (on the shard, above it or below it).
 	 */
 	foreach(lc, shards)
 	{
 		Oid			shard = lfirst_oid(lc);
 
-		if (get_rel_name(shard) != NULL &&
-			mb_pipelines_on_sources(mb_table_and_ancestors(shard)) == NIL)
+		if (get_rel_name(shard) == NULL ||
+			mb_pipelines_on_sources(list_concat(mb_hierarchy_members(shard, NoLock),
+												mb_table_and_ancestors(shard))) != NIL)
+			continue;
+		if (!pg_class_ownercheck(shard, call->caller))
+			ereport(NOTICE,
+					(errmsg("column \"%s\" of shard %s was kept: only its owner can drop it",
+							MB_TRACKING_COLUMN, get_rel_name(shard))));
+		else
 			mb_source_drop_tracking(shard, call->caller);
 	}
 	return list_length(names);
@@ -982,6 +1048,7 @@ mb_shard_pipelines_change(MbCall *call, const char *name, const char *change,
 	ListCell   *lc;
 	const char *sql;
 	bool		refresh = false;
+	Oid			view_owner = InvalidOid;
 	Oid			argtypes[4] = {NAMEOID, INTERVALOID, INT8OID, INTERVALOID};
 	int			nargs = 1;
 
@@ -1007,7 +1074,7 @@ mb_shard_pipelines_change(MbCall *call, const char *name, const char *change,
 
 	names = mb_shard_pipelines_known(name);
 	if (refresh)
-		mb_shard_union_view_drop(call, name);
+		view_owner = mb_shard_union_view_drop(call, name);
 	foreach(lc, names)
 	{
 		Datum		values[4];
@@ -1025,7 +1092,7 @@ mb_shard_pipelines_change(MbCall *call, const char *name, const char *change,
 			batch_views = lappend_oid(batch_views, pipeline.batch_view);
 	}
 	if (refresh)
-		mb_shard_union_view_create(call, name, batch_views);
+		mb_shard_union_view_create(name, view_owner, batch_views);
 	return list_length(names);
 }
 
@@ -1088,22 +1155,36 @@ mb_is_shard_transfer_function(Oid funcid)
 	return found;
 }
 
+/*
+ * Whether the database has distributed pipelines, read from the table
+ * directly (this runs in whatever database a shard move is made, as
+ * whoever makes it), share-locked until the end of the transaction that
+ * moves shards, so that no distributed pipeline is created meanwhile.
+ */
 static bool
 mb_database_has_distributed_pipelines(void)
 {
-	Oid			ns = get_namespace_oid(MB_SCHEMA, true);
+	Oid			ns;
+	Oid			relid;
+	Relation	rel;
+	Snapshot	snapshot;
+	TupleTableSlot *slot;
+	TableScanDesc scan;
 	bool		found;
-	MbCall		call;
 
-	if (!OidIsValid(ns) ||
-		!OidIsValid(get_relname_relid("distributed_pipeline", ns)))
+	if (!OidIsValid(get_extension_oid("microbatch", true)) ||
+		!OidIsValid(ns = get_namespace_oid(MB_SCHEMA, true)) ||
+		!OidIsValid(relid = get_relname_relid("distributed_pipeline", ns)))
 		return false;
-	mb_call_begin(&call);
-	if (SPI_execute("SELECT FROM microbatch.distributed_pipeline LIMIT 1",
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read microbatch.distributed_pipeline");
-	found = SPI_processed > 0;
-	mb_call_end(&call);
+	rel = table_open(relid, ShareLock);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	found = table_scan_getnextslot(scan, ForwardScanDirection, slot);
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, NoLock);
 	return found;
 }
 
@@ -1138,4 +1219,5 @@ mb_citus_init(void)
 	prev_fmgr_hook = fmgr_hook;
 	fmgr_hook = mb_fmgr_hook;
 	RegisterXactCallback(mb_citus_xact_callback, NULL);
+	RegisterSubXactCallback(mb_citus_subxact_callback, NULL);
 }
