@@ -447,7 +447,7 @@ mb_run_on_nodes(MbCall *call, const char *name, List *nodes,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("could not change the shard pipelines on node %s", failed_node),
 				 errdetail("The node reported: %s", failure),
-				 undo ? errhint("The nodes where the change succeeded were changed back.") : 0));
+				 undo && succeeded ? errhint("The nodes where the change succeeded were changed back.") : 0));
 	}
 	return total;
 }
@@ -791,10 +791,6 @@ mb_shard_union_view_create(const char *name, Oid owner, List *batch_views)
 	PG_END_TRY();
 }
 
-/*
- * Drop that view, if it is there and is no pipeline's batch view: the
- * caller must own it.  Returns its owner.
- */
 static Oid
 mb_relation_owner(Oid relid)
 {
@@ -808,6 +804,28 @@ mb_relation_owner(Oid relid)
 	return owner;
 }
 
+/* Drop a view of microbatch's schema, as microbatch's own DDL */
+static void
+mb_drop_own_view(Oid view)
+{
+	mb_ddl_own_begin();
+	PG_TRY();
+	{
+		if (SPI_execute(psprintf("DROP VIEW %s", mb_qualified_relname(view)),
+						false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not drop view \"%s\"", get_rel_name(view));
+	}
+	PG_FINALLY();
+	{
+		mb_ddl_own_end();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Drop the union view of a distributed pipeline, if it is there and is no
+ * pipeline's batch view: the caller must own it.  Returns its owner.
+ */
 static Oid
 mb_shard_union_view_drop(MbCall *call, const char *name)
 {
@@ -822,18 +840,7 @@ mb_shard_union_view_drop(MbCall *call, const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of distributed pipeline %s", name)));
-	mb_ddl_own_begin();
-	PG_TRY();
-	{
-		if (SPI_execute(psprintf("DROP VIEW %s", mb_qualified_relname(view)),
-						false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not drop the batch view of distributed pipeline \"%s\"", name);
-	}
-	PG_FINALLY();
-	{
-		mb_ddl_own_end();
-	}
-	PG_END_TRY();
+	mb_drop_own_view(view);
 	return owner;
 }
 
