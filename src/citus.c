@@ -946,8 +946,7 @@ mb_shard_transform_add(MbCall *call, const char *name, const char *transform,
 		mb_call_as_caller(call, "SELECT microbatch.add_transform($1, $2, $3, $4)",
 						  4, argtypes, values, NULL);
 	}
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	/* the call's GUC nest level takes the search_path back */
 	return list_length(names);
 }
 
