@@ -210,7 +210,7 @@ mb_batch_body(const MbPipeline *pipeline, List *transforms, MbWindow *window,
 	dropped = mb_expectations_check(pipeline, mb_expectation_list(pipeline->id),
 									window, rows);
 	mb_transforms_run(pipeline, transforms, mb_audit_list(pipeline->id),
-					  window->batch_id, rows);
+					  window, rows);
 	return dropped;
 }
 

@@ -121,6 +121,7 @@ typedef struct MbBatchPlan
 	char	   *sql;
 	SPIPlanPtr	plan;
 	int64		planned_rows;	/* the window's rows when planned, or -1 */
+	int64		planned_pages;	/* the source's pages when planned, or -1 */
 	TimestampTz planned_at;
 } MbBatchPlan;
 
@@ -165,6 +166,8 @@ typedef struct MbWindow
 	uint64		xid_to;
 	MbRowId    *dropped;		/* rows drop expectations took out, sorted */
 	int64		ndropped;
+	int64		source_pages;	/* the source's size when the window was
+								 * counted, or -1 */
 } MbWindow;
 
 /* How many rows a window holds, and their fingerprint */
@@ -534,12 +537,14 @@ extern void mb_step_record(const char *kind, const char *name,
 extern void mb_parse_error_context(void *arg);
 extern MbBatchPlan *mb_batch_plan_slot(MbPlanKind kind, int32 id);
 extern SPIPlanPtr mb_batch_plan(MbBatchPlan *entry, const char *sql,
-								int nargs, Oid *argtypes, int64 rows);
+								int nargs, Oid *argtypes, int64 rows,
+								int64 source_pages);
 extern void mb_transform_validate(const char *command, Oid owner,
 								  const char *search_path, const char *what);
 extern void mb_check_executable(Node *node, Oid owner);
 extern void mb_transforms_run(const MbPipeline *pipeline, List *transforms,
-							  List *audits, int64 batch_id, int64 rows);
+							  List *audits, const MbWindow *window,
+							  int64 rows);
 
 /* quality.c */
 extern const char *mb_violation_action_name(MbViolationAction action);
@@ -552,7 +557,8 @@ extern int64 mb_expectations_check(const MbPipeline *pipeline,
 								   List *expectations, MbWindow *window,
 								   int64 rows);
 extern void mb_audits_run(const MbPipeline *pipeline, List *audits,
-						  const char *layer, int64 batch_id, int64 rows);
+						  const char *layer, const MbWindow *window,
+						  int64 rows);
 
 /* retention.c */
 extern int64 mb_retention_now(Oid source, Oid caller);

@@ -472,7 +472,7 @@ mb_expectations_check(const MbPipeline *pipeline, List *expectations,
 	plan = mb_batch_plan(mb_batch_plan_slot(MB_PLAN_EXPECTATIONS, pipeline->id),
 						 mb_expectations_sql(pipeline, expectations,
 											 drop_mask | fail_mask),
-						 0, NULL, rows);
+						 0, NULL, rows, window->source_pages);
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, false);
 	mb_user_code_end(&uc);
 
@@ -643,14 +643,14 @@ mb_audit_error_context(void *arg)
  */
 void
 mb_audits_run(const MbPipeline *pipeline, List *audits, const char *layer,
-			  int64 batch_id, int64 rows)
+			  const MbWindow *window, int64 rows)
 {
 	ListCell   *lc;
 	MbAuditContext context;
 	ErrorContextCallback callback;
 
 	context.pipeline = pipeline;
-	context.batch_id = batch_id;
+	context.batch_id = window->batch_id;
 	callback.callback = mb_audit_error_context;
 	callback.arg = &context;
 	callback.previous = error_context_stack;
@@ -674,7 +674,7 @@ mb_audits_run(const MbPipeline *pipeline, List *audits, const char *layer,
 		mb_user_code_begin(&uc, pipeline->owner, audit->search_path);
 		mb_user_code_set(&uc, "jit", "off");
 		plan = mb_batch_plan(mb_batch_plan_slot(MB_PLAN_AUDIT, audit->id),
-							 audit->query, 0, NULL, rows);
+							 audit->query, 0, NULL, rows, window->source_pages);
 		/* not read-only: the audit sees what the transforms wrote */
 		portal = SPI_cursor_open(NULL, plan, NULL, NULL, false);
 		SPI_cursor_fetch(portal, true, MB_SAMPLE_ROWS);
@@ -697,7 +697,7 @@ mb_audits_run(const MbPipeline *pipeline, List *audits, const char *layer,
 								   audit->name, pipeline->name, violations),
 					 errdetail("First rows: %s", sample),
 					 errhint("Fix the transforms, or give the audit the action warn.")));
-		mb_check_result_insert(pipeline->id, batch_id, "audit", audit->name,
+		mb_check_result_insert(pipeline->id, window->batch_id, "audit", audit->name,
 							   audit->fail ? "fail" : "warn", -1, violations,
 							   sample ? DirectFunctionCall1(jsonb_in, CStringGetDatum(sample)) :
 							   (Datum) 0);

@@ -280,15 +280,21 @@ mb_transform_validate(const char *command, Oid owner, const char *search_path,
  * most of the table (a first batch, or one after a pause) but an index scan
  * for the next, small one.  A plan is therefore kept only while batches stay
  * within a factor of ten of the size it was made for (below 1,000 rows,
- * sizes do not change plans), and for a minute at most, since the tables
- * grow without invalidating plans until they are analysed.
+ * sizes do not change plans).  A sequential scan also costs the table's
+ * size, which grows without invalidating plans until the table is analysed:
+ * one picked while the table was small (a pipeline's first batches) would be
+ * kept for small batches over a table that has grown large.  So a plan is
+ * made again when the source has doubled in size (or halved) since, and
+ * after a minute at most.
  */
 #define MB_PLAN_SIZE_FACTOR 10
 #define MB_PLAN_SMALL_ROWS 1000
+#define MB_PLAN_PAGES_FACTOR 2
+#define MB_PLAN_SMALL_PAGES 8
 #define MB_PLAN_MAX_AGE_MS (60 * 1000)
 
 static bool
-mb_batch_plan_fits(const MbBatchPlan *entry, int64 rows)
+mb_batch_plan_fits(const MbBatchPlan *entry, int64 rows, int64 source_pages)
 {
 	int64		planned = Max(entry->planned_rows, MB_PLAN_SMALL_ROWS);
 
@@ -296,6 +302,15 @@ mb_batch_plan_fits(const MbBatchPlan *entry, int64 rows)
 	if (rows / MB_PLAN_SIZE_FACTOR >= planned ||
 		planned / MB_PLAN_SIZE_FACTOR >= rows)
 		return false;
+	if (source_pages >= 0)
+	{
+		int64		planned_pages = Max(entry->planned_pages, MB_PLAN_SMALL_PAGES);
+
+		source_pages = Max(source_pages, MB_PLAN_SMALL_PAGES);
+		if (source_pages / MB_PLAN_PAGES_FACTOR >= planned_pages ||
+			planned_pages / MB_PLAN_PAGES_FACTOR >= source_pages)
+			return false;
+	}
 	return !TimestampDifferenceExceeds(entry->planned_at, GetCurrentTimestamp(),
 									   MB_PLAN_MAX_AGE_MS);
 }
@@ -312,16 +327,17 @@ mb_batch_plan_forget(MbBatchPlan *entry)
 }
 
 /*
- * The plan of sql for a window of rows rows, prepared again when the kept one
- * does not fit; rows -1 for a plan that does not depend on the window's size.
+ * The plan of sql for a window of rows rows over a source of source_pages
+ * pages, prepared again when the kept one does not fit; rows -1 for a plan
+ * that does not depend on the window's size, source_pages -1 when not known.
  */
 SPIPlanPtr
 mb_batch_plan(MbBatchPlan *entry, const char *sql, int nargs, Oid *argtypes,
-			  int64 rows)
+			  int64 rows, int64 source_pages)
 {
 	if (entry->plan != NULL &&
 		(strcmp(entry->sql, sql) != 0 ||
-		 (rows >= 0 && !mb_batch_plan_fits(entry, rows))))
+		 (rows >= 0 && !mb_batch_plan_fits(entry, rows, source_pages))))
 		mb_batch_plan_forget(entry);
 	if (entry->plan == NULL)
 	{
@@ -335,6 +351,7 @@ mb_batch_plan(MbBatchPlan *entry, const char *sql, int nargs, Oid *argtypes,
 		entry->sql = MemoryContextStrdup(TopMemoryContext, sql);
 		entry->plan = plan;
 		entry->planned_rows = rows;
+		entry->planned_pages = source_pages;
 		entry->planned_at = GetCurrentTimestamp();
 	}
 	return entry->plan;
@@ -459,7 +476,7 @@ mb_transform_error_context(void *arg)
  */
 void
 mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
-				  int64 batch_id, int64 rows)
+				  const MbWindow *window, int64 rows)
 {
 	MbUserCode	uc;
 	ListCell   *lc = list_head(transforms);
@@ -467,7 +484,7 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
 	ErrorContextCallback callback;
 
 	context.pipeline = pipeline;
-	context.batch_id = batch_id;
+	context.batch_id = window->batch_id;
 	callback.callback = mb_transform_error_context;
 	callback.arg = &context;
 	callback.previous = error_context_stack;
@@ -491,7 +508,8 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
 			/* batch statements are short and planned for small inputs: JIT never pays */
 			mb_user_code_set(&uc, "jit", "off");
 			plan = mb_batch_plan(mb_batch_plan_slot(MB_PLAN_TRANSFORM, transform->id),
-								 transform->command, 0, NULL, rows);
+								 transform->command, 0, NULL, rows,
+								 window->source_pages);
 			rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
 			if (rc < 0)
 				elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
@@ -501,7 +519,7 @@ mb_transforms_run(const MbPipeline *pipeline, List *transforms, List *audits,
 			mb_user_code_end(&uc);
 		}
 		error_context_stack = callback.previous;
-		mb_audits_run(pipeline, audits, mb_layers[layer], batch_id, rows);
+		mb_audits_run(pipeline, audits, mb_layers[layer], window, rows);
 		error_context_stack = &callback;
 	}
 

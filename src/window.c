@@ -31,8 +31,10 @@
 
 #include "access/commit_ts.h"
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
@@ -40,11 +42,13 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/supportnodes.h"
+#include "storage/bufmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
@@ -281,6 +285,7 @@ mb_window_init(MbWindow *window, int32 pipeline_id, int64 batch_id,
 	window->xid_to = xid_to;
 	window->dropped = NULL;
 	window->ndropped = 0;
+	window->source_pages = -1;
 }
 
 /* The caller keeps the window alive until mb_window_deactivate() */
@@ -648,7 +653,7 @@ mb_window_query(const MbPipeline *pipeline, MbWindow *window, MbPlanKind kind,
 	}
 	mb_user_code_set(&uc, "jit", "off");
 	plan = mb_batch_plan(mb_batch_plan_slot(kind, pipeline->id), sql, nargs,
-						 argtypes, -1);
+						 argtypes, -1, -1);
 	mb_window_activate(window);
 	PG_TRY();
 	{
@@ -679,6 +684,37 @@ mb_batch_view_qualified(const MbPipeline *pipeline)
 	return quote_qualified_identifier(MB_SCHEMA, get_rel_name(pipeline->batch_view));
 }
 
+/*
+ * The size of the source's tables, in pages: a plan kept for small windows
+ * over a small table is made again once the table has grown (see
+ * transform.c).  The tables are locked already: the window was just read.
+ */
+static int64
+mb_source_pages(Oid source)
+{
+	Relation	rel = relation_open(source, AccessShareLock);
+	bool		has_members = rel->rd_rel->relhassubclass;
+	int64		pages = 0;
+	ListCell   *lc;
+
+	if (RELKIND_HAS_STORAGE(rel->rd_rel->relkind))
+		pages = RelationGetNumberOfBlocks(rel);
+	relation_close(rel, AccessShareLock);
+	if (!has_members)
+		return pages;
+
+	foreach(lc, find_all_inheritors(source, AccessShareLock, NULL))
+	{
+		if (lfirst_oid(lc) == source)
+			continue;
+		rel = relation_open(lfirst_oid(lc), NoLock);
+		if (RELKIND_HAS_STORAGE(rel->rd_rel->relkind))
+			pages += RelationGetNumberOfBlocks(rel);
+		relation_close(rel, NoLock);
+	}
+	return pages;
+}
+
 /* Count the rows of a window, and fingerprint them */
 MbWindowContent
 mb_window_content(const MbPipeline *pipeline, MbWindow *window)
@@ -692,6 +728,7 @@ mb_window_content(const MbPipeline *pipeline, MbWindow *window)
 					0, NULL, NULL, 2, result);
 	content.rows = DatumGetInt64(result[0].value);
 	content.digest = DatumGetInt64(result[1].value);
+	window->source_pages = mb_source_pages(pipeline->source);
 	return content;
 }
 
