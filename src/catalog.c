@@ -486,11 +486,22 @@ static MbQuery q_quarantine_clear = {
  * Run a catalog query, preparing it on first use.  Returns SPI_processed.
  * Never read-only: each query takes a fresh snapshot, so that what we read
  * after waiting for a pipeline's lock includes what its holder committed.
+ *
+ * The queries look rows up by key, and a backend keeps their plans for its
+ * life: a plan made (or made again, after an invalidation) while a table
+ * was small, or analysed empty, would read it sequentially, and then read
+ * the whole ledger for every batch as the ledger grows.  So they run, and
+ * are planned, with sequential scans disabled, which leaves one only where
+ * no index serves.
  */
 static uint64
 mb_query(MbQuery *query, Datum *values, const char *nulls, long count)
 {
 	int			rc;
+	int			guc_nest_level = NewGUCNestLevel();
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 
 	if (query->plan == NULL)
 	{
@@ -508,6 +519,7 @@ mb_query(MbQuery *query, Datum *values, const char *nulls, long count)
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
 			 query->sql, SPI_result_code_string(rc));
+	AtEOXact_GUC(true, guc_nest_level);
 	return SPI_processed;
 }
 

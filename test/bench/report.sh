@@ -590,7 +590,9 @@ EOF
 **Method.** Two pairs of tables made alike from the demo's staging table
 (\`LIKE staging.events INCLUDING ALL\`, tracking column dropped); in each
 pair one table gets a pipeline (its tracking column with \`DEFAULT
-pg_current_xact_id()\`, the index on it and the statement trigger), paused
+pg_current_xact_id()\`, the btree index on it, the \`CHECK\` constraint on
+its values and the statement triggers on \`INSERT\`, \`UPDATE\` and
+\`TRUNCATE\`), paused
 so that no batch competes for the CPU (the cost of batches is section 4's).
 The first pair keeps the staging table's \`received_at DEFAULT
 clock_timestamp()\`, a volatile default: PostgreSQL's COPY then inserts row
