@@ -155,6 +155,9 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
+# say which command stopped the run (set -e exits without a word)
+set -o errtrace
+trap 'echo "run-bench.sh: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT TERM
 
 # A port nobody listens on, whose socket name is free too.
@@ -538,9 +541,12 @@ ingest_order() {
 
 # ingest_wal_records LSN0 LSN1: "heap row inserts|multi-insert records|rows
 # in them" in the WAL between the two (pg_waldump --stats=record): how COPY
-# inserted, row by row or in batches
+# inserted, row by row or in batches.  pg_waldump reads the WAL files, and
+# fails at a record not written yet: asynchronous commits (the batches of
+# the sections before) leave some to the WAL writer, so wait for it.
 ingest_wal_records() {
-    pg pg_waldump -p "$PGDATA_DIR/pg_wal" -s "$1" -e "$2" --stats=record 2>/dev/null \
+    until [ "$(val bench "SELECT pg_current_wal_flush_lsn() >= '$2'")" = t ]; do sleep 0.1; done
+    pg pg_waldump -p "$PGDATA_DIR/pg_wal" -s "$1" -e "$2" --stats=record \
         | awk '$1 ~ /^Heap\/INSERT/ { ins += $2 } $1 ~ /^Heap2\/MULTI_INSERT/ { multi += $2 }
                END { printf "%d|%d\n", ins, multi }'
 }
