@@ -137,6 +137,7 @@ chmod 700 "$WORK"
 cleanup() {
     local status=$?
     set +e
+    trap - ERR
     rm -f "$REPORT.tmp"
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
     if [ -f "$PGDATA_DIR/postmaster.pid" ]; then
