@@ -519,7 +519,7 @@ mb_query(MbQuery *query, Datum *values, const char *nulls, long count)
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
 			 query->sql, SPI_result_code_string(rc));
-	AtEOXact_GUC(true, guc_nest_level);
+	AtEOXact_GUC(false, guc_nest_level);
 	return SPI_processed;
 }
 

@@ -728,7 +728,9 @@ mb_window_content(const MbPipeline *pipeline, MbWindow *window)
 					0, NULL, NULL, 2, result);
 	content.rows = DatumGetInt64(result[0].value);
 	content.digest = DatumGetInt64(result[1].value);
-	window->source_pages = mb_source_pages(pipeline->source);
+	/* only a window with rows is planned for; an empty one is a poll */
+	if (content.rows > 0)
+		window->source_pages = mb_source_pages(pipeline->source);
 	return content;
 }
 
