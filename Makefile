@@ -19,6 +19,7 @@ OBJS = \
 	src/source.o \
 	src/stats.o \
 	src/status.o \
+	src/tracking_index.o \
 	src/transform.o \
 	src/usercode.o \
 	src/wakeup.o \
@@ -34,8 +35,8 @@ PGFILEDESC = "microbatch - micro-batch pipelines over staging tables"
 # own throwaway cluster instead (make test).  The TAP tests always start
 # their own clusters.
 MB_TEMP_CONFIG = $(srcdir)/test/microbatch.conf
-REGRESS = setup pipeline transform batch window security attacks tracking partitions replay failure quality lifecycle monitoring distributed
-ISOLATION = concurrent_batches capped_window create_during_writes definitions_cache ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending audit_publish retention_loaders stat_reset_snapshot
+REGRESS = setup pipeline transform batch window security attacks tracking brin partitions replay failure quality lifecycle monitoring distributed
+ISOLATION = concurrent_batches capped_window capped_window_brin create_during_writes definitions_cache ddl_during_batch state_during_batch start_from_now ddl_waiting_rows detach_pending audit_publish retention_loaders stat_reset_snapshot
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso
 ifeq ($(MB_TEMP_INSTANCE),1)
 REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=$(MB_TEMP_CONFIG)

@@ -13,8 +13,11 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -22,6 +25,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
@@ -31,6 +35,7 @@ PG_FUNCTION_INFO_V1(microbatch_create_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_drop_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_backlog);
 PG_FUNCTION_INFO_V1(microbatch_refresh_pipeline);
+PG_FUNCTION_INFO_V1(microbatch_set_tracking_index);
 PG_FUNCTION_INFO_V1(microbatch_alter_pipeline);
 PG_FUNCTION_INFO_V1(microbatch_alter_pipeline_owner);
 PG_FUNCTION_INFO_V1(microbatch_pause_pipeline);
@@ -956,6 +961,79 @@ mb_owned_table_arg(FunctionCallInfo fcinfo, int argno, Oid caller)
 	if (!pg_class_ownercheck(relid, caller))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
 	return relid;
+}
+
+/*
+ * Give a source table a B-tree or a BRIN tracking index, and rebuild the
+ * batch views of the pipelines that read it, whose window conditions
+ * depend on the kind.  The table's owner may, on a table with no tables
+ * below it (a partition's index belongs to its partitioned table's).  Each
+ * pipeline's lock is taken first: no batch runs while the index changes.
+ */
+Datum
+microbatch_set_tracking_index(PG_FUNCTION_ARGS)
+{
+	char	   *method;
+	MbTrackingIndex kind = MB_TRACKING_INDEX_NONE;
+	Oid			source;
+	Oid			index;
+	Relation	rel;
+	bool		has_members;
+	bool		partition;
+	List	   *pipelines;
+	ListCell   *lc;
+	MbCall		call;
+
+	mb_require_arg(fcinfo, 1, "method");
+	method = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (strcmp(method, "btree") == 0)
+		kind = MB_TRACKING_INDEX_BTREE;
+	else if (strcmp(method, "brin") == 0)
+		kind = MB_TRACKING_INDEX_BRIN;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid tracking index method \"%s\"", method),
+				 errhint("The method is 'btree' (the default) or 'brin'.")));
+
+	mb_check_may_change("set_tracking_index()");
+	mb_call_begin(&call);
+	source = mb_owned_table_arg(fcinfo, 0, call.caller);
+	rel = table_open(source, AccessShareLock);
+	has_members = find_inheritance_children(source, AccessShareLock) != NIL;
+	partition = rel->rd_rel->relispartition;
+	if (rel->rd_rel->relkind != RELKIND_RELATION || has_members || partition)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot change the tracking index of table \"%s\"",
+						RelationGetRelationName(rel)),
+				 errdetail(partition ? "It is a partition: its index belongs to its partitioned table's." :
+						   "Only a plain table without partitions or inheritance children can have a BRIN tracking index.")));
+	table_close(rel, NoLock);
+
+	pipelines = mb_pipelines_on_sources(mb_table_and_ancestors(source));
+	if (pipelines == NIL || get_attnum(source, MB_TRACKING_COLUMN) == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not the source of a pipeline",
+						get_rel_name(source)),
+				 errhint("Create a pipeline on it first: that adds the tracking column and its index.")));
+	foreach(lc, pipelines)
+		mb_pipeline_lock_known((MbPipeline *) lfirst(lc));
+
+	index = mb_tracking_index_set(source, kind, call.caller);
+	foreach(lc, pipelines)
+	{
+		MbPipeline *pipeline = (MbPipeline *) lfirst(lc);
+
+		mb_batch_view_drop(pipeline);
+		pipeline->batch_view = mb_batch_view_create(pipeline);
+		mb_pipeline_set_batch_view(pipeline->id, pipeline->batch_view);
+	}
+	CommandCounterIncrement();
+	mb_call_end(&call);
+
+	PG_RETURN_OID(index);
 }
 
 Datum

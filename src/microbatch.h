@@ -42,6 +42,8 @@
 
 /* What create_pipeline adds to a source (source.c) */
 #define MB_TRACKING_COLUMN	"microbatch_xid"
+/* the extension's BRIN operator class for the tracking column */
+#define MB_BRIN_OPCLASS	"xid8_minmax_ops"
 #define MB_TRACKING_CONSTRAINT "microbatch_xid_current"
 #define MB_TRIGGER_CHANGED	"microbatch_source_changed"
 #define MB_TRIGGER_TRUNCATED "microbatch_source_truncated"
@@ -132,6 +134,9 @@ typedef enum MbPlanKind
 	MB_PLAN_WINDOW_CONTENT,		/* by pipeline id */
 	MB_PLAN_WINDOW_COUNT,		/* by pipeline id */
 	MB_PLAN_WINDOW_NTH_XID,		/* by pipeline id */
+	MB_PLAN_WINDOW_SPAN_FITS,	/* by pipeline id */
+	MB_PLAN_WINDOW_SPAN_COUNT,	/* by pipeline id */
+	MB_PLAN_WINDOW_SPAN_NTH,	/* by pipeline id */
 	MB_PLAN_WINDOW_OLDEST_COMMIT,	/* by pipeline id */
 	MB_PLAN_WINDOW_BACKLOG,		/* by pipeline id */
 	MB_PLAN_EXPECTATIONS,		/* by pipeline id */
@@ -466,6 +471,7 @@ extern int64 mb_quarantine_clear(int32 pipeline_id, int64 before_batch);
 /* source.c */
 extern void mb_source_check_usable(Oid source, Oid caller);
 extern void mb_source_prepare(Oid source, Oid caller, bool skip_existing);
+extern void mb_table_ddl(Oid role, const char *sql);
 extern bool mb_subscription_writes(Oid relid);
 extern List *mb_subscribed_tables(void);
 extern void mb_source_guard_subscribed(List *tables, Oid caller);
@@ -496,6 +502,20 @@ extern void mb_object_access_hook_install(void);
 
 /* hierarchy.c */
 extern List *mb_hierarchy_members(Oid relid, LOCKMODE lockmode);
+
+/* tracking_index.c */
+typedef enum MbTrackingIndex
+{
+	MB_TRACKING_INDEX_NONE,
+	MB_TRACKING_INDEX_BTREE,
+	MB_TRACKING_INDEX_BRIN
+} MbTrackingIndex;
+
+extern MbTrackingIndex mb_tracking_index_of(Relation rel, AttrNumber attnum,
+											List **btrees, List **brins);
+extern bool mb_source_tracked_by_brin(Oid source);
+extern Oid	mb_tracking_index_set(Oid relid, MbTrackingIndex kind, Oid caller);
+extern void mb_tracking_index_summarize(Oid source);
 extern List *mb_table_and_ancestors(Oid relid);
 extern List *mb_hierarchy_roots(Oid relid);
 extern Oid	mb_partition_detach_pending(Oid relid);
@@ -511,7 +531,7 @@ extern void mb_window_activate(MbWindow *window);
 extern void mb_window_deactivate(void);
 extern bool mb_window_is_active(void);
 extern bool mb_window_is_replay(void);
-extern char *mb_window_predicate(int32 pipeline_id, const char *alias);
+extern char *mb_window_predicate(const MbPipeline *pipeline, const char *alias);
 extern int	mb_row_id_cmp(const void *a, const void *b);
 extern MbWindowContent mb_window_content(const MbPipeline *pipeline,
 										 MbWindow *window);

@@ -5,7 +5,8 @@
  *	  that holds a source's rows.
  *
  * A source table has one tracking column, microbatch_xid, whose default is
- * the id of the inserting top-level transaction, and a B-tree index on it.
+ * the id of the inserting top-level transaction, and an index on it: a
+ * B-tree, or a BRIN index (src/tracking_index.c).
  * Rows that already exist when the column is added get the id of the
  * creating transaction as a constant default, which costs no table rewrite
  * and makes them part of each pipeline's first batch.
@@ -120,7 +121,7 @@ mb_ddl_is_own(void)
  * Run one statement of microbatch's own on a table, as the given role, who
  * must have the rights for it.  The event trigger lets it through.
  */
-static void
+void
 mb_table_ddl(Oid role, const char *sql)
 {
 	MbUserCode	uc;
@@ -407,30 +408,6 @@ mb_is_guard_trigger(const char *name)
 	return false;
 }
 
-/* Whether a table has a B-tree index without predicate led by attnum */
-static bool
-mb_has_tracking_index(Relation rel, AttrNumber attnum)
-{
-	List	   *indexes = RelationGetIndexList(rel);
-	ListCell   *lc;
-	bool		found = false;
-
-	foreach(lc, indexes)
-	{
-		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
-
-		if (index->rd_rel->relam == BTREE_AM_OID &&
-			index->rd_index->indnkeyatts > 0 &&
-			index->rd_index->indkey.values[0] == attnum &&
-			heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL) &&
-			heap_attisnull(index->rd_indextuple, Anum_pg_index_indexprs, NULL))
-			found = true;
-		index_close(index, AccessShareLock);
-	}
-	list_free(indexes);
-	return found;
-}
-
 /*
  * The tracking column must be an xid8 that is NOT NULL and defaults to
  * pg_current_xact_id(): a row written with any other value may never be
@@ -614,7 +591,7 @@ mb_guard_table(Oid relid, Oid role, bool rebind)
 	MbGuardState check = holds_rows ? mb_tracking_check_state(rel) : MB_GUARD_OK;
 	bool		partition = rel->rd_rel->relispartition;
 	bool		index = !holds_rows || partition ||
-		mb_has_tracking_index(rel, attnum);
+		mb_tracking_index_of(rel, attnum, NULL, NULL) != MB_TRACKING_INDEX_NONE;
 	bool		subscribed = holds_rows && mb_subscription_writes(relid);
 	char		trigger_states[lengthof(guard_triggers)];
 
@@ -907,7 +884,7 @@ mb_source_prepare(Oid source, Oid caller, bool skip_existing)
 	const char *relname = mb_qualified_relname(source);
 	AttrNumber	attnum = mb_tracking_column_check(rel, true);
 	bool		has_index = attnum != InvalidAttrNumber &&
-		mb_has_tracking_index(rel, attnum);
+		mb_tracking_index_of(rel, attnum, NULL, NULL) != MB_TRACKING_INDEX_NONE;
 
 	table_close(rel, NoLock);
 

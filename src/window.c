@@ -58,6 +58,7 @@
 
 PG_FUNCTION_INFO_V1(microbatch_batch_lower_xid);
 PG_FUNCTION_INFO_V1(microbatch_batch_upper_xid);
+PG_FUNCTION_INFO_V1(microbatch_batch_first_xid);
 PG_FUNCTION_INFO_V1(microbatch_batch_lower_running);
 PG_FUNCTION_INFO_V1(microbatch_batch_contains);
 PG_FUNCTION_INFO_V1(microbatch_current_batch_id);
@@ -328,6 +329,13 @@ mb_window_lower_bound(const MbWindow *window)
 	return Max(window->lower.xmax, window->xid_from);
 }
 
+/* The lowest tracking value of any transaction of the window */
+static uint64
+mb_window_first_xid(const MbWindow *window)
+{
+	return Max(window->lower.xmin, window->xid_from);
+}
+
 static uint64
 mb_window_upper_bound(const MbWindow *window)
 {
@@ -364,6 +372,18 @@ microbatch_batch_upper_xid(PG_FUNCTION_ARGS)
 	MbWindow   *window = mb_window_for(PG_GETARG_INT32(0));
 
 	PG_RETURN_FULLTRANSACTIONID(FullTransactionIdFromU64(window ? mb_window_upper_bound(window) : 0));
+}
+
+/*
+ * Inclusive lower bound of the tracking column for all the transactions of
+ * the active window, those running at the lower snapshot included
+ */
+Datum
+microbatch_batch_first_xid(PG_FUNCTION_ARGS)
+{
+	MbWindow   *window = mb_window_for(PG_GETARG_INT32(0));
+
+	PG_RETURN_FULLTRANSACTIONID(FullTransactionIdFromU64(window ? mb_window_first_xid(window) : 0));
 }
 
 /* Transactions of the active window that were running at the lower snapshot */
@@ -478,14 +498,34 @@ mb_window_contains_condition(int32 pipeline_id, const char *alias)
 					alias, MB_TRACKING_COLUMN, pipeline_id);
 }
 
-/* The WHERE clause that restricts a table to the active window */
-char *
-mb_window_predicate(int32 pipeline_id, const char *alias)
+/*
+ * All of the window's transactions in one range, for sources with a BRIN
+ * tracking index, which has no array search: the transactions that ended
+ * between the lower snapshot's xmin and xmax are read, and rechecked out.
+ */
+static char *
+mb_window_span_condition(int32 pipeline_id, const char *alias)
 {
+	return psprintf("%1$s.%2$s OPERATOR(pg_catalog.>=) microbatch.batch_first_xid(%3$d) "
+					"AND %1$s.%2$s OPERATOR(pg_catalog.<) microbatch.batch_upper_xid(%3$d)",
+					alias, MB_TRACKING_COLUMN, pipeline_id);
+}
+
+/*
+ * The WHERE clause that restricts a table to the active window.  The
+ * conditions before batch_contains() only let index scans find the rows.
+ */
+char *
+mb_window_predicate(const MbPipeline *pipeline, const char *alias)
+{
+	if (mb_source_tracked_by_brin(pipeline->source))
+		return psprintf("%s AND %s",
+						mb_window_span_condition(pipeline->id, alias),
+						mb_window_contains_condition(pipeline->id, alias));
 	return psprintf("(%s OR %s) AND %s",
-					mb_window_range_condition(pipeline_id, alias),
-					mb_window_running_condition(pipeline_id, alias),
-					mb_window_contains_condition(pipeline_id, alias));
+					mb_window_range_condition(pipeline->id, alias),
+					mb_window_running_condition(pipeline->id, alias),
+					mb_window_contains_condition(pipeline->id, alias));
 }
 
 /*
@@ -756,7 +796,7 @@ mb_window_source_sql(const MbPipeline *pipeline, const char *select_list,
 {
 	return psprintf("SELECT %s FROM %s AS s WHERE %s%s", select_list,
 					mb_qualified_relname(pipeline->source),
-					mb_window_predicate(pipeline->id, "s"), tail);
+					mb_window_predicate(pipeline, "s"), tail);
 }
 
 /* The commit time of the oldest row, as an aggregate over s */
@@ -796,6 +836,85 @@ mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
 	return U64FromFullTransactionId(DatumGetFullTransactionId(result[0].value));
 }
 
+/* Whether a window has at most n rows, read in any order */
+static bool
+mb_window_fits(const MbPipeline *pipeline, MbWindow *window, int64 n)
+{
+	Datum		limit = Int64GetDatum(n < PG_INT64_MAX ? n + 1 : n);
+	Oid			limit_type = INT8OID;
+	NullableDatum result[1];
+
+	mb_window_query(pipeline, window, MB_PLAN_WINDOW_SPAN_FITS, false,
+					psprintf("SELECT pg_catalog.count(*) FROM "
+							 "(SELECT FROM %s AS s WHERE %s LIMIT $1) AS w",
+							 mb_qualified_relname(pipeline->source),
+							 mb_window_predicate(pipeline, "s")),
+					1, &limit_type, &limit, 1, result);
+	return DatumGetInt64(result[0].value) <= n;
+}
+
+/*
+ * The same for a source with a BRIN tracking index, which has neither
+ * order nor array search.  A window of at most n rows is told by reading
+ * n + 1 of its rows in any order.  Otherwise count the window's rows in xid
+ * ranges that double in width from its first xid until one holds the n-th
+ * row, then read that range's rows in order.  Each range starts where the
+ * one before ended, so a capped batch reads about twice its own rows,
+ * whatever the backlog.
+ */
+static uint64
+mb_window_nth_xid_counted(const MbPipeline *pipeline, MbWindow *window,
+						  int64 n)
+{
+	const char *source = mb_qualified_relname(pipeline->source);
+	const char *predicate = mb_window_predicate(pipeline, "s");
+	const char *in_range = "s." MB_TRACKING_COLUMN " OPERATOR(pg_catalog.>=) $1 AND s."
+		MB_TRACKING_COLUMN " OPERATOR(pg_catalog.<) $2";
+	Oid			argtypes[3] = {XID8OID, XID8OID, INT8OID};
+	char	   *count_sql;
+	char	   *nth_sql;
+	uint64		from = mb_window_first_xid(window);
+	uint64		end = mb_window_upper_bound(window);
+	uint64		width = 1;
+	int64		before = 0;
+
+	if (mb_window_fits(pipeline, window, n))
+		return 0;
+	count_sql = psprintf("SELECT pg_catalog.count(*) FROM %s AS s WHERE %s AND %s",
+						 source, predicate, in_range);
+	nth_sql = psprintf("SELECT s.%s FROM %s AS s WHERE %s AND %s "
+					   "ORDER BY 1 OFFSET $3 LIMIT 1",
+					   MB_TRACKING_COLUMN, source, predicate, in_range);
+	while (from < end)
+	{
+		uint64		to = end - from > width ? from + width : end;
+		Datum		args[3];
+		NullableDatum result[1];
+		int64		rows;
+
+		CHECK_FOR_INTERRUPTS();
+		args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(from));
+		args[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(to));
+		mb_window_query(pipeline, window, MB_PLAN_WINDOW_SPAN_COUNT, false,
+						count_sql, 2, argtypes, args, 1, result);
+		rows = DatumGetInt64(result[0].value);
+		if (before + rows > n)
+		{
+			args[2] = Int64GetDatum(n - before);
+			if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_SPAN_NTH, false,
+								 nth_sql, 3, argtypes, args, 1, result))
+				elog(ERROR, "the window of pipeline \"%s\" lost rows while it was cut",
+					 pipeline->name);
+			return U64FromFullTransactionId(DatumGetFullTransactionId(result[0].value));
+		}
+		before += rows;
+		from = to;
+		if (width <= PG_UINT64_MAX / 2)
+			width *= 2;
+	}
+	return 0;
+}
+
 /*
  * Cap the window at max_batch_rows by cutting it at a transaction boundary,
  * in xid order; the rest is left to the following batches.  A single
@@ -805,13 +924,16 @@ static void
 mb_window_cut(const MbPipeline *pipeline, MbWindow *window)
 {
 	uint64		cut;
+	uint64		(*nth_xid) (const MbPipeline *, MbWindow *, int64);
 
 	if (pipeline->max_batch_rows <= 0)
 		return;
-	cut = mb_window_nth_xid(pipeline, window, pipeline->max_batch_rows);
+	nth_xid = mb_source_tracked_by_brin(pipeline->source) ?
+		mb_window_nth_xid_counted : mb_window_nth_xid;
+	cut = nth_xid(pipeline, window, pipeline->max_batch_rows);
 	if (cut == 0)
 		return;
-	if (cut == mb_window_nth_xid(pipeline, window, 0))
+	if (cut == nth_xid(pipeline, window, 0))
 		cut++;
 	window->xid_to = cut;
 }
@@ -853,6 +975,7 @@ mb_next_window(const MbPipeline *pipeline, MbWindow *window,
 	int64		batch_id = has_position ? position.batch_id + 1 : 1;
 	MbWindowContent content;
 
+	mb_tracking_index_summarize(pipeline->source);
 	if (has_position && position.xid_to != 0)
 	{
 		mb_window_init(window, pipeline->id, batch_id, position.lower_datum,
@@ -977,7 +1100,7 @@ mb_window_count_in(const MbPipeline *pipeline, MbWindow *window,
 	PG_TRY();
 	{
 		rows = mb_count_rows(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s AS s WHERE %s",
-									  table, mb_window_predicate(pipeline->id, "s")));
+									  table, mb_window_predicate(pipeline, "s")));
 	}
 	PG_FINALLY();
 	{

@@ -189,8 +189,8 @@ q coord -c "SELECT citus_add_node('127.0.0.1', ${PORT[w1]})" -c "SELECT citus_ad
 # Citus creates it on the workers too
 q coord -c "CREATE EXTENSION microbatch"
 for n in w1 w2; do
-    [ "$(q "$n" -c "SELECT extversion FROM pg_extension WHERE extname = 'microbatch'")" = 0.4.0 ] \
-        || fail "microbatch 0.4.0 is not installed on $n"
+    [ "$(q "$n" -c "SELECT extversion FROM pg_extension WHERE extname = 'microbatch'")" = 0.5.0 ] \
+        || fail "microbatch 0.5.0 is not installed on $n"
 done
 
 # Waits until gold counts TARGET events, committing between looks (every

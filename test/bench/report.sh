@@ -221,6 +221,8 @@ EOF
     if [ -n "${INGEST_WAITING:-}" ]; then
         echo "| [6](#6-raw-ingest-cost) COPY rows/s into a tracked table vs an untracked one: with a volatile default (row by row); without (in batches) | ≥ 0.90× each | volatile $(ingest_ratio copy 1)× (runs $(ingest_ratio copy 2)-$(ingest_ratio copy 3)); not volatile $(ingest_ratio copy_nv 1)× (runs $(ingest_ratio copy_nv 2)-$(ingest_ratio copy_nv 3)) | $(ingest_verdict copy copy_nv) |"
         echo "| [6](#6-raw-ingest-cost) multi-row INSERT rows/s, the same tables | ≥ 0.90× each | volatile $(ingest_ratio insert 1)× (runs $(ingest_ratio insert 2)-$(ingest_ratio insert 3)); not volatile $(ingest_ratio insert_nv 1)× (runs $(ingest_ratio insert_nv 2)-$(ingest_ratio insert_nv 3)) | $(ingest_verdict insert insert_nv) |"
+        echo "| [6](#6-raw-ingest-cost) COPY rows/s, tracked with a BRIN index (set_tracking_index) vs untracked | ≥ 0.90× each | volatile $(ingest_ratio copy_brin 1)× (runs $(ingest_ratio copy_brin 2)-$(ingest_ratio copy_brin 3)); not volatile $(ingest_ratio copy_brin_nv 1)× (runs $(ingest_ratio copy_brin_nv 2)-$(ingest_ratio copy_brin_nv 3)) | $(ingest_verdict copy_brin copy_brin_nv) |"
+        echo "| [6](#6-raw-ingest-cost) multi-row INSERT rows/s, BRIN vs untracked | ≥ 0.90× each | volatile $(ingest_ratio insert_brin 1)× (runs $(ingest_ratio insert_brin 2)-$(ingest_ratio insert_brin 3)); not volatile $(ingest_ratio insert_brin_nv 1)× (runs $(ingest_ratio insert_brin_nv 2)-$(ingest_ratio insert_brin_nv 3)) | $(ingest_verdict insert_brin insert_brin_nv) |"
     else
         echo "| [6](#6-raw-ingest-cost) COPY and INSERT | ≥ 0.90× | not run | |"
     fi
@@ -587,17 +589,20 @@ EOF
     if [ -n "${INGEST_WAITING:-}" ]; then
         local t what
         cat <<EOF
-**Method.** Two pairs of tables made alike from the demo's staging table
+**Method.** Two triples of tables made alike from the demo's staging table
 (\`LIKE staging.events INCLUDING ALL\`, tracking column dropped); in each
-pair one table gets a pipeline (its tracking column with \`DEFAULT
-pg_current_xact_id()\`, the btree index on it, the \`CHECK\` constraint on
+triple two tables get a pipeline (its tracking column with \`DEFAULT
+pg_current_xact_id()\`, the index on it, the \`CHECK\` constraint on
 its values and the statement triggers on \`INSERT\`, \`UPDATE\` and
 \`TRUNCATE\`), paused
 so that no batch competes for the CPU (the cost of batches is section 4's).
-The first pair keeps the staging table's \`received_at DEFAULT
+One of the two keeps the B-tree tracking index \`create_pipeline\` makes
+(\`piped\`); the other trades it for a BRIN index,
+\`microbatch.set_tracking_index(..., 'brin')\` (\`brin\`).
+The first triple keeps the staging table's \`received_at DEFAULT
 clock_timestamp()\`, a volatile default: PostgreSQL's COPY then inserts row
-by row.  The second pair's \`received_at\` defaults to a constant (\`ALTER
-TABLE ... ALTER received_at SET DEFAULT '2026-01-01 00:00:00+00'\`, on both
+by row.  The second triple's \`received_at\` defaults to a constant (\`ALTER
+TABLE ... ALTER received_at SET DEFAULT '2026-01-01 00:00:00+00'\`, on all three
 tables, before the pipeline): COPY then inserts in batches of rows
 (multi-insert) unless something else of the table stops it.  The
 defaults, with the volatility of their functions (i immutable, s stable, v
@@ -615,7 +620,7 @@ COPY: $(num "$INGEST_COPY_ROWS") rows from a CSV file on the server (\`received_
 not in it: its default fills it), one transaction, timed from the client,
 $INGEST_COPY_ROUNDS times per table.  INSERT: one statement of 100 literal
 rows per transaction, pgbench \`-c 2 -j 2 -T $INGEST_SECONDS\`,
-$INGEST_INSERT_ROUNDS times per table.  The four tables take turns within each
+$INGEST_INSERT_ROUNDS times per table.  The six tables take turns within each
 round, in reverse order every other round, so that each side of a pair goes
 first as often; a CHECKPOINT before each run.  This VM's speed drifts by tens
 of percent from one minute to the next, so each ratio is that of the two runs
@@ -624,21 +629,24 @@ median of those ratios, with their range; each run's rows/s is in the last
 columns.  Afterwards every row loaded into the pipelines' tables is counted
 as waiting for them: **$INGEST_WAITING**.
 
-| | default of received_at | without pipeline rows/s (median) | with pipeline rows/s (median) | ratio: median of the rounds' (range) | runs without | runs with |
-|---|---|---|---|---|---|---|
+| | tracking index | default of received_at | without pipeline rows/s (median) | with pipeline rows/s (median) | ratio: median of the rounds' (range) | runs without | runs with |
+|---|---|---|---|---|---|---|---|
 EOF
         for what in copy insert; do
-            local key label plain piped
+            local key label plain piped index rk
+            for index in btree brin; do
             for key in "" _nv; do
-                plain=plain$key piped=piped$key
+                plain=plain$key piped=piped$key rk=$what$key
+                [ "$index" = brin ] && piped=brin$key rk=${what}_brin$key
                 if [ "$what" = copy ]; then label="COPY"; else label="INSERT, 100 rows per statement"; fi
-                printf '| %s | %s | %s | %s | **%s** (%s-%s) | %s | %s |\n' "$label" \
+                printf '| %s | %s | %s | %s | %s | **%s** (%s-%s) | %s | %s |\n' "$label" "$index" \
                     "$([ -z "$key" ] && echo "volatile, clock_timestamp()" || echo "constant")" \
                     "$(num "$([ "$what" = copy ] && echo "${INGEST_COPY_MEDIAN[$plain]}" || echo "${INGEST_INSERT_MEDIAN[$plain]}")")" \
                     "$(num "$([ "$what" = copy ] && echo "${INGEST_COPY_MEDIAN[$piped]}" || echo "${INGEST_INSERT_MEDIAN[$piped]}")")" \
-                    "$(ingest_ratio "$what$key" 1)" "$(ingest_ratio "$what$key" 2)" "$(ingest_ratio "$what$key" 3)" \
+                    "$(ingest_ratio "$rk" 1)" "$(ingest_ratio "$rk" 2)" "$(ingest_ratio "$rk" 3)" \
                     "$(num_list "$([ "$what" = copy ] && echo "${INGEST_COPY_RUNS[$plain]}" || echo "${INGEST_INSERT_RUNS[$plain]}")")" \
                     "$(num_list "$([ "$what" = copy ] && echo "${INGEST_COPY_RUNS[$piped]}" || echo "${INGEST_INSERT_RUNS[$piped]}")")"
+            done
             done
         done
         cat <<EOF

@@ -533,7 +533,7 @@ SQL
 # 6. Raw ingest: COPY and INSERT with and without a pipeline
 #--------------------------------------------------------------------------
 # The four tables of the section, by suffix: bench.ingest_<t>
-INGEST_TABLES="plain piped plain_nv piped_nv"
+INGEST_TABLES="plain piped brin plain_nv piped_nv brin_nv"
 # ingest_order ROUND: the tables in the order of a round, reversed every
 # other round (so that each pair alternates which side goes first)
 ingest_order() {
@@ -555,9 +555,10 @@ ingest_wal_records() {
 section_ingest() {
     say "[6 ingest] COPY and multi-row INSERT into staging tables with and without a pipeline, with and without a volatile default"
     set_enabled on
-    # Two pairs of copies of the demo's staging table, made the same way;
-    # the pipeline then adds its tracking column, index and trigger to one
-    # table of each pair.  The first pair keeps received_at's DEFAULT
+    # Two triples of copies of the demo's staging table, made the same way;
+    # a pipeline then adds its tracking column, index and trigger to two
+    # tables of each triple, and one of them trades the B-tree for a BRIN
+    # tracking index (set_tracking_index).  The first pair keeps received_at's DEFAULT
     # clock_timestamp(), a volatile default: COPY then inserts row by row.
     # The second pair's default is a constant: COPY inserts in batches
     # (multi-insert) where nothing else stops it.  The pipelines are
@@ -574,15 +575,27 @@ ALTER TABLE bench.ingest_plain_nv ALTER received_at SET DEFAULT '2026-01-01 00:0
 CREATE TABLE bench.ingest_piped_nv (LIKE staging.events INCLUDING ALL);
 ALTER TABLE bench.ingest_piped_nv DROP COLUMN microbatch_xid;
 ALTER TABLE bench.ingest_piped_nv ALTER received_at SET DEFAULT '2026-01-01 00:00:00+00';
+CREATE TABLE bench.ingest_brin (LIKE bench.ingest_piped INCLUDING ALL);
+CREATE TABLE bench.ingest_brin_nv (LIKE bench.ingest_piped_nv INCLUDING ALL);
 SELECT microbatch.create_pipeline('ingest', 'bench.ingest_piped');
 SELECT microbatch.create_pipeline('ingest_nv', 'bench.ingest_piped_nv');
+SELECT microbatch.create_pipeline('ingest_brin', 'bench.ingest_brin');
+SELECT microbatch.create_pipeline('ingest_brin_nv', 'bench.ingest_brin_nv');
+SELECT microbatch.set_tracking_index('bench.ingest_brin', 'brin');
+SELECT microbatch.set_tracking_index('bench.ingest_brin_nv', 'brin');
 CREATE TABLE bench.ingest_bronze (LIKE bench.ingest_plain);
 SELECT microbatch.add_transform('ingest', 'raw', 'bronze',
     'INSERT INTO bench.ingest_bronze SELECT * FROM microbatch.ingest_batch');
 SELECT microbatch.add_transform('ingest_nv', 'raw', 'bronze',
     'INSERT INTO bench.ingest_bronze SELECT * FROM microbatch.ingest_nv_batch');
+SELECT microbatch.add_transform('ingest_brin', 'raw', 'bronze',
+    'INSERT INTO bench.ingest_bronze SELECT * FROM microbatch.ingest_brin_batch');
+SELECT microbatch.add_transform('ingest_brin_nv', 'raw', 'bronze',
+    'INSERT INTO bench.ingest_bronze SELECT * FROM microbatch.ingest_brin_nv_batch');
 SELECT microbatch.pause_pipeline('ingest');
 SELECT microbatch.pause_pipeline('ingest_nv');
+SELECT microbatch.pause_pipeline('ingest_brin');
+SELECT microbatch.pause_pipeline('ingest_brin_nv');
 COPY (SELECT * FROM bench.gen_events($INGEST_COPY_ROWS, 4242)) TO '$WORK/events.csv' (FORMAT csv);
 EOF
     # The columns' defaults but the identity's, as the report shows them,
@@ -655,16 +668,25 @@ EOF
     INGEST_RATIO[copy_nv]=$(paired_ratio "${INGEST_COPY_RUNS[piped_nv]}" "${INGEST_COPY_RUNS[plain_nv]}")
     INGEST_RATIO[insert]=$(paired_ratio "${INGEST_INSERT_RUNS[piped]}" "${INGEST_INSERT_RUNS[plain]}")
     INGEST_RATIO[insert_nv]=$(paired_ratio "${INGEST_INSERT_RUNS[piped_nv]}" "${INGEST_INSERT_RUNS[plain_nv]}")
+    INGEST_RATIO[copy_brin]=$(paired_ratio "${INGEST_COPY_RUNS[brin]}" "${INGEST_COPY_RUNS[plain]}")
+    INGEST_RATIO[copy_brin_nv]=$(paired_ratio "${INGEST_COPY_RUNS[brin_nv]}" "${INGEST_COPY_RUNS[plain_nv]}")
+    INGEST_RATIO[insert_brin]=$(paired_ratio "${INGEST_INSERT_RUNS[brin]}" "${INGEST_INSERT_RUNS[plain]}")
+    INGEST_RATIO[insert_brin_nv]=$(paired_ratio "${INGEST_INSERT_RUNS[brin_nv]}" "${INGEST_INSERT_RUNS[plain_nv]}")
     for t in $INGEST_TABLES; do
         say "  $t: COPY rows/s ${INGEST_COPY_MEDIAN[$t]} (runs${INGEST_COPY_RUNS[$t]}; first COPY's WAL heap inserts|multi-inserts ${INGEST_COPY_WAL[$t]}), INSERT rows/s ${INGEST_INSERT_MEDIAN[$t]} (runs${INGEST_INSERT_RUNS[$t]}); scheduler ${INGEST_WAKES[$t]} wake-ups/s, ${INGEST_SCHED_CPU[$t]}% of a core"
     done
     say "  ratios with over without (median min max): COPY volatile ${INGEST_RATIO[copy]}, not volatile ${INGEST_RATIO[copy_nv]}; INSERT volatile ${INGEST_RATIO[insert]}, not volatile ${INGEST_RATIO[insert_nv]}"
+    say "  BRIN tracking index, ratios with over without: COPY volatile ${INGEST_RATIO[copy_brin]}, not volatile ${INGEST_RATIO[copy_brin_nv]}; INSERT volatile ${INGEST_RATIO[insert_brin]}, not volatile ${INGEST_RATIO[insert_brin_nv]}"
     # Nothing was lost on the way: every row loaded is waiting for the pipeline.
     INGEST_WAITING=$(val bench "SELECT CASE WHEN microbatch.rows_waiting('ingest') = (SELECT count(*) FROM bench.ingest_piped)
                                          AND microbatch.rows_waiting('ingest_nv') = (SELECT count(*) FROM bench.ingest_piped_nv)
+                                         AND microbatch.rows_waiting('ingest_brin') = (SELECT count(*) FROM bench.ingest_brin)
+                                         AND microbatch.rows_waiting('ingest_brin_nv') = (SELECT count(*) FROM bench.ingest_brin_nv)
                                        THEN 'yes' ELSE 'NO' END")
     val bench "SELECT microbatch.drop_pipeline('ingest')" >/dev/null
     val bench "SELECT microbatch.drop_pipeline('ingest_nv')" >/dev/null
+    val bench "SELECT microbatch.drop_pipeline('ingest_brin')" >/dev/null
+    val bench "SELECT microbatch.drop_pipeline('ingest_brin_nv')" >/dev/null
 }
 
 #--------------------------------------------------------------------------

@@ -293,6 +293,55 @@ is( $node->safe_psql(
 	'6,7',
 	'original batch 3 took only its own waiting rows');
 
+# A source with a BRIN tracking index (set_tracking_index) keeps it through
+# the dump, with the extension's operator class, and its pipeline takes the
+# rows waiting at dump time, once.
+$node->safe_psql('postgres', q{CREATE DATABASE clicks_src});
+$node->safe_psql('clicks_src',
+	q{CREATE EXTENSION microbatch; GRANT CREATE ON SCHEMA public TO etl;});
+etl_psql(
+	'clicks_src', q{
+CREATE TABLE clicks (id int NOT NULL);
+CREATE TABLE click_log (batch_id bigint NOT NULL, id int NOT NULL);
+SELECT microbatch.create_pipeline('clicks', 'clicks');
+SELECT microbatch.set_tracking_index('clicks', 'brin');
+SELECT microbatch.add_transform('clicks', 'log', 'bronze', $$
+    INSERT INTO click_log SELECT microbatch.current_batch_id(), id FROM microbatch.clicks_batch
+$$);
+INSERT INTO clicks SELECT generate_series(1, 3);
+SELECT microbatch.run_batch('clicks');
+INSERT INTO clicks SELECT generate_series(4, 5);
+});
+my $clicks_file = $node->basedir . '/clicks_src.sql';
+$node->command_ok(
+	[
+		'pg_dump', '-h', $node->host, '-p', $node->port,
+		'-f', $clicks_file, 'clicks_src'
+	],
+	'pg_dump of a database with a BRIN-tracked source');
+$node->safe_psql('postgres', q{CREATE DATABASE clicks_dst});
+my ($clicks_out, $clicks_err) = run_command(
+	[
+		'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+		'-h', $node->host, '-p', $node->port,
+		'-d', 'clicks_dst', '-f', $clicks_file
+	]);
+is($clicks_err, '', 'its restore prints no error or warning');
+is( $node->safe_psql(
+		'clicks_dst', q{
+SELECT string_agg(am.amname || ' ' || opc.opcname, ',')
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_am am ON am.oid = c.relam JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+ WHERE i.indrelid = 'clicks'::regclass}),
+	'brin xid8_minmax_ops',
+	'the restored source has its BRIN tracking index, and no other');
+is(etl_psql('clicks_dst', q{SELECT microbatch.run_batch('clicks')}),
+	'2', 'the restored BRIN-tracked pipeline runs its next batch');
+is( $node->safe_psql(
+		'clicks_dst', q{SELECT string_agg(batch_id || ':' || id, ',' ORDER BY id) FROM click_log}),
+	'1:1,1:2,1:3,2:4,2:5',
+	'and it took the rows waiting at dump time, each once');
+
 $node->stop;
 
 done_testing();

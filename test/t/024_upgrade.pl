@@ -1,5 +1,5 @@
-# ALTER EXTENSION microbatch UPDATE from 0.1.0 through 0.2.0 and 0.3.0 to 0.4.0, under
-# load.
+# ALTER EXTENSION microbatch UPDATE from 0.1.0 through 0.2.0, 0.3.0 and 0.4.0 to 0.5.0,
+# under load.
 #
 # (1) A database created at 0.1.0 gets three pipelines on one staging
 #     table, run by the background workers while a loader commits rows:
@@ -9,7 +9,7 @@
 #     before the update, resumed after it); the staging table has a
 #     retention setting.
 # (2) While rows keep arriving, and a batch of chain is in flight, the
-#     extension is updated to the default version, 0.4.0.  Afterwards the
+#     extension is updated to the default version, 0.5.0.  Afterwards the
 #     pipelines carry on where they were: batch ids contiguous, no failed
 #     attempt, every row processed exactly once by each pipeline
 #     (quarantined or copied, for quality), the paused pipeline paused until
@@ -18,7 +18,7 @@
 #     batch_progress, batch_steps, freshness, stat_pipelines), and a batch
 #     recorded before the update can be replayed.
 # (3) The extension's objects in the upgraded database are those of a fresh
-#     0.4.0 install in another database of the same cluster, compared through
+#     0.5.0 install in another database of the same cluster, compared through
 #     the catalogs (test/t/extension_objects.sql; pg_dump shows no extension
 #     member), with a unified diff on failure; a negative control shows that
 #     the comparison sees an extra member, and that a dropped column is not
@@ -215,7 +215,7 @@ SELECT count(*) FROM microbatch.batch b JOIN microbatch.pipeline p USING (pipeli
    AND b.started_at < '$t_before' AND b.finished_at > '$t_before'}),
 	'1', 'the batch of chain in flight when the update started committed');
 is(q_(q{SELECT extversion FROM pg_extension WHERE extname = 'microbatch'}),
-	'0.4.0', 'ALTER EXTENSION UPDATE goes to the default version, 0.4.0');
+	'0.5.0', 'ALTER EXTENSION UPDATE goes to the default version, 0.5.0');
 is( q_(q{SELECT string_agg(tgrelid::regclass::text, ',' ORDER BY tgrelid::regclass::text) FROM pg_trigger
            WHERE tgname = 'microbatch_source_replicated'}),
 	'not_a_source,not_a_source_1',
@@ -470,13 +470,13 @@ sub compare_objects
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION microbatch');
 is($node->safe_psql('fresh', q{SELECT extversion FROM pg_extension WHERE extname = 'microbatch'}),
-	'0.4.0', 'a fresh install is at version 0.4.0');
+	'0.5.0', 'a fresh install is at version 0.5.0');
 my $fresh_objects = compare_objects($db, 'fresh',
-	'the objects of the upgraded extension are those of a fresh 0.4.0 install');
+	'the objects of the upgraded extension are those of a fresh 0.5.0 install');
 
 # The description is not vacuous: it covers what the update changes
 my @landmarks = (
-	"extension microbatch: version 0.4.0,",
+	"extension microbatch: version 0.5.0,",
 	"extension microbatch: configuration table microbatch.batch, condition ''",
 	"relation microbatch.batch: column 022 progress jsonb",
 	"relation microbatch.batch: column 023 oldest_row_committed_at timestamp with time zone",
@@ -485,7 +485,9 @@ my @landmarks = (
 	"function microbatch.stat_reset(name): definition CREATE OR REPLACE FUNCTION",
 	"initial privileges of view microbatch.stat_pipelines: type e:",
 	"event trigger microbatch_ddl_start: on ddl_command_start",
-	"schema microbatch: owner extension owner",);
+	"schema microbatch: owner extension owner",
+	"member operator class microbatch.xid8_minmax_ops for access method brin",
+	"function microbatch.set_tracking_index(regclass,text)",);
 for my $landmark (@landmarks)
 {
 	ok(index($fresh_objects, $landmark) >= 0, "the description has: $landmark");
@@ -521,7 +523,7 @@ $node->safe_psql('postgres', 'CREATE DATABASE empty');
 $node->safe_psql('empty', q{CREATE EXTENSION microbatch VERSION '0.1.0'});
 $node->safe_psql('empty', q{ALTER EXTENSION microbatch UPDATE});
 is($node->safe_psql('empty', q{SELECT extversion FROM pg_extension WHERE extname = 'microbatch'}),
-	'0.4.0', 'a database without pipelines is updated to 0.4.0');
+	'0.5.0', 'a database without pipelines is updated to 0.5.0');
 compare_objects('empty', 'fresh',
 	'the objects of the extension updated without pipelines are those of a fresh install');
 is( $node->safe_psql(
@@ -569,7 +571,7 @@ IPC::Run::run(
 	'>', \$restore_out, '2>', \$restore_err);
 is($restore_err, '', 'pg_restore prints no error or warning');
 is($node->safe_psql('restored', q{SELECT extversion FROM pg_extension WHERE extname = 'microbatch'}),
-	'0.4.0', 'the restored database has the extension at 0.4.0');
+	'0.5.0', 'the restored database has the extension at 0.5.0');
 
 my %dump_queries = (
 	pipelines => q{

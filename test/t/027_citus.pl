@@ -219,7 +219,7 @@ for my $w (@workers)
 			$db, q{
 SELECT string_agg(extname || ' ' || extversion, ',' ORDER BY extname)
   FROM pg_extension WHERE extname IN ('citus', 'microbatch')}),
-		'citus 13.2-1,microbatch 0.4.0',
+		'citus 13.2-1,microbatch 0.5.0',
 		$w->name . ': Citus created microbatch there');
 }
 
@@ -753,7 +753,7 @@ my $w3_node = $coord->safe_psql($db, sprintf(q{SELECT citus_add_node('127.0.0.1'
 like($w3_node, qr/^\d+$/, 'citus_add_node while the pipeline runs and clients load: allowed');
 is( $w3->safe_psql(
 		$db, q{SELECT extversion FROM pg_extension WHERE extname = 'microbatch'}),
-	'0.4.0', 'worker3: Citus created microbatch there');
+	'0.5.0', 'worker3: Citus created microbatch there');
 is($w3->safe_psql($db, q{SELECT count(*) FROM microbatch.shard_pipelines}),
 	'0', 'worker3: no shard pipeline (it holds no shard)');
 
