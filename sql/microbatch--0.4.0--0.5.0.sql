@@ -19,16 +19,10 @@ CREATE OPERATOR CLASS microbatch.xid8_minmax_ops
     FUNCTION 3 pg_catalog.brin_minmax_consistent(internal, internal, internal),
     FUNCTION 4 pg_catalog.brin_minmax_union(internal, internal, internal);
 
-/* The lowest tracking value of the active window's transactions */
-CREATE FUNCTION microbatch.batch_first_xid(pipeline_id integer)
-RETURNS xid8
-LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
-AS 'MODULE_PATHNAME', 'microbatch_batch_first_xid';
-
 CREATE FUNCTION microbatch.set_tracking_index(source regclass, method text)
 RETURNS regclass
 LANGUAGE C CALLED ON NULL INPUT VOLATILE
 AS 'MODULE_PATHNAME', 'microbatch_set_tracking_index';
 
 COMMENT ON FUNCTION microbatch.set_tracking_index(regclass, text)
-    IS 'give a source table a B-tree (btree) or a BRIN (brin) index on its tracking column, and rebuild the batch views of its pipelines';
+    IS 'give a source table a B-tree (btree) or a BRIN (brin) index on its tracking column';

@@ -243,7 +243,7 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE
 AS 'MODULE_PATHNAME', 'microbatch_set_tracking_index';
 
 COMMENT ON FUNCTION microbatch.set_tracking_index(regclass, text)
-    IS 'give a source table a B-tree (btree) or a BRIN (brin) index on its tracking column, and rebuild the batch views of its pipelines';
+    IS 'give a source table a B-tree (btree) or a BRIN (brin) index on its tracking column';
 
 
 /*
@@ -708,11 +708,6 @@ CREATE FUNCTION microbatch.batch_upper_xid(pipeline_id integer)
 RETURNS xid8
 LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
 AS 'MODULE_PATHNAME', 'microbatch_batch_upper_xid';
-
-CREATE FUNCTION microbatch.batch_first_xid(pipeline_id integer)
-RETURNS xid8
-LANGUAGE C STRICT STABLE PARALLEL RESTRICTED
-AS 'MODULE_PATHNAME', 'microbatch_batch_first_xid';
 
 CREATE FUNCTION microbatch.batch_lower_running(pipeline_id integer)
 RETURNS xid8[]

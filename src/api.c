@@ -964,11 +964,11 @@ mb_owned_table_arg(FunctionCallInfo fcinfo, int argno, Oid caller)
 }
 
 /*
- * Give a source table a B-tree or a BRIN tracking index, and rebuild the
- * batch views of the pipelines that read it, whose window conditions
- * depend on the kind.  The table's owner may, on a table with no tables
- * below it (a partition's index belongs to its partitioned table's).  Each
- * pipeline's lock is taken first: no batch runs while the index changes.
+ * Give a source table a B-tree or a BRIN tracking index.  The table's owner
+ * may, on a plain table that is not a partition (a partition's index
+ * belongs to its partitioned table's); a BRIN index only on one without
+ * tables below it.  The locks of the pipelines that read the table come
+ * first, as everywhere: no batch of theirs runs while the index changes.
  */
 Datum
 microbatch_set_tracking_index(PG_FUNCTION_ARGS)
@@ -980,6 +980,7 @@ microbatch_set_tracking_index(PG_FUNCTION_ARGS)
 	Relation	rel;
 	bool		has_members;
 	bool		partition;
+	char		relkind;
 	List	   *pipelines;
 	ListCell   *lc;
 	MbCall		call;
@@ -999,18 +1000,6 @@ microbatch_set_tracking_index(PG_FUNCTION_ARGS)
 	mb_check_may_change("set_tracking_index()");
 	mb_call_begin(&call);
 	source = mb_owned_table_arg(fcinfo, 0, call.caller);
-	rel = table_open(source, AccessShareLock);
-	has_members = find_inheritance_children(source, AccessShareLock) != NIL;
-	partition = rel->rd_rel->relispartition;
-	if (rel->rd_rel->relkind != RELKIND_RELATION || has_members || partition)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot change the tracking index of table \"%s\"",
-						RelationGetRelationName(rel)),
-				 errdetail(partition ? "It is a partition: its index belongs to its partitioned table's." :
-						   "Only a plain table without partitions or inheritance children can have a BRIN tracking index.")));
-	table_close(rel, NoLock);
-
 	pipelines = mb_pipelines_on_sources(mb_table_and_ancestors(source));
 	if (pipelines == NIL || get_attnum(source, MB_TRACKING_COLUMN) == InvalidAttrNumber)
 		ereport(ERROR,
@@ -1021,16 +1010,26 @@ microbatch_set_tracking_index(PG_FUNCTION_ARGS)
 	foreach(lc, pipelines)
 		mb_pipeline_lock_known((MbPipeline *) lfirst(lc));
 
-	index = mb_tracking_index_set(source, kind, call.caller);
-	foreach(lc, pipelines)
-	{
-		MbPipeline *pipeline = (MbPipeline *) lfirst(lc);
+	rel = table_open(source, AccessShareLock);
+	relkind = rel->rd_rel->relkind;
+	partition = rel->rd_rel->relispartition;
+	has_members = find_inheritance_children(source, AccessShareLock) != NIL;
+	if (relkind != RELKIND_RELATION || partition)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot change the tracking index of table \"%s\"",
+						RelationGetRelationName(rel)),
+				 errdetail(partition ? "It is a partition: its index belongs to its partitioned table's." :
+						   "It is a partitioned table: its partitions have its B-tree.")));
+	if (kind == MB_TRACKING_INDEX_BRIN && has_members)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot give table \"%s\" a BRIN tracking index",
+						RelationGetRelationName(rel)),
+				 errdetail("It has inheritance children; only a table without tables below it can have one.")));
+	table_close(rel, NoLock);
 
-		mb_batch_view_drop(pipeline);
-		pipeline->batch_view = mb_batch_view_create(pipeline);
-		mb_pipeline_set_batch_view(pipeline->id, pipeline->batch_view);
-	}
-	CommandCounterIncrement();
+	index = mb_tracking_index_set(source, kind, call.caller);
 	mb_call_end(&call);
 
 	PG_RETURN_OID(index);

@@ -441,6 +441,7 @@ mb_run_batch_logged(const char *pipeline_name, Oid caller, bool wait,
 	result.rows_in = content.rows;
 	if (content.rows == 0)
 		return result;
+	mb_tracking_index_analyze(pipeline);
 	if (track_commit_timestamp)
 		outcome.oldest_row_committed_at = mb_window_oldest_commit(pipeline, &window);
 	mb_step_record("window", NULL, NULL, content.rows, result.started_at);

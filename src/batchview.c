@@ -71,7 +71,7 @@ mb_batch_view_create(const MbPipeline *pipeline)
 	appendStringInfo(&sql, " FROM %s AS s WHERE %s "
 					 "AND microbatch.batch_row_kept(%d, s.tableoid, s.ctid)",
 					 mb_qualified_relname(pipeline->source),
-					 mb_window_predicate(pipeline, "s"), pipeline->id);
+					 mb_window_predicate(pipeline->id, "s"), pipeline->id);
 	table_close(source, NoLock);
 
 	if (get_relname_relid(view_name, get_namespace_oid(MB_SCHEMA, false)) != InvalidOid)

@@ -512,10 +512,12 @@ typedef enum MbTrackingIndex
 } MbTrackingIndex;
 
 extern MbTrackingIndex mb_tracking_index_of(Relation rel, AttrNumber attnum,
-											List **btrees, List **brins);
+											bool single, List **btrees,
+											List **brins);
 extern bool mb_source_tracked_by_brin(Oid source);
 extern Oid	mb_tracking_index_set(Oid relid, MbTrackingIndex kind, Oid caller);
-extern void mb_tracking_index_summarize(Oid source);
+extern void mb_tracking_index_summarize(const MbPipeline *pipeline);
+extern void mb_tracking_index_analyze(const MbPipeline *pipeline);
 extern List *mb_table_and_ancestors(Oid relid);
 extern List *mb_hierarchy_roots(Oid relid);
 extern Oid	mb_partition_detach_pending(Oid relid);
@@ -531,7 +533,7 @@ extern void mb_window_activate(MbWindow *window);
 extern void mb_window_deactivate(void);
 extern bool mb_window_is_active(void);
 extern bool mb_window_is_replay(void);
-extern char *mb_window_predicate(const MbPipeline *pipeline, const char *alias);
+extern char *mb_window_predicate(int32 pipeline_id, const char *alias);
 extern int	mb_row_id_cmp(const void *a, const void *b);
 extern MbWindowContent mb_window_content(const MbPipeline *pipeline,
 										 MbWindow *window);

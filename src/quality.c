@@ -352,7 +352,7 @@ mb_expectations_sql(const MbPipeline *pipeline, List *expectations,
 					(int64) keep_row_mask, MB_TRACKING_COLUMN, mask.data,
 					mb_qualified_relname(pipeline->source),
 					mb_qualified_relname(pipeline->source),
-					mb_window_predicate(pipeline, "s"));
+					mb_window_predicate(pipeline->id, "s"));
 }
 
 /* Write quarantined rows, the arrays built in a context reset after each piece */

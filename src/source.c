@@ -591,7 +591,7 @@ mb_guard_table(Oid relid, Oid role, bool rebind)
 	MbGuardState check = holds_rows ? mb_tracking_check_state(rel) : MB_GUARD_OK;
 	bool		partition = rel->rd_rel->relispartition;
 	bool		index = !holds_rows || partition ||
-		mb_tracking_index_of(rel, attnum, NULL, NULL) != MB_TRACKING_INDEX_NONE;
+		mb_tracking_index_of(rel, attnum, false, NULL, NULL) != MB_TRACKING_INDEX_NONE;
 	bool		subscribed = holds_rows && mb_subscription_writes(relid);
 	char		trigger_states[lengthof(guard_triggers)];
 
@@ -884,7 +884,7 @@ mb_source_prepare(Oid source, Oid caller, bool skip_existing)
 	const char *relname = mb_qualified_relname(source);
 	AttrNumber	attnum = mb_tracking_column_check(rel, true);
 	bool		has_index = attnum != InvalidAttrNumber &&
-		mb_tracking_index_of(rel, attnum, NULL, NULL) != MB_TRACKING_INDEX_NONE;
+		mb_tracking_index_of(rel, attnum, false, NULL, NULL) != MB_TRACKING_INDEX_NONE;
 
 	table_close(rel, NoLock);
 

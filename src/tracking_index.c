@@ -9,17 +9,19 @@
  * nothing to insert into: the tracking values of a heap that is only
  * appended to rise with its pages, so a range of pages is summarized once,
  * when it is full, and rows landing in the range still being filled touch
- * no index page at all.  Windows are then read with bitmap scans over the
- * ranges whose minimum and maximum meet the window (and the ranges not
- * summarized yet), every row rechecked against the window; the cut at
- * max_batch_rows counts its way up instead of reading the first rows in
- * order (src/window.c).
+ * no index page at all.  Windows are read with the same conditions as over
+ * a B-tree, as bitmap scans over the ranges whose minimum and maximum meet
+ * them (and the ranges not summarized yet), every row rechecked; only the
+ * cut at max_batch_rows, which needs order, counts its way up instead
+ * (src/window.c).
  *
- * The engine summarizes the full ranges at the table's end before each
- * batch, so that a window does not read all the rows appended since the
- * last VACUUM.  It does that only when no other session holds a
- * conflicting lock, and as the table's owner (summarizing runs the
- * operator class's functions, which are built in).
+ * Before each batch the engine summarizes the full ranges at the end of
+ * the source's tables, so that a window does not read all the rows
+ * appended since the last VACUUM; it does that as each table's owner, and
+ * only when no other session holds a lock it would wait for.  The planner
+ * costs a BRIN scan by the column's correlation, taken as none without
+ * statistics, so a table never analysed with rows has its tracking column
+ * analysed before the first batch that has rows.
  *
  * Rows that land in pages freed by VACUUM (after retention or deletes)
  * widen the summary of an old range, which every later window then reads:
@@ -36,6 +38,7 @@
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/table.h"
+#include "access/xlog.h"
 #include "catalog/dependency.h"
 #include "catalog/index.h"
 #include "catalog/pg_am.h"
@@ -45,8 +48,11 @@
 #include "nodes/makefuncs.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -70,12 +76,17 @@ mb_brin_opclass(void)
 						   true);
 }
 
-/* The kind of a tracking index of rel: one without predicate led by attnum */
+/*
+ * The kind of an index as a tracking index: a valid one without predicate
+ * or expressions, led by attnum
+ */
 static MbTrackingIndex
 mb_index_kind(Relation index, AttrNumber attnum, Oid brin_opclass)
 {
-	if (index->rd_index->indnkeyatts == 0 ||
-		index->rd_index->indkey.values[0] != attnum ||
+	Form_pg_index form = index->rd_index;
+
+	if (!form->indisvalid || !form->indisready || !form->indislive ||
+		form->indnkeyatts == 0 || form->indkey.values[0] != attnum ||
 		!heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL) ||
 		!heap_attisnull(index->rd_indextuple, Anum_pg_index_indexprs, NULL))
 		return MB_TRACKING_INDEX_NONE;
@@ -90,38 +101,42 @@ mb_index_kind(Relation index, AttrNumber attnum, Oid brin_opclass)
 
 /*
  * The tracking indexes of a table, and the best of their kinds (a B-tree
- * serves every window query better; BRIN only when there is no B-tree).
- * With indexes, the list of their OIDs and kinds, for the switch.
+ * serves every window query; BRIN counts only when there is no B-tree).
+ * With btrees, brins: the lists of their OIDs, of single-column ones only
+ * when single.
  */
 MbTrackingIndex
-mb_tracking_index_of(Relation rel, AttrNumber attnum, List **btrees,
-					 List **brins)
+mb_tracking_index_of(Relation rel, AttrNumber attnum, bool single,
+					 List **btrees, List **brins)
 {
-	List	   *indexes = RelationGetIndexList(rel);
-	Oid			brin_opclass = mb_brin_opclass();
+	List	   *indexes;
+	Oid			brin_opclass;
 	MbTrackingIndex best = MB_TRACKING_INDEX_NONE;
 	ListCell   *lc;
 
 	if (attnum == InvalidAttrNumber)
 		return MB_TRACKING_INDEX_NONE;
+	indexes = RelationGetIndexList(rel);
+	brin_opclass = mb_brin_opclass();
 	foreach(lc, indexes)
 	{
 		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
 		MbTrackingIndex kind = mb_index_kind(index, attnum, brin_opclass);
-		bool		single = index->rd_index->indnatts == 1 &&
-			!OidIsValid(get_index_constraint(lfirst_oid(lc)));
+		bool		listed = !single ||
+			(index->rd_index->indnatts == 1 &&
+			 !OidIsValid(get_index_constraint(lfirst_oid(lc))));
 
 		if (kind == MB_TRACKING_INDEX_BTREE)
 		{
 			best = MB_TRACKING_INDEX_BTREE;
-			if (btrees != NULL && single)
+			if (btrees != NULL && listed)
 				*btrees = lappend_oid(*btrees, lfirst_oid(lc));
 		}
 		else if (kind == MB_TRACKING_INDEX_BRIN)
 		{
 			if (best == MB_TRACKING_INDEX_NONE)
 				best = MB_TRACKING_INDEX_BRIN;
-			if (brins != NULL && single)
+			if (brins != NULL && listed)
 				*brins = lappend_oid(*brins, lfirst_oid(lc));
 		}
 		index_close(index, AccessShareLock);
@@ -130,30 +145,88 @@ mb_tracking_index_of(Relation rel, AttrNumber attnum, List **btrees,
 	return best;
 }
 
-/*
- * Whether the window queries over a source must do without ordered index
- * scans and array searches: some table of its hierarchy that holds rows
- * has only a BRIN tracking index.
- */
-bool
-mb_source_tracked_by_brin(Oid source)
+/* The tables of a source's hierarchy that hold rows and only a BRIN tracking index */
+static List *
+mb_brin_members(Oid source)
 {
+	List	   *members = NIL;
 	ListCell   *lc;
 
 	foreach(lc, mb_hierarchy_members(source, AccessShareLock))
 	{
 		Relation	rel = table_open(lfirst_oid(lc), NoLock);
-		bool		brin = false;
 
-		if (rel->rd_rel->relkind == RELKIND_RELATION)
-			brin = mb_tracking_index_of(rel, get_attnum(RelationGetRelid(rel),
-														MB_TRACKING_COLUMN),
-										NULL, NULL) == MB_TRACKING_INDEX_BRIN;
+		if (rel->rd_rel->relkind == RELKIND_RELATION &&
+			mb_tracking_index_of(rel, get_attnum(RelationGetRelid(rel),
+												 MB_TRACKING_COLUMN),
+								 false, NULL, NULL) == MB_TRACKING_INDEX_BRIN)
+			members = lappend_oid(members, RelationGetRelid(rel));
 		table_close(rel, NoLock);
-		if (brin)
-			return true;
 	}
-	return false;
+	return members;
+}
+
+/*
+ * The answers of mb_source_tracked_by_brin(), by source, forgotten at any
+ * relcache invalidation: indexes and hierarchies change only by DDL, and
+ * every batch asks.  An answer computed while an invalidation came in is not
+ * kept.
+ */
+typedef struct MbBrinSource
+{
+	Oid			source;
+	bool		brin;
+} MbBrinSource;
+
+static HTAB *brin_sources = NULL;
+static uint64 brin_sources_generation = 0;
+
+static void
+mb_brin_sources_forget(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	MbBrinSource *entry;
+
+	brin_sources_generation++;
+	hash_seq_init(&status, brin_sources);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		(void) hash_search(brin_sources, &entry->source, HASH_REMOVE, NULL);
+}
+
+/*
+ * Whether a table of a source's hierarchy that holds rows has only a BRIN
+ * tracking index: the window's cut at max_batch_rows cannot read it in
+ * order, and the table is summarized before each batch.
+ */
+bool
+mb_source_tracked_by_brin(Oid source)
+{
+	MbBrinSource *entry;
+	uint64		generation;
+	bool		brin;
+
+	if (brin_sources == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(MbBrinSource);
+		brin_sources = hash_create("microbatch BRIN sources", 16, &ctl,
+								   HASH_ELEM | HASH_BLOBS);
+		CacheRegisterRelcacheCallback(mb_brin_sources_forget, (Datum) 0);
+	}
+	entry = hash_search(brin_sources, &source, HASH_FIND, NULL);
+	if (entry != NULL)
+		return entry->brin;
+
+	generation = brin_sources_generation;
+	brin = mb_brin_members(source) != NIL;
+	if (generation == brin_sources_generation)
+	{
+		entry = hash_search(brin_sources, &source, HASH_ENTER, NULL);
+		entry->brin = brin;
+	}
+	return brin;
 }
 
 /*
@@ -169,11 +242,9 @@ mb_tracking_index_set(Oid relid, MbTrackingIndex kind, Oid caller)
 	AttrNumber	attnum = get_attnum(relid, MB_TRACKING_COLUMN);
 	List	   *btrees = NIL;
 	List	   *brins = NIL;
-	List	   *drop;
 	ListCell   *lc;
-	Oid			index;
 
-	(void) mb_tracking_index_of(rel, attnum, &btrees, &brins);
+	(void) mb_tracking_index_of(rel, attnum, true, &btrees, &brins);
 	table_close(rel, NoLock);
 
 	if (kind == MB_TRACKING_INDEX_BRIN && brins == NIL)
@@ -184,26 +255,24 @@ mb_tracking_index_set(Oid relid, MbTrackingIndex kind, Oid caller)
 	else if (kind == MB_TRACKING_INDEX_BTREE && btrees == NIL)
 		mb_table_ddl(caller, psprintf("CREATE INDEX ON %s (%s)", relname,
 									  MB_TRACKING_COLUMN));
-	drop = kind == MB_TRACKING_INDEX_BRIN ? btrees : brins;
-	foreach(lc, drop)
+	foreach(lc, kind == MB_TRACKING_INDEX_BRIN ? btrees : brins)
 		mb_table_ddl(caller, psprintf("DROP INDEX %s",
 									  mb_qualified_relname(lfirst_oid(lc))));
 	CommandCounterIncrement();
 
 	btrees = brins = NIL;
 	rel = table_open(relid, NoLock);
-	(void) mb_tracking_index_of(rel, attnum, &btrees, &brins);
+	(void) mb_tracking_index_of(rel, attnum, true, &btrees, &brins);
 	table_close(rel, NoLock);
-	index = kind == MB_TRACKING_INDEX_BRIN ? linitial_oid(brins) : linitial_oid(btrees);
-	return index;
+	return kind == MB_TRACKING_INDEX_BRIN ? linitial_oid(brins) : linitial_oid(btrees);
 }
 
 /*
  * Summarize the full page ranges at the end of a BRIN tracking index that
  * are not summarized yet, walking back from the last full range to the
- * first summarized one.  Returns how many ranges were summarized.
+ * first summarized one, each range when its index lock is free.
  */
-static int64
+static void
 mb_summarize_tail(Relation heap, Relation index)
 {
 	BlockNumber pages_per_range;
@@ -211,7 +280,7 @@ mb_summarize_tail(Relation heap, Relation index)
 	BrinRevmap *revmap = brinRevmapInitialize(index, &pages_per_range, NULL);
 	Buffer		buf = InvalidBuffer;
 	BlockNumber first = heap_pages - heap_pages % pages_per_range;
-	int64		summarized = 0;
+	Oid			indexoid = RelationGetRelid(index);
 
 	while (first >= pages_per_range)
 	{
@@ -233,82 +302,111 @@ mb_summarize_tail(Relation heap, Relation index)
 		ReleaseBuffer(buf);
 	brinRevmapTerminate(revmap);
 
+	if (first + pages_per_range > heap_pages ||
+		!ConditionalLockRelationOid(indexoid, ShareUpdateExclusiveLock))
+		return;
 	for (BlockNumber start = first; start + pages_per_range <= heap_pages;
 		 start += pages_per_range)
 	{
 		CHECK_FOR_INTERRUPTS();
-		summarized += DatumGetInt32(DirectFunctionCall2(brin_summarize_range,
-														ObjectIdGetDatum(RelationGetRelid(index)),
-														Int64GetDatum(start)));
+		(void) DirectFunctionCall2(brin_summarize_range,
+								   ObjectIdGetDatum(indexoid),
+								   Int64GetDatum(start));
 	}
-	return summarized;
+	UnlockRelationOid(indexoid, ShareUpdateExclusiveLock);
 }
 
 /*
- * Before a batch over a source whose table has a BRIN tracking index,
- * summarize the index's full ranges at the end of the table.  Skipped when
- * another session holds a lock that summarizing would wait for (VACUUM,
- * ANALYZE, CREATE INDEX): a batch never waits for maintenance, and the
- * next one summarizes.  Summarizing locks the table only while it runs,
- * and runs as the table's owner, whose right it is.
+ * Run fn on each table of a pipeline's source that has only BRIN tracking
+ * indexes, as the table's owner, if the lock that summarizing or analysing
+ * takes is free: a batch never waits for maintenance (VACUUM, ANALYZE,
+ * CREATE INDEX), and the next one does it.  Only for a pipeline whose
+ * owner may still read the source: the batch would fail right after.
  */
-void
-mb_tracking_index_summarize(Oid source)
+static void
+mb_for_brin_members(const MbPipeline *pipeline,
+					void (*fn) (Relation rel, AttrNumber attnum))
 {
-	Relation	rel;
-	AttrNumber	attnum;
-	List	   *brins = NIL;
-	Oid			saved_user;
-	int			saved_sec_context;
 	ListCell   *lc;
 
-	if (RecoveryInProgress())
+	if (RecoveryInProgress() || !mb_source_tracked_by_brin(pipeline->source) ||
+		pg_class_aclcheck(pipeline->source, pipeline->owner, ACL_SELECT) != ACLCHECK_OK)
 		return;
-	rel = table_open(source, AccessShareLock);
-	attnum = get_attnum(source, MB_TRACKING_COLUMN);
-	if (rel->rd_rel->relkind != RELKIND_RELATION ||
-		mb_tracking_index_of(rel, attnum, NULL, &brins) != MB_TRACKING_INDEX_BRIN)
+	foreach(lc, mb_brin_members(pipeline->source))
 	{
-		table_close(rel, NoLock);
-		return;
-	}
-	if (!ConditionalLockRelationOid(source, ShareUpdateExclusiveLock))
-	{
-		table_close(rel, NoLock);
-		return;
-	}
+		Oid			relid = lfirst_oid(lc);
+		Relation	rel;
+		Oid			saved_user;
+		int			saved_sec_context;
 
-	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
-	SetUserIdAndSecContext(rel->rd_rel->relowner,
-						   saved_sec_context | SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		foreach(lc, brins)
+		if (!ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock))
+			continue;
+		rel = table_open(relid, NoLock);
+		GetUserIdAndSecContext(&saved_user, &saved_sec_context);
+		SetUserIdAndSecContext(rel->rd_rel->relowner,
+							   saved_sec_context | SECURITY_RESTRICTED_OPERATION);
+		PG_TRY();
 		{
-			Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
-
-			(void) mb_summarize_tail(rel, index);
-			index_close(index, AccessShareLock);
+			fn(rel, get_attnum(relid, MB_TRACKING_COLUMN));
 		}
+		PG_FINALLY();
+		{
+			SetUserIdAndSecContext(saved_user, saved_sec_context);
+		}
+		PG_END_TRY();
+		table_close(rel, NoLock);
+		UnlockRelationOid(relid, ShareUpdateExclusiveLock);
 	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(saved_user, saved_sec_context);
-	}
-	PG_END_TRY();
+}
 
-	/*
-	 * The planner costs a BRIN scan by the column's correlation, which is
-	 * taken as none without statistics: plans over the batch view would
-	 * read the whole table.  A table never analysed with rows (autovacuum
-	 * off, or not there yet) has its tracking column analysed, once.
-	 */
-	if (!SearchSysCacheExists3(STATRELATTINH, ObjectIdGetDatum(source),
-							   Int16GetDatum(attnum), BoolGetDatum(false)) &&
-		RelationGetNumberOfBlocks(rel) > 0)
+static void
+mb_summarize_table(Relation rel, AttrNumber attnum)
+{
+	List	   *brins = NIL;
+	ListCell   *lc;
+
+	(void) mb_tracking_index_of(rel, attnum, false, NULL, &brins);
+	foreach(lc, brins)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+
+		mb_summarize_tail(rel, index);
+		index_close(index, AccessShareLock);
+	}
+}
+
+/*
+ * The planner costs a BRIN scan by the column's correlation, which it takes
+ * as none without statistics: plans over the batch view would read the
+ * whole table.  ANALYZE inside the batch keeps its lock until the batch
+ * ends, but only once: afterwards the column has statistics.
+ */
+static void
+mb_analyze_table(Relation rel, AttrNumber attnum)
+{
+	if (!SearchSysCacheExists3(STATRELATTINH,
+							   ObjectIdGetDatum(RelationGetRelid(rel)),
+							   Int16GetDatum(attnum), BoolGetDatum(false)))
 		mb_table_ddl(rel->rd_rel->relowner,
-					 psprintf("ANALYZE %s (%s)", mb_qualified_relname(source),
+					 psprintf("ANALYZE %s (%s)",
+							  mb_qualified_relname(RelationGetRelid(rel)),
 							  MB_TRACKING_COLUMN));
-	UnlockRelationOid(source, ShareUpdateExclusiveLock);
-	table_close(rel, NoLock);
+}
+
+/* Before a batch: summarize the new full ranges of the source's BRIN indexes */
+void
+mb_tracking_index_summarize(const MbPipeline *pipeline)
+{
+	mb_for_brin_members(pipeline, mb_summarize_table);
+}
+
+/*
+ * Once the window has rows (an ANALYZE of a table whose rows are not
+ * visible yet would write no statistics, and run again every time): give
+ * the tracking column of the source's BRIN tables statistics if it has none
+ */
+void
+mb_tracking_index_analyze(const MbPipeline *pipeline)
+{
+	mb_for_brin_members(pipeline, mb_analyze_table);
 }

@@ -58,7 +58,6 @@
 
 PG_FUNCTION_INFO_V1(microbatch_batch_lower_xid);
 PG_FUNCTION_INFO_V1(microbatch_batch_upper_xid);
-PG_FUNCTION_INFO_V1(microbatch_batch_first_xid);
 PG_FUNCTION_INFO_V1(microbatch_batch_lower_running);
 PG_FUNCTION_INFO_V1(microbatch_batch_contains);
 PG_FUNCTION_INFO_V1(microbatch_current_batch_id);
@@ -329,7 +328,7 @@ mb_window_lower_bound(const MbWindow *window)
 	return Max(window->lower.xmax, window->xid_from);
 }
 
-/* The lowest tracking value of any transaction of the window */
+/* The lowest tracking value any transaction of the window can have */
 static uint64
 mb_window_first_xid(const MbWindow *window)
 {
@@ -372,18 +371,6 @@ microbatch_batch_upper_xid(PG_FUNCTION_ARGS)
 	MbWindow   *window = mb_window_for(PG_GETARG_INT32(0));
 
 	PG_RETURN_FULLTRANSACTIONID(FullTransactionIdFromU64(window ? mb_window_upper_bound(window) : 0));
-}
-
-/*
- * Inclusive lower bound of the tracking column for all the transactions of
- * the active window, those running at the lower snapshot included
- */
-Datum
-microbatch_batch_first_xid(PG_FUNCTION_ARGS)
-{
-	MbWindow   *window = mb_window_for(PG_GETARG_INT32(0));
-
-	PG_RETURN_FULLTRANSACTIONID(FullTransactionIdFromU64(window ? mb_window_first_xid(window) : 0));
 }
 
 /* Transactions of the active window that were running at the lower snapshot */
@@ -498,34 +485,14 @@ mb_window_contains_condition(int32 pipeline_id, const char *alias)
 					alias, MB_TRACKING_COLUMN, pipeline_id);
 }
 
-/*
- * All of the window's transactions in one range, for sources with a BRIN
- * tracking index, which has no array search: the transactions that ended
- * between the lower snapshot's xmin and xmax are read, and rechecked out.
- */
-static char *
-mb_window_span_condition(int32 pipeline_id, const char *alias)
-{
-	return psprintf("%1$s.%2$s OPERATOR(pg_catalog.>=) microbatch.batch_first_xid(%3$d) "
-					"AND %1$s.%2$s OPERATOR(pg_catalog.<) microbatch.batch_upper_xid(%3$d)",
-					alias, MB_TRACKING_COLUMN, pipeline_id);
-}
-
-/*
- * The WHERE clause that restricts a table to the active window.  The
- * conditions before batch_contains() only let index scans find the rows.
- */
+/* The WHERE clause that restricts a table to the active window */
 char *
-mb_window_predicate(const MbPipeline *pipeline, const char *alias)
+mb_window_predicate(int32 pipeline_id, const char *alias)
 {
-	if (mb_source_tracked_by_brin(pipeline->source))
-		return psprintf("%s AND %s",
-						mb_window_span_condition(pipeline->id, alias),
-						mb_window_contains_condition(pipeline->id, alias));
 	return psprintf("(%s OR %s) AND %s",
-					mb_window_range_condition(pipeline->id, alias),
-					mb_window_running_condition(pipeline->id, alias),
-					mb_window_contains_condition(pipeline->id, alias));
+					mb_window_range_condition(pipeline_id, alias),
+					mb_window_running_condition(pipeline_id, alias),
+					mb_window_contains_condition(pipeline_id, alias));
 }
 
 /*
@@ -796,7 +763,7 @@ mb_window_source_sql(const MbPipeline *pipeline, const char *select_list,
 {
 	return psprintf("SELECT %s FROM %s AS s WHERE %s%s", select_list,
 					mb_qualified_relname(pipeline->source),
-					mb_window_predicate(pipeline, "s"), tail);
+					mb_window_predicate(pipeline->id, "s"), tail);
 }
 
 /* The commit time of the oldest row, as an aggregate over s */
@@ -848,26 +815,28 @@ mb_window_fits(const MbPipeline *pipeline, MbWindow *window, int64 n)
 					psprintf("SELECT pg_catalog.count(*) FROM "
 							 "(SELECT FROM %s AS s WHERE %s LIMIT $1) AS w",
 							 mb_qualified_relname(pipeline->source),
-							 mb_window_predicate(pipeline, "s")),
+							 mb_window_predicate(pipeline->id, "s")),
 					1, &limit_type, &limit, 1, result);
 	return DatumGetInt64(result[0].value) <= n;
 }
 
 /*
- * The same for a source with a BRIN tracking index, which has neither
- * order nor array search.  A window of at most n rows is told by reading
- * n + 1 of its rows in any order.  Otherwise count the window's rows in xid
- * ranges that double in width from its first xid until one holds the n-th
- * row, then read that range's rows in order.  Each range starts where the
- * one before ended, so a capped batch reads about twice its own rows,
- * whatever the backlog.
+ * The same for a source with a BRIN tracking index, which has no order.  A
+ * window of at most n rows is told by reading n + 1 of its rows in any
+ * order.  Otherwise count the window's rows in xid ranges that double in
+ * width from its lowest possible xid until one holds the n-th row, then read
+ * that range's rows in order.  Each range starts where the one before ended,
+ * so a capped batch reads about twice its own rows, whatever the backlog.
+ * The queries take snapshots of their own, but a window only loses rows
+ * (to DELETE or UPDATE): if the n-th row is gone, the cut at the range's
+ * end still leaves at most n rows before it.
  */
 static uint64
 mb_window_nth_xid_counted(const MbPipeline *pipeline, MbWindow *window,
 						  int64 n)
 {
 	const char *source = mb_qualified_relname(pipeline->source);
-	const char *predicate = mb_window_predicate(pipeline, "s");
+	const char *predicate = mb_window_predicate(pipeline->id, "s");
 	const char *in_range = "s." MB_TRACKING_COLUMN " OPERATOR(pg_catalog.>=) $1 AND s."
 		MB_TRACKING_COLUMN " OPERATOR(pg_catalog.<) $2";
 	Oid			argtypes[3] = {XID8OID, XID8OID, INT8OID};
@@ -903,8 +872,7 @@ mb_window_nth_xid_counted(const MbPipeline *pipeline, MbWindow *window,
 			args[2] = Int64GetDatum(n - before);
 			if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_SPAN_NTH, false,
 								 nth_sql, 3, argtypes, args, 1, result))
-				elog(ERROR, "the window of pipeline \"%s\" lost rows while it was cut",
-					 pipeline->name);
+				return to;
 			return U64FromFullTransactionId(DatumGetFullTransactionId(result[0].value));
 		}
 		before += rows;
@@ -975,7 +943,7 @@ mb_next_window(const MbPipeline *pipeline, MbWindow *window,
 	int64		batch_id = has_position ? position.batch_id + 1 : 1;
 	MbWindowContent content;
 
-	mb_tracking_index_summarize(pipeline->source);
+	mb_tracking_index_summarize(pipeline);
 	if (has_position && position.xid_to != 0)
 	{
 		mb_window_init(window, pipeline->id, batch_id, position.lower_datum,
@@ -1100,7 +1068,7 @@ mb_window_count_in(const MbPipeline *pipeline, MbWindow *window,
 	PG_TRY();
 	{
 		rows = mb_count_rows(psprintf("SELECT pg_catalog.count(*) FROM ONLY %s AS s WHERE %s",
-									  table, mb_window_predicate(pipeline, "s")));
+									  table, mb_window_predicate(pipeline->id, "s")));
 	}
 	PG_FINALLY();
 	{

@@ -122,21 +122,23 @@ is( $node->safe_psql(
 
 # Plain format restored with ON_ERROR_STOP: an error in any statement of the
 # restore fails the test with its text, instead of being skipped over.
-my $dump_file = $node->basedir . '/shop_src.sql';
-$node->command_ok(
-	[
-		'pg_dump', '-h', $node->host, '-p', $node->port,
-		'-f', $dump_file, 'shop_src'
-	],
-	'pg_dump of the source database');
-$node->safe_psql('postgres', q{CREATE DATABASE shop_dst});
-my ($restore_out, $restore_err) = run_command(
-	[
-		'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
-		'-h', $node->host, '-p', $node->port,
-		'-d', 'shop_dst', '-f', $dump_file
-	]);
-is($restore_err, '', 'restore prints no error or warning');
+sub dump_and_restore
+{
+	my ($src, $dst, $what) = @_;
+	my $file = $node->basedir . "/$src.sql";
+	$node->command_ok(
+		[ 'pg_dump', '-h', $node->host, '-p', $node->port, '-f', $file, $src ],
+		"pg_dump of $what");
+	$node->safe_psql('postgres', qq{CREATE DATABASE $dst});
+	my ($out, $err) = run_command(
+		[
+			'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+			'-h', $node->host, '-p', $node->port,
+			'-d', $dst, '-f', $file
+		]);
+	is($err, '', "the restore of $what prints no error or warning");
+}
+dump_and_restore('shop_src', 'shop_dst', 'the source database');
 is( $node->safe_psql('shop_dst',
 		q{SELECT count(*) FROM pg_extension WHERE extname = 'microbatch'}),
 	'1', 'restored database has the extension');
@@ -312,21 +314,7 @@ INSERT INTO clicks SELECT generate_series(1, 3);
 SELECT microbatch.run_batch('clicks');
 INSERT INTO clicks SELECT generate_series(4, 5);
 });
-my $clicks_file = $node->basedir . '/clicks_src.sql';
-$node->command_ok(
-	[
-		'pg_dump', '-h', $node->host, '-p', $node->port,
-		'-f', $clicks_file, 'clicks_src'
-	],
-	'pg_dump of a database with a BRIN-tracked source');
-$node->safe_psql('postgres', q{CREATE DATABASE clicks_dst});
-my ($clicks_out, $clicks_err) = run_command(
-	[
-		'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1',
-		'-h', $node->host, '-p', $node->port,
-		'-d', 'clicks_dst', '-f', $clicks_file
-	]);
-is($clicks_err, '', 'its restore prints no error or warning');
+dump_and_restore('clicks_src', 'clicks_dst', 'a database with a BRIN-tracked source');
 is( $node->safe_psql(
 		'clicks_dst', q{
 SELECT string_agg(am.amname || ' ' || opc.opcname, ',')
