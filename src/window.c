@@ -811,7 +811,7 @@ mb_window_fits(const MbPipeline *pipeline, MbWindow *window, int64 n)
 	Oid			limit_type = INT8OID;
 	NullableDatum result[1];
 
-	mb_window_query(pipeline, window, MB_PLAN_WINDOW_SPAN_FITS, false,
+	mb_window_query(pipeline, window, MB_PLAN_WINDOW_FITS, false,
 					psprintf("SELECT pg_catalog.count(*) FROM "
 							 "(SELECT FROM %s AS s WHERE %s LIMIT $1) AS w",
 							 mb_qualified_relname(pipeline->source),
@@ -864,13 +864,13 @@ mb_window_nth_xid_counted(const MbPipeline *pipeline, MbWindow *window,
 		CHECK_FOR_INTERRUPTS();
 		args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(from));
 		args[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(to));
-		mb_window_query(pipeline, window, MB_PLAN_WINDOW_SPAN_COUNT, false,
+		mb_window_query(pipeline, window, MB_PLAN_WINDOW_RANGE_COUNT, false,
 						count_sql, 2, argtypes, args, 1, result);
 		rows = DatumGetInt64(result[0].value);
 		if (before + rows > n)
 		{
 			args[2] = Int64GetDatum(n - before);
-			if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_SPAN_NTH, false,
+			if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_RANGE_NTH, false,
 								 nth_sql, 3, argtypes, args, 1, result))
 				return to;
 			return U64FromFullTransactionId(DatumGetFullTransactionId(result[0].value));
