@@ -3,7 +3,7 @@
 -- that stay exact and capped batches that stay proportional to the batch
 -- without a B-tree
 --
-CREATE TABLE events (id int, v int);
+CREATE TABLE events (id int, v int) WITH (autovacuum_enabled = off);
 CREATE TABLE events_seen (batch_id bigint, id int, v int);
 SELECT microbatch.create_pipeline('events', 'events', max_batch_rows => 1000);
 SELECT microbatch.add_transform('events', 'copy', 'bronze',
@@ -74,6 +74,15 @@ SELECT microbatch.refresh_pipeline('invalid_brin');
 SELECT * FROM tracking_indexes('invalid_brin');
 SELECT microbatch.drop_pipeline('invalid_brin');
 DROP TABLE invalid_brin;
+
+-- a B-tree with more columns is kept, and serves the windows: a NOTICE says so
+CREATE TABLE composite (id int);
+SELECT microbatch.create_pipeline('composite', 'composite');
+CREATE INDEX composite_xid_id ON composite (microbatch_xid, id);
+SELECT microbatch.set_tracking_index('composite', 'brin') IS NOT NULL AS switched;
+SELECT * FROM tracking_indexes('composite');
+SELECT microbatch.drop_pipeline('composite');
+DROP TABLE composite;
 
 -- A backlog of 100 transactions of 1,000 rows, never analysed and never
 -- summarized, drained 1,000 rows a batch.  The first batch summarizes the

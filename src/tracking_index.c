@@ -41,8 +41,10 @@
 #include "access/xlog.h"
 #include "catalog/dependency.h"
 #include "catalog/index.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_opclass.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -66,14 +68,22 @@
  */
 #define MB_BRIN_PAGES_PER_RANGE 16
 
-/* The extension's BRIN operator class for xid8, or InvalidOid */
+/*
+ * The extension's BRIN operator class for xid8, or InvalidOid; looked up
+ * without a check of the caller's rights on the schema, which the guards
+ * on a source must not depend on
+ */
 static Oid
 mb_brin_opclass(void)
 {
-	return get_opclass_oid(BRIN_AM_OID,
-						   list_make2(makeString(MB_SCHEMA),
-									  makeString(MB_BRIN_OPCLASS)),
-						   true);
+	Oid			namespace = get_namespace_oid(MB_SCHEMA, true);
+
+	if (!OidIsValid(namespace))
+		return InvalidOid;
+	return GetSysCacheOid3(CLAAMNAMENSP, Anum_pg_opclass_oid,
+						   ObjectIdGetDatum(BRIN_AM_OID),
+						   CStringGetDatum(MB_BRIN_OPCLASS),
+						   ObjectIdGetDatum(namespace));
 }
 
 /*
@@ -262,6 +272,14 @@ mb_tracking_index_set(Oid relid, MbTrackingIndex kind, Oid caller)
 
 	btrees = brins = NIL;
 	rel = table_open(relid, NoLock);
+	if (kind == MB_TRACKING_INDEX_BRIN &&
+		mb_tracking_index_of(rel, attnum, false, &btrees, NULL) == MB_TRACKING_INDEX_BTREE)
+		ereport(NOTICE,
+				(errmsg("B-tree index \"%s\" on %s serves the windows of table \"%s\"",
+						get_rel_name(linitial_oid(btrees)), MB_TRACKING_COLUMN,
+						RelationGetRelationName(rel)),
+				 errdetail("It has more columns or backs a constraint, so it was kept; the BRIN index is used once no B-tree leads with the column.")));
+	btrees = NIL;
 	(void) mb_tracking_index_of(rel, attnum, true, &btrees, &brins);
 	table_close(rel, NoLock);
 	return kind == MB_TRACKING_INDEX_BRIN ? linitial_oid(brins) : linitial_oid(btrees);
@@ -384,7 +402,9 @@ mb_summarize_table(Relation rel, AttrNumber attnum)
 static void
 mb_analyze_table(Relation rel, AttrNumber attnum)
 {
-	if (!SearchSysCacheExists3(STATRELATTINH,
+	/* an empty table gets no statistics: it would be analysed every time */
+	if (RelationGetNumberOfBlocks(rel) > 0 &&
+		!SearchSysCacheExists3(STATRELATTINH,
 							   ObjectIdGetDatum(RelationGetRelid(rel)),
 							   Int16GetDatum(attnum), BoolGetDatum(false)))
 		mb_table_ddl(rel->rd_rel->relowner,

@@ -821,15 +821,38 @@ mb_window_fits(const MbPipeline *pipeline, MbWindow *window, int64 n)
 }
 
 /*
+ * The rows of a window in the xid range [from, to), counted up to limit:
+ * the scan stops there, so a count costs at most limit rows whatever the
+ * range holds
+ */
+static int64
+mb_window_count_range(const MbPipeline *pipeline, MbWindow *window,
+					  const char *sql, uint64 from, uint64 to, int64 limit)
+{
+	Oid			argtypes[3] = {XID8OID, XID8OID, INT8OID};
+	Datum		args[3];
+	NullableDatum result[1];
+
+	args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(from));
+	args[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(to));
+	args[2] = Int64GetDatum(limit);
+	mb_window_query(pipeline, window, MB_PLAN_WINDOW_RANGE_COUNT, false, sql,
+					3, argtypes, args, 1, result);
+	return DatumGetInt64(result[0].value);
+}
+
+/*
  * The same for a source with a BRIN tracking index, which has no order.  A
  * window of at most n rows is told by reading n + 1 of its rows in any
  * order.  Otherwise count the window's rows in xid ranges that double in
- * width from its lowest possible xid until one holds the n-th row, then read
- * that range's rows in order.  Each range starts where the one before ended,
- * so a capped batch reads about twice its own rows, whatever the backlog.
- * The queries take snapshots of their own, but a window only loses rows
- * (to DELETE or UPDATE): if the n-th row is gone, the cut at the range's
- * end still leaves at most n rows before it.
+ * width from its lowest possible xid, each beginning where the one before
+ * ended, until one holds the n-th row; halve that range while it holds more
+ * than twice the rows still needed, then read it in order.  Every count
+ * stops after twice the rows needed, so a capped batch reads a small
+ * multiple of its own rows, whatever the backlog and however its xids are
+ * spread.  The queries take snapshots of their own, but a window only loses
+ * rows (to DELETE or UPDATE): if the n-th row is gone by the last query,
+ * the cut at the range's end still leaves at most n rows before it.
  */
 static uint64
 mb_window_nth_xid_counted(const MbPipeline *pipeline, MbWindow *window,
@@ -839,48 +862,75 @@ mb_window_nth_xid_counted(const MbPipeline *pipeline, MbWindow *window,
 	const char *predicate = mb_window_predicate(pipeline->id, "s");
 	const char *in_range = "s." MB_TRACKING_COLUMN " OPERATOR(pg_catalog.>=) $1 AND s."
 		MB_TRACKING_COLUMN " OPERATOR(pg_catalog.<) $2";
-	Oid			argtypes[3] = {XID8OID, XID8OID, INT8OID};
 	char	   *count_sql;
-	char	   *nth_sql;
 	uint64		from = mb_window_first_xid(window);
 	uint64		end = mb_window_upper_bound(window);
+	uint64		to = from;
 	uint64		width = 1;
-	int64		before = 0;
+	int64		need = Min(n, PG_INT64_MAX / 4);
 
 	if (mb_window_fits(pipeline, window, n))
 		return 0;
-	count_sql = psprintf("SELECT pg_catalog.count(*) FROM %s AS s WHERE %s AND %s",
+	count_sql = psprintf("SELECT pg_catalog.count(*) FROM "
+						 "(SELECT FROM %s AS s WHERE %s AND %s LIMIT $3) AS w",
 						 source, predicate, in_range);
-	nth_sql = psprintf("SELECT s.%s FROM %s AS s WHERE %s AND %s "
-					   "ORDER BY 1 OFFSET $3 LIMIT 1",
-					   MB_TRACKING_COLUMN, source, predicate, in_range);
-	while (from < end)
+	for (;;)
 	{
-		uint64		to = end - from > width ? from + width : end;
-		Datum		args[3];
-		NullableDatum result[1];
 		int64		rows;
 
 		CHECK_FOR_INTERRUPTS();
-		args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(from));
-		args[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(to));
-		mb_window_query(pipeline, window, MB_PLAN_WINDOW_RANGE_COUNT, false,
-						count_sql, 2, argtypes, args, 1, result);
-		rows = DatumGetInt64(result[0].value);
-		if (before + rows > n)
-		{
-			args[2] = Int64GetDatum(n - before);
-			if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_RANGE_NTH, false,
-								 nth_sql, 3, argtypes, args, 1, result))
-				return to;
-			return U64FromFullTransactionId(DatumGetFullTransactionId(result[0].value));
-		}
-		before += rows;
+		if (from >= end)
+			return 0;
+		to = end - from > width ? from + width : end;
+		rows = mb_window_count_range(pipeline, window, count_sql, from, to,
+									 need + 1);
+		if (rows > need)
+			break;
+		need -= rows;
 		from = to;
 		if (width <= PG_UINT64_MAX / 2)
 			width *= 2;
 	}
-	return 0;
+
+	for (;;)
+	{
+		uint64		middle;
+		int64		rows;
+
+		CHECK_FOR_INTERRUPTS();
+		if (mb_window_count_range(pipeline, window, count_sql, from, to,
+								  2 * (need + 1)) < 2 * (need + 1))
+		{
+			Oid			argtypes[3] = {XID8OID, XID8OID, INT8OID};
+			Datum		args[3];
+			NullableDatum result[1];
+
+			args[0] = FullTransactionIdGetDatum(FullTransactionIdFromU64(from));
+			args[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(to));
+			args[2] = Int64GetDatum(need);
+			if (!mb_window_query(pipeline, window, MB_PLAN_WINDOW_RANGE_NTH, false,
+								 psprintf("SELECT s.%s FROM %s AS s WHERE %s AND %s "
+										  "ORDER BY 1 OFFSET $3 LIMIT 1",
+										  MB_TRACKING_COLUMN, source, predicate,
+										  in_range),
+								 3, argtypes, args, 1, result))
+				return to;
+			return U64FromFullTransactionId(DatumGetFullTransactionId(result[0].value));
+		}
+		/* one transaction holds the n-th row and many more */
+		if (to - from == 1)
+			return from;
+		middle = from + (to - from) / 2;
+		rows = mb_window_count_range(pipeline, window, count_sql, from, middle,
+									 need + 1);
+		if (rows > need)
+			to = middle;
+		else
+		{
+			need -= rows;
+			from = middle;
+		}
+	}
 }
 
 /*
@@ -892,6 +942,7 @@ static void
 mb_window_cut(const MbPipeline *pipeline, MbWindow *window)
 {
 	uint64		cut;
+	uint64		first;
 	uint64		(*nth_xid) (const MbPipeline *, MbWindow *, int64);
 
 	if (pipeline->max_batch_rows <= 0)
@@ -901,8 +952,9 @@ mb_window_cut(const MbPipeline *pipeline, MbWindow *window)
 	cut = nth_xid(pipeline, window, pipeline->max_batch_rows);
 	if (cut == 0)
 		return;
-	if (cut == nth_xid(pipeline, window, 0))
-		cut++;
+	first = nth_xid(pipeline, window, 0);
+	if (first != 0 && cut <= first)
+		cut = first + 1;
 	window->xid_to = cut;
 }
 
@@ -950,6 +1002,12 @@ mb_next_window(const MbPipeline *pipeline, MbWindow *window,
 					   position.upper_datum, position.xid_to, 0);
 		mb_window_cut(pipeline, window);
 		content = mb_window_content(pipeline, window);
+		/* the rows below the cut may have gone since it was made */
+		if (content.rows == 0 && window->xid_to != 0)
+		{
+			window->xid_to = 0;
+			content = mb_window_content(pipeline, window);
+		}
 		if (content.rows > 0)
 			return content;
 	}
