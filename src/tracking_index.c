@@ -334,6 +334,27 @@ mb_summarize_tail(Relation heap, Relation index)
 	UnlockRelationOid(indexoid, ShareUpdateExclusiveLock);
 }
 
+/* Run fn on a table as its owner, in a security-restricted operation */
+static void
+mb_as_table_owner(Relation rel, void (*fn) (Relation rel, AttrNumber attnum))
+{
+	Oid			saved_user;
+	int			saved_sec_context;
+
+	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   saved_sec_context | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		fn(rel, get_attnum(RelationGetRelid(rel), MB_TRACKING_COLUMN));
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(saved_user, saved_sec_context);
+	}
+	PG_END_TRY();
+}
+
 /*
  * Run fn on each table of a pipeline's source that has only BRIN tracking
  * indexes, as the table's owner, if the lock that summarizing or analysing
@@ -354,24 +375,11 @@ mb_for_brin_members(const MbPipeline *pipeline,
 	{
 		Oid			relid = lfirst_oid(lc);
 		Relation	rel;
-		Oid			saved_user;
-		int			saved_sec_context;
 
 		if (!ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock))
 			continue;
 		rel = table_open(relid, NoLock);
-		GetUserIdAndSecContext(&saved_user, &saved_sec_context);
-		SetUserIdAndSecContext(rel->rd_rel->relowner,
-							   saved_sec_context | SECURITY_RESTRICTED_OPERATION);
-		PG_TRY();
-		{
-			fn(rel, get_attnum(relid, MB_TRACKING_COLUMN));
-		}
-		PG_FINALLY();
-		{
-			SetUserIdAndSecContext(saved_user, saved_sec_context);
-		}
-		PG_END_TRY();
+		mb_as_table_owner(rel, fn);
 		table_close(rel, NoLock);
 		UnlockRelationOid(relid, ShareUpdateExclusiveLock);
 	}
