@@ -134,7 +134,6 @@ typedef enum MbPlanKind
 	MB_PLAN_WINDOW_CONTENT,		/* by pipeline id */
 	MB_PLAN_WINDOW_COUNT,		/* by pipeline id */
 	MB_PLAN_WINDOW_NTH_XID,		/* by pipeline id */
-	MB_PLAN_WINDOW_FITS,		/* by pipeline id */
 	MB_PLAN_WINDOW_RANGE_COUNT,	/* by pipeline id */
 	MB_PLAN_WINDOW_RANGE_NTH,	/* by pipeline id */
 	MB_PLAN_WINDOW_OLDEST_COMMIT,	/* by pipeline id */

@@ -803,23 +803,6 @@ mb_window_nth_xid(const MbPipeline *pipeline, MbWindow *window, int64 n)
 	return U64FromFullTransactionId(DatumGetFullTransactionId(result[0].value));
 }
 
-/* Whether a window has at most n rows, read in any order */
-static bool
-mb_window_fits(const MbPipeline *pipeline, MbWindow *window, int64 n)
-{
-	Datum		limit = Int64GetDatum(n < PG_INT64_MAX ? n + 1 : n);
-	Oid			limit_type = INT8OID;
-	NullableDatum result[1];
-
-	mb_window_query(pipeline, window, MB_PLAN_WINDOW_FITS, false,
-					psprintf("SELECT pg_catalog.count(*) FROM "
-							 "(SELECT FROM %s AS s WHERE %s LIMIT $1) AS w",
-							 mb_qualified_relname(pipeline->source),
-							 mb_window_predicate(pipeline->id, "s")),
-					1, &limit_type, &limit, 1, result);
-	return DatumGetInt64(result[0].value) <= n;
-}
-
 /*
  * The rows of a window in the xid range [from, to), counted up to limit:
  * the scan stops there, so a count costs at most limit rows whatever the
@@ -869,11 +852,12 @@ mb_window_nth_xid_counted(const MbPipeline *pipeline, MbWindow *window,
 	uint64		width = 1;
 	int64		need = Min(n, PG_INT64_MAX / 4);
 
-	if (mb_window_fits(pipeline, window, n))
-		return 0;
 	count_sql = psprintf("SELECT pg_catalog.count(*) FROM "
 						 "(SELECT FROM %s AS s WHERE %s AND %s LIMIT $3) AS w",
 						 source, predicate, in_range);
+	if (mb_window_count_range(pipeline, window, count_sql, from, end,
+							  need + 1) <= need)
+		return 0;
 	for (;;)
 	{
 		int64		rows;
