@@ -11,7 +11,11 @@
  * commits came that its snapshot may have missed; its batches start
  * microbatch.coalesce_delay apart at least.  Whatever its interval, a
  * pipeline whose window max_batch_rows cut short runs again at once, until
- * it has caught up.  A failed batch is retried after an exponential backoff
+ * it has caught up.  Those next batches, after one that committed, its
+ * worker runs by itself, without handing the pipeline back to us in
+ * between, until no commit is waiting (or no backlog), we reload, another
+ * pipeline waits for a worker or another database is starved of them: see
+ * worker.c.  A failed batch is retried after an exponential backoff
  * from one second, with jitter, capped at microbatch.max_retry_delay; source
  * commits do not bring the retry forward.  A pipeline whose lock another
  * transaction held is tried again after its interval.
@@ -259,6 +263,25 @@ mb_scheduler_start_retention(void)
 }
 
 /*
+ * Workers running a pipeline hand it back after their current batch, so that
+ * the next one follows the pipelines and settings as we are about to read
+ * them.
+ */
+static void
+mb_scheduler_stop_keeping(void)
+{
+	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < mb_shared->nslots; i++)
+	{
+		MbSlot	   *slot = &mb_shared->slots[i];
+
+		if (slot->kind == MB_SLOT_WORKER && slot->dboid == MyDatabaseId)
+			slot->keep_running = false;
+	}
+	LWLockRelease(mb_shared->lock);
+}
+
+/*
  * Read the pipelines of this database.  Pipelines already known keep their
  * schedule; new ones start from their last batch in the ledger.
  */
@@ -485,6 +508,7 @@ mb_scheduler_collect(void)
 		int32		failures = 0;
 		TimestampTz started_at = now;
 		bool		capped = false;
+		int			batches = 1;
 		bool		timed_out = false;
 		int			exit_sqlerrcode = 0;
 		char		exit_message[sizeof(((MbSlot *) NULL)->result_message)] = "";
@@ -502,6 +526,7 @@ mb_scheduler_collect(void)
 			failures = slot->result_failures;
 			started_at = slot->result_started_at;
 			capped = slot->result_capped;
+			batches = slot->result_batches;
 			commits_covered = slot->result_commits_covered;
 			timed_out = slot->result_timed_out;
 			if (failures < 0)
@@ -533,6 +558,9 @@ mb_scheduler_collect(void)
 												exit_sqlerrcode, exit_message);
 
 		p->slotno = -1;
+		/* the worker ran the batches after the first one by itself */
+		if (batches > 1)
+			p->last_dispatch = Max(p->last_dispatch, started_at);
 		p->last_empty = status == MB_BATCH_EMPTY;
 		p->backing_off = status == MB_BATCH_FAILED;
 		/* only commits its snapshot may have missed call for another batch */
@@ -808,6 +836,8 @@ mb_scheduler_assign(MbScheduled *p)
 	slot->pipeline_owner = p->owner;
 	slot->batch_timeout_ms = p->timeout_ms;
 	slot->source_commits = p->source_commits;
+	slot->continuous = p->interval_ms == 0;
+	slot->keep_running = true;
 	slot->batch_id = 0;
 	slot->since = now;
 	if (slot->latch != NULL)
@@ -1065,11 +1095,18 @@ microbatch_scheduler_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			mb_scheduler_stop_keeping();
 		}
 
-		if (pg_atomic_exchange_u32(&my_slot->reload_requested, 0) != 0 ||
+		if (pg_atomic_read_u32(&my_slot->reload_requested) != 0 ||
 			GetCurrentTimestamp() >= next_reload)
 		{
+			/*
+			 * Before the flag is cleared: a worker that finds it clear finds
+			 * that it may not keep its pipeline.
+			 */
+			mb_scheduler_stop_keeping();
+			(void) pg_atomic_exchange_u32(&my_slot->reload_requested, 0);
 			mb_scheduler_reload();
 			next_reload = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), mb_naptime);
 		}

@@ -12,6 +12,14 @@
  * prepared statements, sequence state) is dropped before the next batch,
  * which may be another owner's.
  *
+ * After a batch that committed, a worker runs the pipeline's next batch by
+ * itself while one is due at once: rows are waiting for a continuous
+ * pipeline (once microbatch.coalesce_delay has passed since the batch
+ * started), or a backlog for one whose window max_batch_rows cut short.  It
+ * hands the pipeline back to the scheduler instead when the scheduler
+ * reloaded since (a change may have paused the pipeline), another pipeline
+ * or database waits for a worker, or it is asked to leave.
+ *
  * A batch that runs longer than its timeout is cancelled and counted as a
  * failure; one that catches the cancel and goes on has its worker
  * terminated a few seconds later.  A pipeline whose lock another
@@ -52,20 +60,24 @@
 
 static MbSlot *my_slot = NULL;
 
-/* The batch being run */
+/* The pipeline being run */
 typedef struct MbWorkerBatch
 {
 	char		pipeline_name[NAMEDATALEN];
 	int			timeout_ms;
 	MbSourceCommits *source_commits;
+	bool		continuous;
 
 	/*
-	 * The count of source commits when the batch took its snapshot, or 0 if
-	 * it took none: every commit counted by then is in the window, as
-	 * backends count their commits once these are visible.
+	 * The count of source commits when the current batch took its snapshot,
+	 * or 0 if it took none: every commit counted by then is in the window,
+	 * as backends count their commits once these are visible.
 	 */
 	uint64		commits_covered;
 } MbWorkerBatch;
+
+/* What a batch allocates outside its transaction, freed by the next one */
+static MemoryContext batch_context = NULL;
 
 static TimeoutId batch_timeout_id;
 static TimeoutId batch_terminate_id;
@@ -110,22 +122,29 @@ mb_worker_apply_settings(void)
 					PGC_SUSET, PGC_S_OVERRIDE);
 }
 
+/* The commits counted for the pipeline's source so far (see commits_covered) */
+static uint64
+mb_worker_source_commits(const MbWorkerBatch *batch)
+{
+	MbSlot	   *scheduler;
+	uint64		commits = 0;
+
+	if (batch->source_commits != NULL)
+		return pg_atomic_read_u64(&batch->source_commits->commits);
+	LWLockAcquire(mb_shared->lock, LW_SHARED);
+	scheduler = mb_scheduler_slot(my_slot->dboid);
+	if (scheduler != NULL)
+		commits = pg_atomic_read_u64(&scheduler->db_commits);
+	LWLockRelease(mb_shared->lock);
+	return commits;
+}
+
 static void
 mb_worker_before_snapshot(void *arg, const MbPipeline *pipeline)
 {
 	MbWorkerBatch *batch = arg;
-	MbSlot	   *scheduler;
 
-	if (batch->source_commits != NULL)
-	{
-		batch->commits_covered = pg_atomic_read_u64(&batch->source_commits->commits);
-		return;
-	}
-	LWLockAcquire(mb_shared->lock, LW_SHARED);
-	scheduler = mb_scheduler_slot(my_slot->dboid);
-	if (scheduler != NULL)
-		batch->commits_covered = pg_atomic_read_u64(&scheduler->db_commits);
-	LWLockRelease(mb_shared->lock);
+	batch->commits_covered = mb_worker_source_commits(batch);
 }
 
 static void
@@ -185,7 +204,8 @@ mb_worker_emit_log(ErrorData *edata)
  * Leaving.  In the middle of a batch (terminated, or an error made FATAL),
  * whose transaction is rolled back by now, the slot tells the scheduler,
  * which records the failure and then frees the slot: until then no other
- * database can take it, and the outcome with it.
+ * database can take it, and the outcome with it.  So does an outcome
+ * reported but not read yet.
  */
 static void
 mb_worker_detach(int code, Datum arg)
@@ -206,6 +226,7 @@ mb_worker_detach(int code, Datum arg)
 		my_slot->result_failures = -1;
 		my_slot->result_started_at = started_at;
 		my_slot->result_capped = false;
+		my_slot->result_batches = 1;
 		my_slot->result_commits_covered = 0;
 		my_slot->result_timed_out = batch_terminated;
 		my_slot->result_sqlerrcode = fatal_sqlerrcode;
@@ -215,6 +236,17 @@ mb_worker_detach(int code, Datum arg)
 		scheduler = mb_scheduler_slot(my_slot->dboid);
 		if (scheduler != NULL)
 			SetLatch(scheduler->latch);
+	}
+	else if (my_slot->pid == MyProcPid && my_slot->result_ready &&
+			 !my_slot->exit_requested && mb_scheduler_slot(my_slot->dboid) != NULL)
+	{
+		/*
+		 * Terminated as we handed a pipeline back: our scheduler has not read
+		 * the outcome yet, and frees the slot once it has.
+		 */
+		my_slot->state = MB_STATE_LEFT;
+		my_slot->pid = 0;
+		my_slot->latch = NULL;
 	}
 	else
 		mb_worker_release_slot();
@@ -240,10 +272,11 @@ mb_worker_attach(int slotno)
 	before_shmem_exit(mb_worker_detach, (Datum) 0);
 }
 
-/* Tell the scheduler how the batch ended, and go idle */
+/* Tell the scheduler how the last batch ended, and go idle */
 static void
 mb_worker_report(int32 pipeline_id, const MbBatchResult *result,
-				 const MbWorkerBatch *batch, TimestampTz started_at)
+				 const MbWorkerBatch *batch, TimestampTz started_at,
+				 int batches)
 {
 	MbSlot	   *scheduler;
 
@@ -253,10 +286,12 @@ mb_worker_report(int32 pipeline_id, const MbBatchResult *result,
 	my_slot->result_failures = result->failures;
 	my_slot->result_started_at = result->started_at ? result->started_at : started_at;
 	my_slot->result_capped = result->capped;
+	my_slot->result_batches = batches;
 	my_slot->result_commits_covered = batch->commits_covered;
 	my_slot->result_ready = true;
 	my_slot->pipeline_id = 0;
 	my_slot->batch_id = 0;
+	my_slot->keep_running = false;
 	my_slot->state = MB_STATE_IDLE;
 	my_slot->since = GetCurrentTimestamp();
 	scheduler = mb_scheduler_slot(my_slot->dboid);
@@ -277,36 +312,26 @@ mb_worker_reset_session(void)
 	ResetSequenceCaches();
 }
 
-static void
-mb_worker_run(void)
+/* One batch of the pipeline, in a transaction of its own */
+static MbBatchResult
+mb_worker_run_batch(MbWorkerBatch *batch, TimestampTz started_at)
 {
-	int32		pipeline_id;
-	MbWorkerBatch batch;
-	MbBatchObserver observer = {&batch, mb_worker_before_snapshot,
+	MbBatchObserver observer = {batch, mb_worker_before_snapshot,
 	mb_worker_batch_started, mb_worker_timeout_reason};
 	MbBatchResult result;
-	MemoryContext context = CurrentMemoryContext;
-	TimestampTz started_at = GetCurrentTimestamp();
 
-	memset(&batch, 0, sizeof(batch));
-	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
-	pipeline_id = my_slot->pipeline_id;
-	strlcpy(batch.pipeline_name, my_slot->pipeline_name, NAMEDATALEN);
-	batch.timeout_ms = my_slot->batch_timeout_ms;
-	batch.source_commits = my_slot->source_commits;
-	my_slot->state = MB_STATE_RUNNING;
-	my_slot->since = started_at;
-	LWLockRelease(mb_shared->lock);
-
+	MemoryContextReset(batch_context);
+	MemoryContextSwitchTo(batch_context);
+	batch->commits_covered = 0;
 	pgstat_report_activity(STATE_RUNNING,
-						   psprintf("microbatch: pipeline %s", batch.pipeline_name));
+						   psprintf("microbatch: pipeline %s", batch->pipeline_name));
 	batch_timed_out = false;
-	if (batch.timeout_ms > 0)
+	if (batch->timeout_ms > 0)
 	{
-		enable_timeout_after(batch_timeout_id, batch.timeout_ms);
+		enable_timeout_after(batch_timeout_id, batch->timeout_ms);
 		enable_timeout_after(batch_terminate_id,
-							 batch.timeout_ms > INT_MAX - MB_BATCH_CANCEL_GRACE_MS ?
-							 INT_MAX : batch.timeout_ms + MB_BATCH_CANCEL_GRACE_MS);
+							 batch->timeout_ms > INT_MAX - MB_BATCH_CANCEL_GRACE_MS ?
+							 INT_MAX : batch->timeout_ms + MB_BATCH_CANCEL_GRACE_MS);
 	}
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -318,7 +343,7 @@ mb_worker_run(void)
 
 		mb_worker_reset_session();
 		mb_call_begin(&call);
-		result = mb_run_batch(batch.pipeline_name, call.caller, false, &observer);
+		result = mb_run_batch(batch->pipeline_name, call.caller, false, &observer);
 		mb_call_end(&call);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -337,28 +362,147 @@ mb_worker_run(void)
 		HOLD_INTERRUPTS();
 		disable_timeout(batch_timeout_id, false);
 		disable_timeout(batch_terminate_id, false);
-		MemoryContextSwitchTo(context);
+		MemoryContextSwitchTo(batch_context);
 		error = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
 		RESUME_INTERRUPTS();
 		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED && batch_timed_out)
-			error->message = (char *) mb_worker_timeout_reason(&batch);
+			error->message = (char *) mb_worker_timeout_reason(batch);
 		ereport(LOG,
 				(errmsg("microbatch pipeline \"%s\" could not run a batch: %s",
-						batch.pipeline_name, error->message)));
+						batch->pipeline_name, error->message)));
 		memset(&result, 0, sizeof(result));
 		result.status = MB_BATCH_FAILED;
-		result.failures = mb_record_failure(batch.pipeline_name, error, started_at);
-		FreeErrorData(error);
+		result.failures = mb_record_failure(batch->pipeline_name, error, started_at);
 	}
 	PG_END_TRY();
+	/* the transaction's end left us in TopMemoryContext */
+	MemoryContextSwitchTo(batch_context);
 
 	/* a cancel that came as the batch ended cancels nothing after it */
 	QueryCancelPending = false;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	mb_worker_report(pipeline_id, &result, &batch, started_at);
+	return result;
+}
+
+/*
+ * Whether the scheduler lets us keep the pipeline for another batch: it did
+ * not reload since it handed it over (a change may have paused it, or
+ * changed its interval or owner), nothing of this database waits for a
+ * worker, no other database is starved of workers, and our slot is not
+ * wanted elsewhere.  Otherwise the scheduler decides, as after any batch.
+ */
+static bool
+mb_worker_may_keep_pipeline(void)
+{
+	bool		keep;
+
+	LWLockAcquire(mb_shared->lock, LW_SHARED);
+	keep = my_slot->keep_running && !my_slot->exit_requested;
+	for (int i = 0; keep && i < mb_shared->nslots; i++)
+	{
+		MbSlot	   *slot = &mb_shared->slots[i];
+
+		if (slot->kind != MB_SLOT_SCHEDULER)
+			continue;
+		if (slot->dboid == my_slot->dboid)
+			keep = slot->waiting == 0 &&
+				pg_atomic_read_u32(&slot->reload_requested) == 0;
+		else
+			keep = slot->starved_since == 0;
+	}
+	LWLockRelease(mb_shared->lock);
+	return keep;
+}
+
+/*
+ * After a batch that committed, whether to run the pipeline's next batch
+ * here at once rather than hand the pipeline back to the scheduler, which
+ * would hand it out again: a batch that max_batch_rows cut short leaves a
+ * backlog, and a continuous pipeline has rows waiting when commits came
+ * that its snapshot may have missed, by the time microbatch.coalesce_delay
+ * has passed since the batch started.  Saves the round trip through the
+ * scheduler, two wake-ups, on the path from commit to batch.
+ */
+static bool
+mb_worker_next_batch_due(const MbWorkerBatch *batch, const MbBatchResult *result,
+						 TimestampTz started_at)
+{
+	TimestampTz due;
+
+	if (result->status != MB_BATCH_COMMITTED || !(result->capped || batch->continuous))
+		return false;
+	due = result->capped ? 0 : TimestampTzPlusMilliseconds(started_at, mb_coalesce_delay);
+	for (;;)
+	{
+		TimestampTz now;
+
+		/* a cancel between batches cancels nothing; a termination ends us */
+		QueryCancelPending = false;
+		if (ProcDiePending)
+			return false;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			mb_worker_apply_settings();
+		}
+		if (!mb_enabled || !mb_worker_may_keep_pipeline())
+			return false;
+		now = GetCurrentTimestamp();
+		if (now >= due)
+			break;
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 (long) ((due - now + 999) / 1000), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	return result->capped ||
+		mb_worker_source_commits(batch) > batch->commits_covered;
+}
+
+/* Run the pipeline handed over, for as many batches as are due in a row */
+static void
+mb_worker_run(void)
+{
+	int32		pipeline_id;
+	MbWorkerBatch batch;
+	MbBatchResult result;
+	MemoryContext context = CurrentMemoryContext;
+	TimestampTz started_at = GetCurrentTimestamp();
+	int			batches = 0;
+
+	memset(&batch, 0, sizeof(batch));
+	LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+	pipeline_id = my_slot->pipeline_id;
+	strlcpy(batch.pipeline_name, my_slot->pipeline_name, NAMEDATALEN);
+	batch.timeout_ms = my_slot->batch_timeout_ms;
+	batch.source_commits = my_slot->source_commits;
+	batch.continuous = my_slot->continuous;
+	my_slot->state = MB_STATE_RUNNING;
+	my_slot->since = started_at;
+	LWLockRelease(mb_shared->lock);
+
+	for (;;)
+	{
+		result = mb_worker_run_batch(&batch, started_at);
+		batches++;
+		if (!mb_worker_next_batch_due(&batch, &result, started_at))
+			break;
+		started_at = GetCurrentTimestamp();
+		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+		my_slot->since = started_at;
+		my_slot->batch_id = 0;
+		LWLockRelease(mb_shared->lock);
+	}
+	if (batches > 1)
+		ereport(DEBUG1,
+				(errmsg_internal("microbatch pipeline \"%s\" ran %d batches in a row on this worker",
+								 batch.pipeline_name, batches)));
+	mb_worker_report(pipeline_id, &result, &batch, started_at, batches);
+	MemoryContextSwitchTo(context);
 }
 
 void
@@ -379,6 +523,9 @@ microbatch_worker_main(Datum arg)
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = mb_worker_emit_log;
 	pgstat_report_appname("microbatch worker");
+	batch_context = AllocSetContextCreate(TopMemoryContext,
+										  "microbatch worker batch",
+										  ALLOCSET_DEFAULT_SIZES);
 	idle_since = GetCurrentTimestamp();
 
 	for (;;)

@@ -76,6 +76,9 @@ typedef struct MbSlot
 	Oid			pipeline_owner;
 	int			batch_timeout_ms;	/* 0: none */
 	MbSourceCommits *source_commits;	/* its source's counter, or NULL */
+	bool		continuous;		/* batch_interval 0 */
+	bool		keep_running;	/* may run the pipeline's next batches itself;
+								 * the scheduler clears it before it reloads */
 	int64		batch_id;
 
 	/* batch workers: outcome of the last batch, for the scheduler */
@@ -86,6 +89,7 @@ typedef struct MbSlot
 									 * nothing recorded */
 	TimestampTz result_started_at;
 	bool		result_capped;
+	int			result_batches; /* run in a row before handing it back */
 	uint64		result_commits_covered; /* source commits its window has */
 	bool		result_timed_out;	/* left in the middle of the batch, at its
 									 * batch_timeout */
