@@ -13,6 +13,11 @@
 --   one polling period plus the query.
 -- * The ledger's finished_at is taken before the batch commits: a lower
 --   bound on visibility.
+-- * With track_commit_timestamp on (run-bench.sh turns it on for this
+--   section), the exact figure: the commit timestamp of the batch's
+--   transaction (its ledger row's xmin) minus that of the loader's.  Both are
+--   taken as the commit record is written, so the figure counts the loader's
+--   WAL flush, not its COMMIT round trip nor any polling.
 -- * The batch holding a transaction is the first committed batch whose upper
 --   snapshot shows it as committed (and whose xid range, when max_batch_rows
 --   cut the window, contains it): the definition of a batch window in
@@ -81,7 +86,9 @@ DECLARE
 BEGIN
     DROP TABLE IF EXISTS pg_temp.mb_ledger;
     CREATE TEMP TABLE mb_ledger AS
-    SELECT b.batch_id, b.finished_at, b.upper_snapshot, b.xid_from, b.xid_to
+    SELECT b.batch_id, b.finished_at, b.upper_snapshot, b.xid_from, b.xid_to,
+           CASE WHEN current_setting('track_commit_timestamp')::bool
+                THEN pg_xact_commit_timestamp(b.xmin) END AS visible_at
       FROM microbatch.batch b
       JOIN microbatch.pipeline p USING (pipeline_id)
      WHERE p.pipeline_name = p_pipeline AND b.status = 'committed'
@@ -94,17 +101,22 @@ END $$;
 
 -- The batch holding each loader transaction of a run (NULL when none has
 -- yet), with its commit time, the batch's finished_at and the time the
--- watcher saw it.  Expects bench.load_ledger().
+-- watcher saw it, and both commit timestamps when they are tracked.
+-- Expects bench.load_ledger().
 CREATE FUNCTION bench.run_batches(p_run integer)
 RETURNS TABLE (rows integer, committed_at timestamptz, batch_id bigint,
-               finished_at timestamptz, seen_at timestamptz)
+               finished_at timestamptz, seen_at timestamptz,
+               commit_ts timestamptz, visible_at timestamptz)
 LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY
-    SELECT c.rows, c.committed_at, b.batch_id, b.finished_at, s.seen_at
+    SELECT c.rows, c.committed_at, b.batch_id, b.finished_at, s.seen_at,
+           CASE WHEN current_setting('track_commit_timestamp')::bool
+                THEN pg_xact_commit_timestamp(xid(c.xid)) END,
+           b.visible_at
       FROM bench.commits c
       LEFT JOIN LATERAL (
-            SELECT l.batch_id, l.finished_at
+            SELECT l.batch_id, l.finished_at, l.visible_at
               FROM pg_temp.mb_ledger l
              WHERE l.finished_at > c.committed_at
                AND pg_visible_in_snapshot(c.xid, l.upper_snapshot)
@@ -117,13 +129,15 @@ BEGIN
 END $$;
 
 -- Per-row latency percentiles of a run, in milliseconds: from the watcher
--- (upper bound, the reported figure) and from finished_at (lower bound).
--- Every row of a transaction has that transaction's latency.
+-- (upper bound), from finished_at (lower bound) and from the commit
+-- timestamps (exact; NULL when they are not tracked).  Every row of a
+-- transaction has that transaction's latency.
 CREATE FUNCTION bench.latency(p_run integer, p_pipeline name, p_after bigint,
                               OUT txns bigint, OUT rows bigint, OUT unseen_rows bigint,
                               OUT seconds float8, OUT batches bigint,
                               OUT p50 float8, OUT p95 float8, OUT p99 float8, OUT pmax float8,
-                              OUT lb50 float8, OUT lb95 float8, OUT lb99 float8)
+                              OUT lb50 float8, OUT lb95 float8, OUT lb99 float8,
+                              OUT ex50 float8, OUT ex95 float8, OUT ex99 float8, OUT exmax float8)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM bench.load_ledger(p_pipeline, p_after);
@@ -139,10 +153,15 @@ BEGIN
            max(r.ms),
            percentile_cont(0.50) WITHIN GROUP (ORDER BY r.lb_ms),
            percentile_cont(0.95) WITHIN GROUP (ORDER BY r.lb_ms),
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY r.lb_ms)
-      INTO p50, p95, p99, pmax, lb50, lb95, lb99
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY r.lb_ms),
+           percentile_cont(0.50) WITHIN GROUP (ORDER BY r.ex_ms),
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.ex_ms),
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY r.ex_ms),
+           max(r.ex_ms)
+      INTO p50, p95, p99, pmax, lb50, lb95, lb99, ex50, ex95, ex99, exmax
       FROM (SELECT extract(epoch FROM t.seen_at - t.committed_at)::float8 * 1000 AS ms,
-                   extract(epoch FROM t.finished_at - t.committed_at)::float8 * 1000 AS lb_ms
+                   extract(epoch FROM t.finished_at - t.committed_at)::float8 * 1000 AS lb_ms,
+                   extract(epoch FROM t.visible_at - t.commit_ts)::float8 * 1000 AS ex_ms
               FROM run_txns t, generate_series(1, t.rows)
              WHERE t.seen_at IS NOT NULL) r;
     DROP TABLE run_txns;

@@ -7,7 +7,7 @@
 # with warnings as errors and installs the extension.  Then it starts a
 # cluster of its own (a fresh data directory in a temporary directory, a free
 # port, a socket in that directory, run as the unprivileged postgres user
-# since PostgreSQL refuses root), runs the eleven measurements below, and
+# since PostgreSQL refuses root), runs the twelve measurements below, and
 # stops it, also on error.  Every ratio in the report compares two
 # measurements taken in this run, on this machine.
 #
@@ -30,6 +30,8 @@
 #  11 overhead     a 1-row batch with an empty transform: run_batch's time
 #                  and where it goes (ledger, pg_stat_statements; before the
 #                  soak too)
+#  12 first        the demo's first batch over a million rows: its steps, and
+#                  what parallel query could take of them (before the soak)
 #
 # Environment: MB_BENCH_SECTIONS (names above, default all),
 # MB_BENCH_QUICK=1 (shorter runs, for trying the script: the report says so),
@@ -52,7 +54,7 @@ RUN_USER=${MICROBATCH_BENCH_USER:-postgres}
 PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR postgresql-$PG_MAJOR-cron make gcc gnuplot-nox"
 # soak last: its cluster-wide history retention would trim the ledgers the
 # sections before it read
-SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep quality catchup overhead soak}
+SECTIONS=${MB_BENCH_SECTIONS:-throughput latency ingest tpcb cron idle sweep quality catchup overhead first soak}
 QUICK=${MB_BENCH_QUICK:-}
 NO_INSTALL=${MB_BENCH_NO_INSTALL:-}
 
@@ -73,6 +75,7 @@ if [ -z "$QUICK" ]; then
     SOAK_TP_SECONDS=15 SOAK_TP_ROUNDS=4         # unthrottled loader runs, per side
     CATCHUP_LOADS=20 CATCHUP_ROUNDS=3      # the issue's 200,000-row backlog; ~30 s a round, the median of 3 rounds
     OVERHEAD_SECONDS=5 OVERHEAD_ROUNDS=5   # per pgbench run (~5,000 1-row batches); rounds of the two scripts
+    FIRST_ROWS=1000000                     # the issue's first batch over 1M rows (~20 s)
 else
     TP_SPECS="1000:10 10000:4 100000:1"
     LAT_SECONDS=4 LAT_MAX_RATES="20000"
@@ -86,6 +89,7 @@ else
     SOAK_TP_SECONDS=5 SOAK_TP_ROUNDS=1
     CATCHUP_LOADS=4 CATCHUP_ROUNDS=1
     OVERHEAD_SECONDS=2 OVERHEAD_ROUNDS=3
+    FIRST_ROWS=100000
 fi
 SOAK_RATE=5000 SOAK_RETAIN='1 minute'           # rows/s of the soak's loader; staging retention
 CATCHUP_LOAD_ROWS=10000 CATCHUP_CAP=10000       # rows per loader transaction; max_batch_rows
@@ -212,6 +216,12 @@ val() { sql "$1" -c "$2"; }
 # pgbench's per-statement average latencies (-r), one per line, in ms
 statement_ms() { awk '/statement latencies/ { on = 1; next } on && $1 ~ /^[0-9.]+$/ { print $1 }' "$1"; }
 tps_of() { sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$1"; }
+
+# restart_cluster: for a setting that takes a restart, set with ALTER SYSTEM
+restart_cluster() {
+    pg pg_ctl restart -D "$PGDATA_DIR" -l "$WORK/postgres.log" -m fast -w >/dev/null
+    POSTMASTER_PID=$(head -n 1 "$PGDATA_DIR/postmaster.pid")
+}
 
 set_enabled() {
     val postgres "ALTER SYSTEM SET microbatch.enabled = $1" >/dev/null
@@ -420,7 +430,7 @@ LAT_RUN=0
 # makes it, of LAT_POOL_ROWS rows).
 latency_run() {
     local interval=$1 rate=$2 pipeline=${3:-clickstream} label=${4:-$1} clients=${5:-2}
-    local rows_per_tx=${6:-} tx_rate after wpid result lag loader
+    local rows_per_tx=${6:-} tx_rate after wpid result lag loader exact
     LAT_RUN=$((LAT_RUN + 1))
     if [ -z "$rows_per_tx" ]; then
         rows_per_tx=100
@@ -456,14 +466,22 @@ latency_run() {
     # pgbench's rate-limit schedule lag (avg/max ms): how far the loader fell
     # behind the arrivals it was asked for
     lag=$(sed -n 's/^rate limit schedule lag: avg \([0-9.]*\) .*max \([0-9.]*\).*/\1\/\2/p' "$WORK/lat-$LAT_RUN.log")
-    LAT_ROWS+=("$label|$rate|$rows_per_tx|$result|$clients|${lag:-?}")
-    say "  interval $label, $rate rows/s, $clients clients x $rows_per_tx rows/tx: txns|rows|unseen|rows/s|batches|p50|p95|p99|max|lb50|lb99|batch avg rows|max rows|p50 ms|p99 ms = $result; schedule lag avg/max ${lag:-?} ms"
+    # From the commit timestamps: the exact figures
+    exact=$(val bench "SELECT concat_ws('|', round(ex50::numeric, 1), round(ex95::numeric, 1),
+                                        round(ex99::numeric, 1), round(exmax::numeric, 1))
+                         FROM bench.latency($LAT_RUN, '$pipeline', $after)")
+    LAT_ROWS+=("$label|$rate|$rows_per_tx|$result|$clients|${lag:-?}|$exact")
+    say "  interval $label, $rate rows/s, $clients clients x $rows_per_tx rows/tx: txns|rows|unseen|rows/s|batches|p50|p95|p99|max|lb50|lb99|batch avg rows|max rows|p50 ms|p99 ms = $result; schedule lag avg/max ${lag:-?} ms; exact p50|p95|p99|max = $exact"
 }
 
 # the label of section 2's run through the copy pipeline
 LAT_COPY_LABEL="0, one copy transform, 8 clients"
 section_latency() {
     say "[2 latency] commit to gold at 3 intervals x 2 ingest rates, ${LAT_SECONDS}s each; then one transform, and one copy transform from 8 clients"
+    # Commit timestamps give the exact latency; for this section only, as
+    # they cost every commit a little, and batches a query more.
+    val postgres "ALTER SYSTEM SET track_commit_timestamp = on" >/dev/null
+    restart_cluster
     set_enabled on
     LAT_ROWS=()
     local interval rate
@@ -527,6 +545,9 @@ SQL
     val bench "SELECT microbatch.resume_pipeline('clickstream')" >/dev/null
     val bench "SELECT microbatch.alter_pipeline('clickstream', batch_interval => '200 ms')" >/dev/null
     drain bench clickstream
+    LAT_COMMIT_TS=$(val bench "SHOW track_commit_timestamp")
+    val postgres "ALTER SYSTEM RESET track_commit_timestamp" >/dev/null
+    restart_cluster
 }
 
 #--------------------------------------------------------------------------
@@ -1692,6 +1713,57 @@ SQL
 }
 
 #--------------------------------------------------------------------------
+# 12. A first batch over a million rows, and parallel query
+#--------------------------------------------------------------------------
+section_first() {
+    say "[12 first] the demo's first batch over $FIRST_ROWS rows: its steps; a parallel scan of the rows by hand"
+    set_enabled off
+    val postgres "CREATE DATABASE first_batch" >/dev/null
+    sql first_batch -f "$DEMO_SQL" >/dev/null
+    sql first_batch -f "$BENCH/gen.sql" >/dev/null
+    val first_batch "ALTER TABLE staging.events SET (autovacuum_enabled = off)" >/dev/null
+    val first_batch "INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
+                     SELECT * FROM bench.gen_events($FIRST_ROWS, 5151)" >/dev/null
+    val first_batch "VACUUM ANALYZE staging.events" >/dev/null
+    val first_batch "CHECKPOINT" >/dev/null
+    FIRST_PARALLEL_SETTINGS=$(val first_batch "SELECT concat_ws(', ', 'max_parallel_workers_per_gather = ' || current_setting('max_parallel_workers_per_gather'),
+                                                         'max_parallel_workers = ' || current_setting('max_parallel_workers'))")
+    local t0 t1
+    t0=$(val first_batch "SELECT extract(epoch FROM clock_timestamp())")
+    val first_batch "SELECT microbatch.run_batch('clickstream')" >/dev/null
+    t1=$(val first_batch "SELECT extract(epoch FROM clock_timestamp())")
+    FIRST_MS=$(calc %.0f "($t1 - $t0) * 1000")
+    FIRST_BATCH_ROWS=$(val first_batch "SELECT rows_in FROM microbatch.batches WHERE pipeline = 'clickstream' AND status = 'committed' ORDER BY batch_id DESC LIMIT 1")
+    # kind|name|rows|ms of each step of the batch, in order
+    mapfile -t FIRST_STEPS < <(val first_batch "SELECT concat_ws('|', kind, coalesce(name, ''), rows,
+                                                       round((extract(epoch FROM duration) * 1000)::numeric))
+                                                  FROM microbatch.batch_steps
+                                                 WHERE pipeline = 'clickstream' AND batch_id = 1 AND status = 'committed'
+                                                 ORDER BY step")
+    # What a parallel plan does for a read of the same rows by hand: a count
+    # and a checksum of the staging table, serially and with the workers
+    # allowed, best of three each.
+    sql first_batch >/dev/null <<'SQL'
+CREATE FUNCTION bench.execution_ms(q text, OUT ms float8, OUT parallel boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    plan json;
+BEGIN
+    EXECUTE 'EXPLAIN (ANALYZE, FORMAT JSON) ' || q INTO plan;
+    ms := (plan -> 0 ->> 'Execution Time')::float8;
+    parallel := plan::text LIKE '%"Workers Launched": %' AND plan::text NOT LIKE '%"Workers Launched": 0%';
+END $$;
+SQL
+    local q="SELECT count(*), sum(hashtext(url)) FROM staging.events"
+    FIRST_SCAN_SERIAL=$(val first_batch "SET max_parallel_workers_per_gather = 0;
+        SELECT round(min(ms)::numeric, 1) FROM generate_series(1, 3), bench.execution_ms('$q')")
+    FIRST_SCAN_PARALLEL=$(val first_batch "SELECT concat_ws('|', round(min(ms)::numeric, 1), bool_and(parallel))
+        FROM generate_series(1, 3), bench.execution_ms('$q')")
+    say "  first batch: $FIRST_BATCH_ROWS rows in $FIRST_MS ms; steps: $(IFS=';'; echo "${FIRST_STEPS[*]}"); the scan by hand: $FIRST_SCAN_SERIAL ms serially, $FIRST_SCAN_PARALLEL (ms|parallel) with workers"
+    val postgres "DROP DATABASE first_batch" >/dev/null
+}
+
+#--------------------------------------------------------------------------
 # Run the sections, then write the report
 #--------------------------------------------------------------------------
 for section in $SECTIONS; do
@@ -1701,7 +1773,7 @@ done
 say "writing $REPORT"
 # The results, to rewrite the report without measuring again (with
 # MB_BENCH_KEEP): . results.sh; . report.sh; write_report
-declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|QUALITY_|SOAK_|CATCHUP_|OVERHEAD_|MB_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
+declare -p $(compgen -v | grep -E '^(TP_|LAT_|SWEEP_|TPCB_|IDLE|INGEST_|CRON_|QUALITY_|SOAK_|CATCHUP_|OVERHEAD_|FIRST_|MB_|SETTINGS|PG_VERSION|QUICK|WORK|ROOT)') \
     >"$WORK/results.sh" 2>/dev/null || true
 . "$BENCH/report.sh"
 write_report >"$REPORT.tmp" || fail "writing the report failed (the results are in $WORK/results.sh with MB_BENCH_KEEP=1)"
