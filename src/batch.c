@@ -419,6 +419,18 @@ mb_run_batch_logged(const char *pipeline_name, Oid caller, bool wait,
 	mb_check_pipeline(pipeline);
 
 	/*
+	 * A background batch runs only a pipeline enabled as of now: the
+	 * scheduler that handed it out may not have read a pause yet.
+	 */
+	if (!wait && strcmp(pipeline->state, "enabled") != 0)
+	{
+		if (observer != NULL && observer->before_snapshot != NULL)
+			observer->before_snapshot(observer->arg, pipeline);
+		result.status = MB_BATCH_NOT_ENABLED;
+		return result;
+	}
+
+	/*
 	 * Rows swept by a batch without transforms would be lost to them.  The
 	 * rows committed so far wait for a transform, not for another run.
 	 */
@@ -483,9 +495,11 @@ mb_run_batch_logged(const char *pipeline_name, Oid caller, bool wait,
 
 /*
  * Process the next batch of a pipeline.  Expects mb_call_begin().  With
- * wait false, a pipeline whose lock another transaction holds is left
- * alone (MB_BATCH_BUSY).  Each step is timed for the ledger row; a batch
- * run by a transform of a preview is a real batch all the same.
+ * wait false (a background batch), a pipeline whose lock another
+ * transaction holds is left alone (MB_BATCH_BUSY), and one paused or failed
+ * runs nothing (MB_BATCH_NOT_ENABLED).  Each step is timed for the ledger
+ * row; a batch run by a transform of a preview is a real batch all the
+ * same.
  */
 MbBatchResult
 mb_run_batch(const char *pipeline_name, Oid caller, bool wait,

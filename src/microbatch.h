@@ -267,7 +267,8 @@ typedef enum MbBatchStatus
 	MB_BATCH_EMPTY,				/* nothing new: nothing was written */
 	MB_BATCH_COMMITTED,
 	MB_BATCH_FAILED,			/* rolled back; the attempt is in the ledger */
-	MB_BATCH_BUSY				/* another transaction held the pipeline */
+	MB_BATCH_BUSY,				/* another transaction held the pipeline */
+	MB_BATCH_NOT_ENABLED		/* background: paused or failed, nothing ran */
 } MbBatchStatus;
 
 typedef struct MbBatchResult

@@ -11,7 +11,7 @@
  * commits came that its snapshot may have missed; its batches start
  * microbatch.coalesce_delay apart at least.  Whatever its interval, a
  * pipeline whose window max_batch_rows cut short runs again at once, until
- * it has caught up.  Those next batches, after one that committed, its
+ * it has caught up, without a coalesce_delay.  Those next batches, after one that committed, its
  * worker runs by itself, without handing the pipeline back to us in
  * between, until no commit is waiting (or no backlog), we reload, another
  * pipeline waits for a worker or another database is starved of them: see
@@ -279,6 +279,25 @@ mb_scheduler_stop_keeping(void)
 			slot->keep_running = false;
 	}
 	LWLockRelease(mb_shared->lock);
+}
+
+/*
+ * Pipelines wait for a worker: wake the workers that may keep theirs, this
+ * database's, or every database's when ours is starved, so that one waiting
+ * for its coalesce_delay hands its pipeline back now.  Lock held.
+ */
+static void
+mb_scheduler_wake_keepers(bool all_databases)
+{
+	for (int i = 0; i < mb_shared->nslots; i++)
+	{
+		MbSlot	   *slot = &mb_shared->slots[i];
+
+		if (slot->kind == MB_SLOT_WORKER && slot->keep_running &&
+			slot->latch != NULL &&
+			(all_databases || slot->dboid == MyDatabaseId))
+			SetLatch(slot->latch);
+	}
 }
 
 /*
@@ -571,6 +590,8 @@ mb_scheduler_collect(void)
 				p->enabled = false; /* the engine marked it failed */
 			p->next_run = TimestampTzPlusMilliseconds(now, mb_retry_delay_ms(failures));
 		}
+		else if (status == MB_BATCH_NOT_ENABLED)
+			p->enabled = false; /* paused in the catalog since we read it */
 		else if (status == MB_BATCH_BUSY)
 			p->next_run = TimestampTzPlusMilliseconds(now,
 													  Min(Max(p->interval_ms, 100), mb_naptime));
@@ -1125,6 +1146,8 @@ microbatch_scheduler_main(Datum arg)
 			my_slot->starved_since = 0;
 		else if (served || my_slot->starved_since == 0)
 			my_slot->starved_since = GetCurrentTimestamp();
+		if (waiting > 0)
+			mb_scheduler_wake_keepers(my_slot->starved_since != 0);
 		LWLockRelease(mb_shared->lock);
 
 		/*

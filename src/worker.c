@@ -366,6 +366,8 @@ mb_worker_run_batch(MbWorkerBatch *batch, TimestampTz started_at)
 		error = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		/* the abort left us in TopMemoryContext */
+		MemoryContextSwitchTo(batch_context);
 		RESUME_INTERRUPTS();
 		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED && batch_timed_out)
 			error->message = (char *) mb_worker_timeout_reason(batch);
@@ -434,6 +436,10 @@ mb_worker_next_batch_due(const MbWorkerBatch *batch, const MbBatchResult *result
 
 	if (result->status != MB_BATCH_COMMITTED || !(result->capped || batch->continuous))
 		return false;
+	/* nothing came yet: the scheduler wakes on the next commit */
+	if (!result->capped &&
+		mb_worker_source_commits(batch) == batch->commits_covered)
+		return false;
 	due = result->capped ? 0 : TimestampTzPlusMilliseconds(started_at, mb_coalesce_delay);
 	for (;;)
 	{
@@ -489,12 +495,14 @@ mb_worker_run(void)
 	{
 		result = mb_worker_run_batch(&batch, started_at);
 		batches++;
+		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
+		my_slot->batch_id = 0;
+		LWLockRelease(mb_shared->lock);
 		if (!mb_worker_next_batch_due(&batch, &result, started_at))
 			break;
 		started_at = GetCurrentTimestamp();
 		LWLockAcquire(mb_shared->lock, LW_EXCLUSIVE);
 		my_slot->since = started_at;
-		my_slot->batch_id = 0;
 		LWLockRelease(mb_shared->lock);
 	}
 	if (batches > 1)
