@@ -11,11 +11,11 @@
  * commits came that its snapshot may have missed; its batches start
  * microbatch.coalesce_delay apart at least.  Whatever its interval, a
  * pipeline whose window max_batch_rows cut short runs again at once, until
- * it has caught up, without a coalesce_delay.  Those next batches, after one that committed, its
- * worker runs by itself, without handing the pipeline back to us in
- * between, until no commit is waiting (or no backlog), we reload, another
- * pipeline waits for a worker or another database is starved of them: see
- * worker.c.  A failed batch is retried after an exponential backoff
+ * it has caught up, without a coalesce_delay.  Those next batches, after
+ * one that committed, its worker runs by itself, without handing the
+ * pipeline back to us in between, until no commit came during its batch (or
+ * no backlog is left), we reload, another pipeline waits for a worker or
+ * another database is starved of them: see worker.c.  A failed batch is retried after an exponential backoff
  * from one second, with jitter, capped at microbatch.max_retry_delay; source
  * commits do not bring the retry forward.  A pipeline whose lock another
  * transaction held is tried again after its interval.
