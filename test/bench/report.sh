@@ -159,7 +159,8 @@ write_report() {
     now=$(date -u '+%Y-%m-%d %H:%M UTC')
     host_cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
     mem=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-    commit=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+    # a copy owned by the benchmark's user is still ours to describe
+    commit=$(git -c safe.directory="$ROOT" -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
     # The summary's figures; empty when a section did not run.
     local tp10k="" lat99="" copy99="" sweep_ratio="" mb_lost="" wm_line=""
@@ -489,9 +490,10 @@ ${SWEEP_LOAD_BUDGET} s, whichever comes first) and processed by one real batch
 (${SWEEP_NOOP_S} s) during which the transforms are swapped for a no-op \`SELECT 1\`
 (both databases go through the same swap): running them through the six
 transforms would take several minutes here, and the sweep does not depend on
-what the transforms did.  Both are analysed; autovacuum is off for the staging
-tables so that it does not start in the middle.  Then, in 3 alternating
-rounds, each database runs 1 + $SWEEP_BATCHES iterations of "load 10,000 rows,
+what the transforms did.  Autovacuum is off for every table of both, so that
+it neither starts in the middle nor gives one database's growing layers newer
+statistics, and other plans, than the other's.  Then, in 3 alternating
+rounds, each database is analysed and runs 1 + $SWEEP_BATCHES iterations of "load 10,000 rows,
 \`run_batch\`" from one pgbench connection (the first batch of a connection,
 which warms its caches, is not counted).  The figure is the median of the
 $SWEEP_N counted batches' durations in the ledger (\`finished_at - started_at\`:

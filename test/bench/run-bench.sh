@@ -213,6 +213,16 @@ POSTMASTER_PID=$(head -n 1 "$PGDATA_DIR/postmaster.pid")
 sql() { local db=$1; shift; pg psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
 # val DB QUERY: one value (or one |-separated row)
 val() { sql "$1" -c "$2"; }
+# demo_db DB [FILE...]: a new database with the demo's pipeline, the row
+# generator (gen.sql) and FILEs
+demo_db() {
+    local db=$1 file
+    local files=()
+    shift
+    for file in "$DEMO_SQL" "$BENCH/gen.sql" "$@"; do files+=(-f "$file"); done
+    val postgres "CREATE DATABASE $db" >/dev/null
+    sql "$db" "${files[@]}" >/dev/null
+}
 # pgbench's per-statement average latencies (-r), one per line, in ms
 statement_ms() { awk '/statement latencies/ { on = 1; next } on && $1 ~ /^[0-9.]+$/ { print $1 }' "$1"; }
 tps_of() { sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$1"; }
@@ -331,9 +341,7 @@ CRON_EXT=$(pg psql -X -At -d postgres -c "SELECT default_version FROM pg_availab
 CRON_PKG=$(dpkg-query -W -f='${Version}' "postgresql-$PG_MAJOR-cron" 2>/dev/null || echo unknown)
 
 say "databases: bench (the demo's clickstream pipeline), hand_s and hand_p (the same tables, no extension)"
-val postgres "CREATE DATABASE bench" >/dev/null
-sql bench -f "$DEMO_SQL" >/dev/null
-sql bench -f "$BENCH/gen.sql" -f "$BENCH/latency.sql" >/dev/null
+demo_db bench "$BENCH/latency.sql"
 val bench "CREATE EXTENSION pg_cron" >/dev/null
 for db in hand_s hand_p; do
     val postgres "CREATE DATABASE $db" >/dev/null
@@ -953,6 +961,7 @@ section_idle() {
 sweep_round() {
     local db=$1 before
     before=$(last_batch "$db" clickstream)
+    val "$db" "ANALYZE" >/dev/null
     pg pgbench -n -M prepared -c 1 -t $((SWEEP_BATCHES + 1)) -D rows=10000 -f "$WORK/tp-mb.pgbench" "$db" \
         >>"$WORK/sweep-$db.log" 2>&1
     val "$db" "SELECT extract(epoch FROM duration) * 1000 FROM microbatch.batches
@@ -973,11 +982,17 @@ INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, p
 SELECT * FROM bench.gen_events(:rows, :seed);
 SELECT microbatch.run_batch('clickstream');" >"$WORK/tp-mb.pgbench"
     for db in sweep_small sweep_big; do
-        val postgres "CREATE DATABASE $db" >/dev/null
-        sql "$db" -f "$DEMO_SQL" >/dev/null
-        sql "$db" -f "$BENCH/gen.sql" >/dev/null
-        # Autovacuum would start on the big table in the middle of the batches.
-        val "$db" "ALTER TABLE staging.events SET (autovacuum_enabled = off)" >/dev/null
+        demo_db "$db"
+        # Autovacuum would start on the big table in the middle of the
+        # batches, and analyse the growing layers of one database and not
+        # yet the other's, whose plans would then differ (a 10x slower gold
+        # transform seen once): statistics come from the ANALYZE before each
+        # round, the same in both.
+        val "$db" "DO \$\$ DECLARE t regclass; BEGIN
+                     FOR t IN SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                               WHERE c.relkind = 'r' AND n.nspname IN ('staging', 'bronze', 'silver', 'gold') LOOP
+                       EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = off)', t);
+                     END LOOP; END \$\$" >/dev/null
         # The processed rows are processed by one real batch whose transforms
         # are swapped for a no-op: running them through the six transforms
         # would take many minutes here, and the sweep does not depend on what
@@ -1016,7 +1031,6 @@ SQL
 SELECT microbatch.remove_transform('clickstream', 'noop');
 SELECT microbatch.add_transform('clickstream', transform, layer, command)
   FROM bench.saved_transforms ORDER BY run_order;
-ANALYZE;
 SQL
     done
     SWEEP_PROCESSED=$(val sweep_big "SELECT sum(rows_in) FROM microbatch.batches WHERE pipeline = 'clickstream'")
@@ -1040,6 +1054,7 @@ SQL
 SELECT nextval('bench.load_seq') AS seed \gset
 INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
 SELECT * FROM bench.gen_events(10000, :seed);
+ANALYZE;
 LOAD 'auto_explain';
 SET auto_explain.log_min_duration = 1;
 SET auto_explain.log_nested_statements = on;
@@ -1083,9 +1098,7 @@ quality_round() {
 section_quality() {
     say "[8 quality] 10k-row batches of the demo pipeline with its five expectations and audit vs without"
     set_enabled off
-    val postgres "CREATE DATABASE quality" >/dev/null
-    sql quality -f "$DEMO_SQL" >/dev/null
-    sql quality -f "$BENCH/gen.sql" >/dev/null
+    demo_db quality
     # Valid rows only, so that the pipeline without its checks does the same
     # work with them (a malformed amount would fail its silver cast): what
     # is measured is the checks' own cost, the pass over the batch and the
@@ -1301,8 +1314,7 @@ section_catchup() {
     # Three databases with the same tables: the demo's pipeline, capped, in
     # two; the stand-in of section 1 (hand.sql) in the third.
     for db in catchup_backlog catchup_live; do
-        val postgres "CREATE DATABASE $db" >/dev/null
-        sql "$db" -f "$DEMO_SQL" -f "$BENCH/gen.sql" >/dev/null
+        demo_db "$db"
         val "$db" "SELECT microbatch.alter_pipeline('clickstream', max_batch_rows => $CATCHUP_CAP)" >/dev/null
     done
     val postgres "CREATE DATABASE catchup_hand" >/dev/null
@@ -1545,8 +1557,7 @@ section_soak() {
     val postgres "ALTER SYSTEM SET microbatch.naptime = '1s'" >/dev/null
     val postgres "ALTER SYSTEM SET microbatch.history_retention = '1min'" >/dev/null
     val postgres "SELECT pg_reload_conf()" >/dev/null
-    val postgres "CREATE DATABASE soak" >/dev/null
-    sql soak -f "$DEMO_SQL" -f "$BENCH/gen.sql" -f "$BENCH/soak.sql" >/dev/null
+    demo_db soak "$BENCH/soak.sql"
     sql soak >/dev/null <<SQL
 SELECT microbatch.alter_pipeline('clickstream', batch_interval => '1 s');
 SELECT microbatch.set_retention('staging.events', '$SOAK_RETAIN');
@@ -1718,9 +1729,7 @@ SQL
 section_first() {
     say "[12 first] the demo's first batch over $FIRST_ROWS rows: its steps; a parallel scan of the rows by hand"
     set_enabled off
-    val postgres "CREATE DATABASE first_batch" >/dev/null
-    sql first_batch -f "$DEMO_SQL" >/dev/null
-    sql first_batch -f "$BENCH/gen.sql" >/dev/null
+    demo_db first_batch
     val first_batch "ALTER TABLE staging.events SET (autovacuum_enabled = off)" >/dev/null
     val first_batch "INSERT INTO staging.events (event_id, user_id, email, url, event_type, amount, payload)
                      SELECT * FROM bench.gen_events($FIRST_ROWS, 5151)" >/dev/null
