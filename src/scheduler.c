@@ -15,10 +15,11 @@
  * one that committed, its worker runs by itself, without handing the
  * pipeline back to us in between, until no commit came during its batch (or
  * no backlog is left), we reload, another pipeline waits for a worker or
- * another database is starved of them: see worker.c.  A failed batch is retried after an exponential backoff
- * from one second, with jitter, capped at microbatch.max_retry_delay; source
- * commits do not bring the retry forward.  A pipeline whose lock another
- * transaction held is tried again after its interval.
+ * another database is starved of them: see worker.c.  A failed batch is
+ * retried after an exponential backoff from one second, with jitter, capped
+ * at microbatch.max_retry_delay; source commits do not bring the retry
+ * forward.  A pipeline whose lock another transaction held is tried again
+ * after its interval.
  *
  * Due pipelines are handed to idle batch workers of this database; more are
  * started while fewer than microbatch.max_workers run in the whole cluster.
