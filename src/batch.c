@@ -416,11 +416,12 @@ mb_run_batch_logged(const char *pipeline_name, Oid caller, bool wait,
 		result.status = MB_BATCH_BUSY;
 		return result;
 	}
-	mb_check_pipeline(pipeline);
 
 	/*
 	 * A background batch runs only a pipeline enabled as of now: the
-	 * scheduler that handed it out may not have read a pause yet.
+	 * scheduler that handed it out may not have read a pause yet.  Checked
+	 * before the pipeline itself, whose failures would count towards marking
+	 * a paused pipeline failed.
 	 */
 	if (!wait && strcmp(pipeline->state, "enabled") != 0)
 	{
@@ -429,6 +430,7 @@ mb_run_batch_logged(const char *pipeline_name, Oid caller, bool wait,
 		result.status = MB_BATCH_NOT_ENABLED;
 		return result;
 	}
+	mb_check_pipeline(pipeline);
 
 	/*
 	 * Rows swept by a batch without transforms would be lost to them.  The

@@ -11,15 +11,15 @@
  * commits came that its snapshot may have missed; its batches start
  * microbatch.coalesce_delay apart at least.  Whatever its interval, a
  * pipeline whose window max_batch_rows cut short runs again at once, until
- * it has caught up, without a coalesce_delay.  Those next batches, after
- * one that committed, its worker runs by itself, without handing the
- * pipeline back to us in between, until no commit came during its batch (or
- * no backlog is left), we reload, another pipeline waits for a worker or
- * another database is starved of them: see worker.c.  A failed batch is
- * retried after an exponential backoff from one second, with jitter, capped
- * at microbatch.max_retry_delay; source commits do not bring the retry
- * forward.  A pipeline whose lock another transaction held is tried again
- * after its interval.
+ * it has caught up, without a coalesce_delay.  After a batch that
+ * committed, its worker runs those next batches itself, without handing
+ * the pipeline back to us in between, until no commit came during its
+ * batch (or no backlog is left), we reload, another pipeline waits for a
+ * worker or another database is starved of them: see worker.c.  A failed
+ * batch is retried after an exponential backoff from one second, with
+ * jitter, capped at microbatch.max_retry_delay; source commits do not bring
+ * the retry forward.  A pipeline whose lock another transaction held is
+ * tried again after its interval.
  *
  * Due pipelines are handed to idle batch workers of this database; more are
  * started while fewer than microbatch.max_workers run in the whole cluster.
@@ -592,7 +592,15 @@ mb_scheduler_collect(void)
 			p->next_run = TimestampTzPlusMilliseconds(now, mb_retry_delay_ms(failures));
 		}
 		else if (status == MB_BATCH_NOT_ENABLED)
-			p->enabled = false; /* paused in the catalog since we read it */
+		{
+			/*
+			 * Paused in the catalog since we read it, and maybe resumed since
+			 * our last reload: read the catalog again.
+			 */
+			p->enabled = false;
+			pg_atomic_write_u32(&my_slot->reload_requested, 1);
+			SetLatch(MyLatch);
+		}
 		else if (status == MB_BATCH_BUSY)
 			p->next_run = TimestampTzPlusMilliseconds(now,
 													  Min(Max(p->interval_ms, 100), mb_naptime));

@@ -434,13 +434,15 @@ mb_worker_next_batch_due(const MbWorkerBatch *batch, const MbBatchResult *result
 {
 	TimestampTz due;
 
-	if (result->status != MB_BATCH_COMMITTED || !(result->capped || batch->continuous))
+	if (result->status != MB_BATCH_COMMITTED ||
+		!(result->capped || batch->continuous))
 		return false;
 	/* nothing came yet: the scheduler wakes on the next commit */
 	if (!result->capped &&
 		mb_worker_source_commits(batch) == batch->commits_covered)
 		return false;
-	due = result->capped ? 0 : TimestampTzPlusMilliseconds(started_at, mb_coalesce_delay);
+	due = result->capped ? 0 :
+		TimestampTzPlusMilliseconds(started_at, mb_coalesce_delay);
 	for (;;)
 	{
 		TimestampTz now;
@@ -506,9 +508,8 @@ mb_worker_run(void)
 		LWLockRelease(mb_shared->lock);
 	}
 	if (batches > 1)
-		ereport(DEBUG1,
-				(errmsg_internal("microbatch pipeline \"%s\" ran %d batches in a row on this worker",
-								 batch.pipeline_name, batches)));
+		elog(DEBUG1, "microbatch pipeline \"%s\" ran %d batches in a row on this worker",
+			 batch.pipeline_name, batches);
 	mb_worker_report(pipeline_id, &result, &batch, started_at, batches);
 	MemoryContextSwitchTo(context);
 }

@@ -36,9 +36,10 @@ typedef enum MbSlotState
 	MB_STATE_IDLE,
 	MB_STATE_ASSIGNED,			/* handed a pipeline, not started on it yet */
 	MB_STATE_RUNNING,
-	MB_STATE_LEFT				/* exited in the middle of a batch: the slot
-								 * is its scheduler's to free, once it read
-								 * the outcome */
+	MB_STATE_LEFT				/* exited in the middle of a batch, or before
+								 * its scheduler read the last outcome: the
+								 * slot is the scheduler's to free, once it
+								 * read it */
 } MbSlotState;
 
 /* Commits into the tables of one source hierarchy, by its root */

@@ -13,8 +13,10 @@
 #
 # The streams are dense (two sessions committing back to back, without
 # waiting for WAL flushes), so that rows are always waiting when a batch
-# ends: only the hand-back rules can take the worker away.  The naptime is a minute, so the scheduler's
-# regular reload explains nothing here.
+# ends: only the hand-back rules can take the worker away.  The naptime is
+# a minute, so the scheduler's regular reload explains nothing here.  A
+# batch handed out for a pipeline paused by hand in the catalog runs
+# nothing, not even the checks that could count a failure against it.
 
 use strict;
 use warnings;
@@ -204,6 +206,47 @@ is(batches_since('pa', $paused_at), '0',
 	'no batch of a pipeline paused in the catalog by hand');
 $node->safe_psql($db, q{SELECT microbatch.resume_pipeline('pa')});
 caught_up('a', 'paused by hand and resumed');
+
+# 3c. A batch handed out for a pipeline paused by hand runs no check of the
+# pipeline either: one that fails (here its owner, NOLOGIN since) would be
+# recorded as a failed attempt, and enough of them would mark the paused
+# pipeline failed.
+$node->safe_psql(
+	$db, q{
+CREATE ROLE carol LOGIN;
+GRANT CREATE ON SCHEMA public TO carol;
+SET ROLE carol;
+CREATE TABLE c (id bigserial, v int);
+CREATE TABLE c_out (id bigint);
+SELECT microbatch.create_pipeline('pc', 'c', '0');
+SELECT microbatch.add_transform('pc', 'copy', 'bronze',
+    'INSERT INTO c_out SELECT id FROM microbatch.pc_batch');
+INSERT INTO c (v) VALUES (1);
+});
+caught_up('c', 'a pipeline of carol');
+$node->safe_psql(
+	$db, q{
+UPDATE microbatch.pipeline SET state = 'paused' WHERE pipeline_name = 'pc';
+ALTER ROLE carol NOLOGIN;
+});
+$paused_at = $node->safe_psql($db, 'SELECT clock_timestamp()');
+$node->safe_psql($db, q{INSERT INTO c (v) VALUES (2)});
+usleep(1_000_000);
+is( $node->safe_psql(
+		$db, qq{
+SELECT state, consecutive_failures,
+       (SELECT count(*) FROM microbatch.batches
+         WHERE pipeline = 'pc' AND started_at > '$paused_at')
+  FROM microbatch.pipelines WHERE pipeline = 'pc'}),
+	'paused|0|0',
+	'a pipeline paused by hand whose owner cannot log in any more stays paused, with no attempt');
+$node->safe_psql(
+	$db, q{
+ALTER ROLE carol LOGIN;
+SELECT microbatch.resume_pipeline('pc');
+});
+caught_up('c', 'paused by hand, owner NOLOGIN, and resumed');
+$node->safe_psql($db, q{SELECT microbatch.drop_pipeline('pc')});
 
 # 4. A new interval applies from the next batch.
 $feed = start_feed('a', 3);
